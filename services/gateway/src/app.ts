@@ -1,0 +1,136 @@
+/**
+ * Builds the gateway's Fastify instance from a frozen config. Listening and shutdown live
+ * in main.ts; tests call `buildGatewayApp` and `close()` it in teardown.
+ */
+import Fastify, { type FastifyInstance } from 'fastify'
+import cookie from '@fastify/cookie'
+import type { DestinationStream } from 'pino'
+import { randomUUID } from 'node:crypto'
+import { systemClock, type Clock } from '#shared/clock.js'
+import type { GatewayConfig } from './config.js'
+import authRoutes from './auth/routes.js'
+import { ClientDirectory } from './identity/clients-file.js'
+import { UserDirectory } from './identity/user-directory.js'
+import { createLoginLimiter } from './auth/login-limiter.js'
+import oauthRoutes from './oauth/routes.js'
+import metricsPlugin, { createGatewayMetrics, type GatewayMetrics } from './ops/metrics.js'
+import { AccessTokenIssuer, AccessTokenVerifier } from './keys/access-token.js'
+import jwksRoute from './keys/jwks-route.js'
+import { loadSigningKeys, type SigningKeys } from './keys/signing-keys.js'
+import { installErrorHandling } from './ops/error-handler.js'
+import { createGatewayEvents, type GatewayEvents } from './ops/events.js'
+import healthRoutes, { type Readiness } from './ops/health-routes.js'
+import type { FamilyLimits, FamilyStore } from './sessions/family-store.js'
+import { MemoryFamilyStore } from './sessions/memory-family-store.js'
+import { RedisFamilyStore } from './sessions/redis-family-store.js'
+import { connectRedis, createRedisClient } from './sessions/redis-connection.js'
+
+/** Server-side timeouts: a slow-loris client must not hold a socket forever. */
+export const CONNECTION_TIMEOUT_MS = 10_000
+export const REQUEST_TIMEOUT_MS = 30_000
+export const KEEP_ALIVE_TIMEOUT_MS = 72_000
+/** Default body limit for routes that do not set their own (proxied bodies stream past it). */
+export const BODY_LIMIT_BYTES = 1024 * 1024
+
+export interface GatewayDeps {
+  readonly clock: Clock
+  readonly store: FamilyStore
+  readonly keys: SigningKeys
+  readonly users: UserDirectory
+  readonly clients: ClientDirectory
+  readonly metrics: GatewayMetrics
+  readonly events: GatewayEvents
+}
+
+export interface BuildGatewayOptions {
+  /** Replace parts (tests inject a clock, a store, keys). */
+  readonly deps?: Partial<GatewayDeps>
+  /** Where JSON log lines go (tests capture them); default stdout. */
+  readonly logStream?: DestinationStream
+}
+
+export interface GatewayInfo {
+  /** The generated demo user's password when no USERS_FILE is set; printed once by the CLI. */
+  readonly demoPassword: string | undefined
+  readonly readiness: Readiness
+  readonly deps: GatewayDeps
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    latchkey: GatewayInfo
+  }
+}
+
+export function familyLimits (config: GatewayConfig): FamilyLimits {
+  return {
+    idleTtlMs: config.refreshIdleTtlS * 1000,
+    maxTtlMs: config.sessionMaxTtlS * 1000,
+    graceMs: config.refreshReuseGraceS * 1000
+  }
+}
+
+export async function buildGatewayApp (config: GatewayConfig, options: BuildGatewayOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: {
+      level: config.logLevel,
+      ...(options.logStream === undefined ? {} : { stream: options.logStream }),
+      // Belt and braces: no route logs these, but a future debug line must not either.
+      redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'res.headers["set-cookie"]', '*.password', '*.refresh_token', '*.client_secret'], censor: '[redacted]' }
+    },
+    genReqId: () => randomUUID(),
+    requestIdHeader: false,
+    connectionTimeout: CONNECTION_TIMEOUT_MS,
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+    bodyLimit: BODY_LIMIT_BYTES,
+    trustProxy: false,
+    return503OnClosing: true,
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } }
+  })
+
+  const overrides = options.deps ?? {}
+  const clock = overrides.clock ?? systemClock
+  const metrics = overrides.metrics ?? createGatewayMetrics()
+  const events = overrides.events ?? createGatewayEvents(metrics)
+  const clients = overrides.clients ?? await ClientDirectory.load(config.clientsFile)
+  const keys = overrides.keys ?? await loadSigningKeys(config.signingKeysFile, app.log)
+  let demoPassword: string | undefined
+  let users = overrides.users
+  if (users === undefined) {
+    const loaded = await UserDirectory.load(config.usersFile)
+    users = loaded.directory
+    demoPassword = loaded.demoPassword
+  }
+  let store = overrides.store
+  let redis: ReturnType<typeof createRedisClient> | undefined
+  if (store === undefined) {
+    if (config.redis.kind === 'none') {
+      app.log.warn('no REDIS_URL: sessions are kept in this process only and die with it; run one replica')
+      store = new MemoryFamilyStore({ limits: familyLimits(config), clock })
+    } else {
+      redis = createRedisClient(config.redis, { keyPrefix: config.redisKeyPrefix, log: app.log })
+      connectRedis(redis)
+      store = new RedisFamilyStore({ client: redis, limits: familyLimits(config), clock, keyPrefix: config.redisKeyPrefix })
+    }
+  }
+  const familyStore = store
+  const deps: GatewayDeps = { clock, store: familyStore, keys, users, clients, metrics, events }
+  const readiness: Readiness = { draining: false, check: () => familyStore.ping() }
+  app.decorate('latchkey', { demoPassword, readiness, deps })
+
+  const issuer = new AccessTokenIssuer({ keys, issuer: config.issuer, ttlS: config.accessTokenTtlS, clock })
+  const verifier = new AccessTokenVerifier({ keys, issuer: config.issuer, clock })
+
+  installErrorHandling(app)
+  await app.register(metricsPlugin, { metrics })
+  await app.register(cookie)
+  const limiter = await createLoginLimiter(app, config.loginLimits, redis, events)
+  await app.register(healthRoutes, { readiness })
+  await app.register(jwksRoute, { keys })
+  await app.register(authRoutes, { config, store: familyStore, users, issuer, verifier, clock, events, limiter })
+  await app.register(oauthRoutes, { config, store: familyStore, users, clients, issuer, events, limiter })
+
+  app.addHook('onClose', async () => { await familyStore.close() })
+  return app
+}

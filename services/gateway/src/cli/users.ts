@@ -1,0 +1,153 @@
+/**
+ * `latchkey users add <name> [--scope "a b"] [--file FILE]`
+ *
+ * The password never comes from argv (it would sit in shell history and `ps`): it is
+ * read from stdin when stdin is not a terminal (`printf %s "$PW" | latchkey users add
+ * alice`), else prompted twice on the terminal with echo off.
+ *
+ * Exit codes: 0 added, 1 refused (duplicate, bad password, unreadable file), 2 usage,
+ * 130 cancelled at the prompt.
+ */
+import { parseArgs } from 'node:util'
+import { ConfigError } from '#shared/errors.js'
+import { MAX_PASSWORD_LENGTH, addUser } from '../identity/users-file.js'
+import type { CliIo } from './io.js'
+
+const USAGE = 'usage: latchkey users add <name> [--scope "a b"] [--file FILE]   (file default: $USERS_FILE)'
+/** Enough for any password we accept, small enough that `cat /dev/zero |` fails fast. */
+const MAX_STDIN_BYTES = 64 * 1024
+
+type TtyStdin = CliIo['stdin'] & { setRawMode?: (mode: boolean) => unknown }
+
+class Cancelled extends Error {}
+
+/** All of stdin, with one trailing newline (LF or CRLF) removed. */
+async function readAllStdin (stdin: CliIo['stdin']): Promise<string> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of stdin) {
+    const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk
+    size += buf.length
+    if (size > MAX_STDIN_BYTES) throw new ConfigError('password', `stdin is longer than ${MAX_STDIN_BYTES} bytes`)
+    chunks.push(buf)
+  }
+  return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '')
+}
+
+/**
+ * Prompt for each of `prompts` on the terminal with echo off (raw mode), returning the
+ * lines typed. Raw mode means we do the line editing: Enter ends a line, Backspace and
+ * Ctrl-U erase, Ctrl-C (or Ctrl-D on an empty line) cancels, escape sequences (arrow
+ * keys) are dropped. Text pasted past an Enter carries over to the next prompt.
+ */
+async function promptHidden (io: CliIo, prompts: readonly string[]): Promise<string[]> {
+  const stdin = io.stdin as TtyStdin
+  const raw = typeof stdin.setRawMode === 'function'
+  const lines: string[] = []
+  let current = ''
+  io.stderr.write(prompts[0] ?? '')
+  if (raw) stdin.setRawMode?.(true)
+  stdin.setEncoding('utf8')
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const finish = (err?: Error): void => {
+        stdin.removeListener('data', onData)
+        stdin.removeListener('end', onEnd)
+        stdin.removeListener('error', finish)
+        stdin.pause()
+        if (err === undefined) resolve()
+        else reject(err)
+      }
+      const onEnd = (): void => finish(new Cancelled())
+      const onData = (chunk: string | Buffer): void => {
+        const text = String(chunk)
+        for (let i = 0; i < text.length; i++) {
+          const ch = text[i] as string
+          if (ch === '\r' || ch === '\n') {
+            if (ch === '\r' && text[i + 1] === '\n') i++
+            lines.push(current)
+            current = ''
+            io.stderr.write('\n')
+            if (lines.length === prompts.length) return finish()
+            io.stderr.write(prompts[lines.length] ?? '')
+          } else if (ch === '\u0003' || (ch === '\u0004' && current === '')) {
+            io.stderr.write('\n')
+            return finish(new Cancelled())
+          } else if (ch === '\u007f' || ch === '\b') {
+            current = [...current].slice(0, -1).join('')
+          } else if (ch === '\u0015') {
+            current = ''
+          } else if (ch === '\u001b') {
+            break
+          } else if (ch >= ' ') {
+            current += ch
+          }
+        }
+      }
+      stdin.on('data', onData)
+      stdin.once('end', onEnd)
+      stdin.once('error', finish)
+      stdin.resume()
+    })
+  } finally {
+    if (raw) stdin.setRawMode?.(false)
+  }
+  return lines
+}
+
+async function readPassword (io: CliIo, username: string): Promise<string> {
+  if (io.stdin.isTTY !== true) return await readAllStdin(io.stdin)
+  const [first, second] = await promptHidden(io, [`Password for ${username}: `, 'Repeat password: '])
+  if (first !== second) throw new ConfigError('password', 'the two entries do not match')
+  return first ?? ''
+}
+
+export async function runUsersCommand (argv: string[], io: CliIo, env: Readonly<Record<string, string | undefined>>): Promise<number> {
+  let parsed
+  try {
+    parsed = parseArgs({
+      args: argv,
+      options: { scope: { type: 'string' }, file: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      allowPositionals: true,
+      strict: true
+    })
+  } catch (err) {
+    io.stderr.write(`latchkey users: ${(err as Error).message.split('\n')[0]}\n${USAGE}\n`)
+    return 2
+  }
+  const { values, positionals } = parsed
+  if (values.help === true) {
+    io.stdout.write(`${USAGE}\n`)
+    return 0
+  }
+  const [sub, username, ...extra] = positionals
+  if (sub !== 'add' || username === undefined || extra.length > 0) {
+    io.stderr.write(`${USAGE}\n`)
+    return 2
+  }
+  const file = values.file ?? env.USERS_FILE
+  if (file === undefined || file === '') {
+    io.stderr.write('latchkey users: no users file: pass --file FILE or set USERS_FILE\n')
+    return 2
+  }
+
+  try {
+    const password = await readPassword(io, username)
+    if (password.length === 0) throw new ConfigError('password', 'must not be empty')
+    if (password.length > MAX_PASSWORD_LENGTH) throw new ConfigError('password', `must be at most ${MAX_PASSWORD_LENGTH} characters`)
+    const user = await addUser(file, { username, password, scope: values.scope ?? '' })
+    const scope = user.scope === '' ? '(none)' : `"${user.scope}"`
+    io.stdout.write(`added user ${JSON.stringify(user.username)} (id ${user.id}, scope ${scope}) to ${file}\n`)
+    return 0
+  } catch (err) {
+    if (err instanceof Cancelled) {
+      io.stderr.write('latchkey users: cancelled\n')
+      return 130
+    }
+    if (err instanceof ConfigError) {
+      io.stderr.write(`latchkey users: ${err.message}\n`)
+      return 1
+    }
+    throw err
+  }
+}

@@ -1,0 +1,178 @@
+/**
+ * Gateway configuration: read from the environment once at boot, validated, frozen,
+ * and handed down. Nothing else in the gateway reads `process.env`.
+ */
+import { readFileSync } from 'node:fs'
+import { ConfigError } from '#shared/errors.js'
+import {
+  type Env, type HostPort, deepFreeze, readBool, readDurationS, readEnum, readHostPorts, readInt, readList,
+  readOptional, readPort, readString, readUrl
+} from '#shared/config.js'
+
+export const PORT = 8080
+export const HOST = '0.0.0.0'
+export const ISSUER = 'http://localhost:8080'
+export const AUDIENCE = 'latchkey-api'
+export const RESOURCE_URL = 'http://localhost:8081'
+export const ACCESS_TTL_S = 300
+export const REFRESH_IDLE_TTL_S = 14 * 86400
+export const SESSION_MAX_TTL_S = 30 * 86400
+export const REFRESH_REUSE_GRACE_S = 10
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+export const REDIS_WAIT_REPLICAS = 0
+/** Prefix of every key the gateway writes, so one Redis can host several deployments. */
+export const REDIS_KEY_PREFIX = 'lk:'
+
+/** Brute-force limits on password checks (login and the password grant), per window. */
+export const LOGIN_MAX_ATTEMPTS_PER_USER = 10
+export const LOGIN_MAX_ATTEMPTS_PER_IP = 100
+export const LOGIN_ATTEMPT_WINDOW_S = 300
+
+export type LogLevel = typeof LOG_LEVELS[number]
+
+export interface RouteConfig {
+  readonly prefix: string
+  readonly upstream: string
+  readonly audience: string
+  readonly scopes: readonly string[]
+}
+
+export type RedisConfig =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'url', readonly url: string }
+  | { readonly kind: 'sentinel', readonly sentinels: readonly HostPort[], readonly name: string, readonly url: string | undefined }
+  | { readonly kind: 'cluster', readonly nodes: readonly HostPort[], readonly url: string | undefined }
+
+export interface GatewayConfig {
+  readonly port: number
+  readonly host: string
+  readonly issuer: string
+  /** The issuer's origin: what a same-site `Origin` header must equal. */
+  readonly origin: string
+  readonly audience: string
+  readonly redis: RedisConfig
+  /** Replicas that must acknowledge a rotation (`WAIT`) before it is answered; 0 = don't wait. */
+  readonly redisWaitReplicas: number
+  readonly redisKeyPrefix: string
+  readonly signingKeysFile: string | undefined
+  readonly usersFile: string | undefined
+  readonly clientsFile: string | undefined
+  readonly routes: readonly RouteConfig[]
+  readonly accessTokenTtlS: number
+  readonly refreshIdleTtlS: number
+  readonly sessionMaxTtlS: number
+  readonly refreshReuseGraceS: number
+  readonly cookieSecure: boolean
+  readonly loginLimits: { readonly perUsername: number, readonly perIp: number, readonly windowS: number }
+  readonly corsOrigins: readonly string[]
+  readonly logLevel: LogLevel
+  /** `latchkey dev`: serve the demo page and print the walkthrough. */
+  readonly devMode: boolean
+}
+
+function readRoutes (env: Env): RouteConfig[] {
+  const file = readOptional(env, 'ROUTES_FILE')
+  const audience = readString(env, 'AUDIENCE', AUDIENCE)
+  if (file === undefined) {
+    const upstream = readUrl(env, 'RESOURCE_URL', RESOURCE_URL) as string
+    return [{ prefix: '/api/', upstream, audience, scopes: [] }]
+  }
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(readFileSync(file, 'utf8'))
+  } catch (err) {
+    const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : 'not readable JSON'
+    throw new ConfigError('ROUTES_FILE', `${why}: ${file}`)
+  }
+  if (!Array.isArray(parsed) || parsed.length === 0) throw new ConfigError('ROUTES_FILE', 'expected a non-empty JSON array of routes')
+  return parsed.map((r: unknown, i: number): RouteConfig => {
+    const where = `route ${i}`
+    if (r === null || typeof r !== 'object') throw new ConfigError('ROUTES_FILE', `${where} is not an object`)
+    const o = r as Record<string, unknown>
+    if (typeof o.prefix !== 'string' || !/^\/[A-Za-z0-9._~!$&'()*+,;=:@/-]*\/$/.test(o.prefix) || o.prefix.includes('/../') || o.prefix.includes('/./')) {
+      throw new ConfigError('ROUTES_FILE', `${where}: prefix must be a normalised path starting and ending with "/"`)
+    }
+    if (o.prefix.startsWith('/auth/') || o.prefix.startsWith('/oauth/') || o.prefix.startsWith('/.well-known/') || o.prefix === '/') {
+      throw new ConfigError('ROUTES_FILE', `${where}: prefix ${o.prefix} would shadow the gateway's own routes`)
+    }
+    let upstream: URL
+    try { upstream = new URL(String(o.upstream)) } catch { throw new ConfigError('ROUTES_FILE', `${where}: upstream must be an absolute URL`) }
+    if (upstream.protocol !== 'http:' && upstream.protocol !== 'https:') throw new ConfigError('ROUTES_FILE', `${where}: upstream must be http or https`)
+    const aud = o.audience === undefined ? audience : o.audience
+    if (typeof aud !== 'string' || aud === '') throw new ConfigError('ROUTES_FILE', `${where}: audience must be a non-empty string`)
+    const scopes = o.scopes === undefined ? [] : o.scopes
+    if (!Array.isArray(scopes) || !scopes.every(s => typeof s === 'string' && /^[\x21\x23-\x5b\x5d-\x7e]+$/.test(s))) {
+      throw new ConfigError('ROUTES_FILE', `${where}: scopes must be an array of scope tokens`)
+    }
+    return { prefix: o.prefix, upstream: upstream.toString().replace(/\/$/, ''), audience: aud, scopes }
+  })
+}
+
+function readRedis (env: Env): RedisConfig {
+  const url = readUrl(env, 'REDIS_URL', undefined, ['redis:', 'rediss:'])
+  const sentinels = readHostPorts(env, 'REDIS_SENTINELS')
+  const nodes = readHostPorts(env, 'REDIS_CLUSTER_NODES')
+  if (sentinels.length > 0 && nodes.length > 0) throw new ConfigError('REDIS_SENTINELS', 'set either REDIS_SENTINELS or REDIS_CLUSTER_NODES, not both')
+  if (sentinels.length > 0) {
+    const name = readOptional(env, 'REDIS_SENTINEL_NAME')
+    if (name === undefined) throw new ConfigError('REDIS_SENTINEL_NAME', 'required when REDIS_SENTINELS is set')
+    return { kind: 'sentinel', sentinels, name, url }
+  }
+  if (nodes.length > 0) return { kind: 'cluster', nodes, url }
+  if (url !== undefined) return { kind: 'url', url }
+  return { kind: 'none' }
+}
+
+function readRedisPrefix (env: Env): string {
+  const prefix = readString(env, 'REDIS_KEY_PREFIX', REDIS_KEY_PREFIX)
+  // Braces would become the hash tag and pull every key into one cluster slot.
+  if (!/^[A-Za-z0-9:_.-]{1,32}$/.test(prefix)) throw new ConfigError('REDIS_KEY_PREFIX', 'expected 1..32 of A-Z a-z 0-9 : _ . -')
+  return prefix
+}
+
+function readOrigins (env: Env): string[] {
+  return readList(env, 'CORS_ORIGINS').map((o) => {
+    let u: URL
+    try { u = new URL(o) } catch { throw new ConfigError('CORS_ORIGINS', `not an origin: ${JSON.stringify(o)}`) }
+    if (u.origin !== o.replace(/\/$/, '')) throw new ConfigError('CORS_ORIGINS', `expected a bare origin like https://app.example.com, got ${JSON.stringify(o)}`)
+    return u.origin
+  })
+}
+
+/** Parse and freeze the gateway's configuration. Throws `ConfigError` naming the variable. */
+export function loadGatewayConfig (env: Env, overrides: { devMode?: boolean } = {}): GatewayConfig {
+  const issuer = (readUrl(env, 'ISSUER', ISSUER) as string).replace(/\/$/, '')
+  const accessTokenTtlS = readDurationS(env, 'ACCESS_TOKEN_TTL', ACCESS_TTL_S, 1, 86400)
+  const refreshIdleTtlS = readDurationS(env, 'REFRESH_IDLE_TTL', REFRESH_IDLE_TTL_S, 60, 365 * 86400)
+  const sessionMaxTtlS = readDurationS(env, 'SESSION_MAX_TTL', SESSION_MAX_TTL_S, 60, 365 * 86400)
+  if (sessionMaxTtlS < refreshIdleTtlS) throw new ConfigError('SESSION_MAX_TTL', `must be at least REFRESH_IDLE_TTL (${refreshIdleTtlS} s)`)
+  const refreshReuseGraceS = readDurationS(env, 'REFRESH_REUSE_GRACE', REFRESH_REUSE_GRACE_S, 0, 300)
+  const config: GatewayConfig = {
+    port: readPort(env, 'PORT', PORT),
+    host: readString(env, 'HOST', HOST),
+    issuer,
+    origin: new URL(issuer).origin,
+    audience: readString(env, 'AUDIENCE', AUDIENCE),
+    redis: readRedis(env),
+    redisWaitReplicas: readInt(env, 'REDIS_WAIT_REPLICAS', REDIS_WAIT_REPLICAS, 0, 16),
+    redisKeyPrefix: readRedisPrefix(env),
+    signingKeysFile: readOptional(env, 'SIGNING_KEYS_FILE'),
+    usersFile: readOptional(env, 'USERS_FILE'),
+    clientsFile: readOptional(env, 'CLIENTS_FILE'),
+    routes: readRoutes(env),
+    accessTokenTtlS,
+    refreshIdleTtlS,
+    sessionMaxTtlS,
+    refreshReuseGraceS,
+    cookieSecure: readBool(env, 'COOKIE_SECURE', true),
+    loginLimits: {
+      perUsername: readInt(env, 'LOGIN_MAX_ATTEMPTS_PER_USER', LOGIN_MAX_ATTEMPTS_PER_USER, 1, 1_000_000),
+      perIp: readInt(env, 'LOGIN_MAX_ATTEMPTS_PER_IP', LOGIN_MAX_ATTEMPTS_PER_IP, 1, 1_000_000),
+      windowS: readDurationS(env, 'LOGIN_ATTEMPT_WINDOW', LOGIN_ATTEMPT_WINDOW_S, 1, 86400)
+    },
+    corsOrigins: readOrigins(env),
+    logLevel: readEnum(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
+    devMode: overrides.devMode ?? false
+  }
+  return deepFreeze(config)
+}

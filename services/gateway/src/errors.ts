@@ -1,0 +1,36 @@
+/**
+ * The gateway's error catalogue. Codes are stable; wire names follow RFC 6749 §5.2
+ * (token endpoint) and RFC 6750 §3.1 (bearer resource access).
+ */
+import { defineCatalogue } from '#shared/errors.js'
+
+export const gatewayErrors = defineCatalogue({
+  GW_INVALID_REQUEST: { statusCode: 400, error: 'invalid_request', description: 'The request is malformed.' },
+  GW_INVALID_CREDENTIALS: { statusCode: 401, error: 'invalid_grant', description: 'Invalid username or password.' },
+  GW_INVALID_GRANT: { statusCode: 401, error: 'invalid_grant', description: 'The refresh token is invalid, expired or revoked.' },
+  GW_INVALID_TOKEN: { statusCode: 401, error: 'invalid_token', description: 'The access token is missing, invalid or expired.' },
+  GW_INSUFFICIENT_SCOPE: { statusCode: 403, error: 'insufficient_scope', description: 'The access token lacks a required scope.' },
+  GW_CROSS_SITE: { statusCode: 403, error: 'forbidden', description: 'Cross-site requests are not allowed on this route.' },
+  GW_SESSION_NOT_FOUND: { statusCode: 404, error: 'not_found', description: 'No such session.' },
+  GW_NOT_FOUND: { statusCode: 404, error: 'not_found', description: 'Not found.' },
+  GW_METHOD_NOT_ALLOWED: { statusCode: 405, error: 'method_not_allowed', description: 'Method not allowed.' },
+  GW_BODY_TOO_LARGE: { statusCode: 413, error: 'invalid_request', description: 'The request body is too large.' },
+  GW_UNSUPPORTED_MEDIA_TYPE: { statusCode: 415, error: 'invalid_request', description: 'Unsupported content type.' },
+  GW_HEADERS_TOO_LARGE: { statusCode: 431, error: 'invalid_request', description: 'Request headers are too large.' },
+  GW_RATE_LIMITED: { statusCode: 429, error: 'too_many_requests', description: 'Too many attempts; retry later.' },
+  // Token and revocation endpoints: RFC 6749 §5.2, RFC 7009 §2.2.1, RFC 8707 §2.
+  GW_OAUTH_INVALID_REQUEST: { statusCode: 400, error: 'invalid_request', description: 'The request is missing a parameter, repeats one, or is otherwise malformed.' },
+  GW_OAUTH_INVALID_GRANT: { statusCode: 400, error: 'invalid_grant', description: 'The grant is invalid, expired or revoked.' },
+  GW_OAUTH_INVALID_CREDENTIALS: { statusCode: 400, error: 'invalid_grant', description: 'Invalid username or password.' },
+  GW_INVALID_CLIENT: { statusCode: 401, error: 'invalid_client', description: 'Client authentication failed.' },
+  GW_UNAUTHORIZED_CLIENT: { statusCode: 400, error: 'unauthorized_client', description: 'The client may not use this grant type.' },
+  GW_UNSUPPORTED_GRANT_TYPE: { statusCode: 400, error: 'unsupported_grant_type', description: 'The grant type is not supported.' },
+  GW_INVALID_SCOPE: { statusCode: 400, error: 'invalid_scope', description: 'The requested scope is invalid or exceeds what the client may ask for.' },
+  GW_INVALID_TARGET: { statusCode: 400, error: 'invalid_target', description: 'The requested audience or resource is not allowed for this client.' },
+  GW_UNSUPPORTED_TOKEN_TYPE: { statusCode: 400, error: 'unsupported_token_type', description: 'Only refresh tokens can be revoked here.' },
+  GW_STORE_UNAVAILABLE: { statusCode: 503, error: 'temporarily_unavailable', description: 'The session store is unavailable; retry shortly.' },
+  GW_INTERNAL: { statusCode: 500, error: 'server_error', description: 'Internal server error.' }
+})
+
+export type GatewayErrorCode = keyof typeof gatewayErrors.catalogue
+export const gatewayError = gatewayErrors.create

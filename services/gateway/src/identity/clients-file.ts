@@ -1,0 +1,218 @@
+/**
+ * OAuth clients (`CLIENTS_FILE`), edited by `latchkey clients add`:
+ *
+ *   {
+ *     "clients": [
+ *       {
+ *         "id": "svc-a",                          // client_id: 1..64 of A-Z a-z 0-9 . _ ~ -
+ *         "secret": "hs256$<salt>$<digest>",       // never the secret itself
+ *         "scope": "internal:read",               // RFC 6749 §3.3, the most it may ask for
+ *         "audiences": ["latchkey-api"],          // non-empty; what `audience`/`resource` may pick
+ *         "grants": ["client_credentials"]        // subset of GRANT_TYPES, non-empty
+ *       }
+ *     ]
+ *   }
+ *
+ * Secrets are 256 random bits (base64url, 43 chars), shown once by `addClient`. Being
+ * uniformly random they cannot be guessed offline, so a slow password hash would buy
+ * nothing and cost a CPU-bound KDF per token request; a keyed fast hash suffices:
+ * `hs256$` + base64url(salt, 32 random bytes) + `$` + base64url(HMAC-SHA256(salt, secret)).
+ * Comparison is constant-time, and an unknown client id is compared against a dummy so
+ * it costs the same as a wrong secret.
+ *
+ * `:` is kept out of ids because HTTP Basic (RFC 6749 §2.3.1, RFC 7617) splits on it and
+ * many clients do not form-encode the id first.
+ */
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
+import { ConfigError } from '#shared/errors.js'
+import { readJsonFile, writeFileAtomic } from './json-file.js'
+import { formatScope, parseScope } from './scope.js'
+
+const VARIABLE = 'CLIENTS_FILE'
+export const GRANT_TYPES = ['client_credentials', 'password', 'refresh_token'] as const
+export type GrantType = typeof GRANT_TYPES[number]
+/** 256 bits, as for refresh tokens (SPEC "Tokens"). */
+export const CLIENT_SECRET_BYTES = 32
+const SALT_BYTES = 32
+const DIGEST_BYTES = 32
+const HASH_FORMAT = /^hs256\$([A-Za-z0-9_-]{43})\$([A-Za-z0-9_-]{43})$/
+const ID_FORMAT = /^[A-Za-z0-9._~-]{1,64}$/
+const AUDIENCE_FORMAT = /^[\x21-\x7E]{1,256}$/
+const CLIENT_KEYS = new Set(['id', 'secret', 'scope', 'audiences', 'grants'])
+/** Presented ids/secrets longer than this are refused cheaply (the dummy compare still runs). */
+const MAX_INPUT_LENGTH = 256
+
+export interface Client {
+  readonly id: string
+  /** The scopes it may be granted (RFC 6749 §3.3 tokens). */
+  readonly scope: string[]
+  readonly audiences: string[]
+  /** A subset of GRANT_TYPES. */
+  readonly grants: string[]
+}
+
+export interface StoredClient extends Client {
+  /** `hs256$<salt>$<digest>`. */
+  readonly secret: string
+}
+
+export interface NewClient {
+  readonly id: string
+  /** Space-separated scope tokens. */
+  readonly scope: string
+  readonly audiences: readonly string[]
+  /** Default: ['client_credentials']. */
+  readonly grants?: readonly string[]
+}
+
+export interface AddedClient {
+  readonly client: Client
+  /** The plaintext secret: returned here once, stored nowhere. */
+  readonly secret: string
+}
+
+interface SecretHash {
+  readonly salt: Buffer
+  readonly digest: Buffer
+}
+
+function isGrantType (value: unknown): value is GrantType {
+  return typeof value === 'string' && (GRANT_TYPES as readonly string[]).includes(value)
+}
+
+function hmac (salt: Buffer, secret: string): Buffer {
+  return createHmac('sha256', salt).update(secret, 'utf8').digest()
+}
+
+/** Parse `hs256$<salt>$<digest>`, or null. */
+function parseSecretHash (value: string): SecretHash | null {
+  const m = HASH_FORMAT.exec(value)
+  if (m === null) return null
+  const salt = Buffer.from(m[1] as string, 'base64url')
+  const digest = Buffer.from(m[2] as string, 'base64url')
+  if (salt.length !== SALT_BYTES || digest.length !== DIGEST_BYTES) return null
+  return { salt, digest }
+}
+
+export function hashClientSecret (secret: string): string {
+  const salt = randomBytes(SALT_BYTES)
+  return `hs256$${salt.toString('base64url')}$${hmac(salt, secret).toString('base64url')}`
+}
+
+function parseClients (path: string, data: unknown): StoredClient[] {
+  function fail (problem: string): never {
+    throw new ConfigError(VARIABLE, `${path}: ${problem}`)
+  }
+  if (typeof data !== 'object' || data === null || Array.isArray(data) || !('clients' in data) || !Array.isArray(data.clients)) {
+    fail('expected an object {"clients": [...]}')
+  }
+  const entries: unknown[] = data.clients
+  const clients: StoredClient[] = []
+  const ids = new Set<string>()
+  for (const [i, entry] of entries.entries()) {
+    const at = `clients[${i}]`
+    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) fail(`${at}: expected an object`)
+    const rec = entry as Record<string, unknown>
+    for (const key of Object.keys(rec)) if (!CLIENT_KEYS.has(key)) fail(`${at}: unknown key "${key}"`)
+    const { id, secret, scope, audiences, grants } = rec
+    if (typeof id !== 'string' || !ID_FORMAT.test(id)) fail(`${at}.id: expected 1..64 of A-Z a-z 0-9 . _ ~ -`)
+    if (ids.has(id)) fail(`${at}.id: duplicate id "${id}"`)
+    // Never echoed: it may be a plaintext secret pasted by mistake.
+    if (typeof secret !== 'string' || parseSecretHash(secret) === null) fail(`${at}.secret: expected hs256$<salt>$<digest> (use "latchkey clients add")`)
+    const tokens = typeof scope === 'string' ? parseScope(scope) : null
+    if (tokens === null) fail(`${at}.scope: expected space-separated RFC 6749 scope tokens`)
+    if (!Array.isArray(audiences) || audiences.length === 0 || !audiences.every(a => typeof a === 'string' && AUDIENCE_FORMAT.test(a))) {
+      fail(`${at}.audiences: expected a non-empty array of audience strings`)
+    }
+    if (!Array.isArray(grants) || grants.length === 0 || !grants.every(isGrantType)) {
+      fail(`${at}.grants: expected a non-empty array of ${GRANT_TYPES.join(', ')}`)
+    }
+    ids.add(id)
+    clients.push({ id, secret, scope: tokens, audiences: [...new Set<string>(audiences)], grants: [...new Set<string>(grants)] })
+  }
+  return clients
+}
+
+/** Every client in `path`, validated; any problem is one ConfigError('CLIENTS_FILE', ...). */
+export async function readClientsFile (path: string): Promise<StoredClient[]> {
+  return parseClients(path, await readJsonFile(path, VARIABLE))
+}
+
+function serialise (clients: readonly StoredClient[]): string {
+  const records = clients.map(c => ({ id: c.id, secret: c.secret, scope: formatScope(c.scope), audiences: c.audiences, grants: c.grants }))
+  return `${JSON.stringify({ clients: records }, null, 2)}\n`
+}
+
+/**
+ * Register a client in `path` (created if absent, mode 0600) with a fresh secret, and
+ * return that secret: the only time it exists in plaintext.
+ */
+export async function addClient (path: string, input: NewClient): Promise<AddedClient> {
+  if (typeof input.id !== 'string' || !ID_FORMAT.test(input.id)) throw new ConfigError('id', 'expected 1..64 of A-Z a-z 0-9 . _ ~ -')
+  const scope = typeof input.scope === 'string' ? parseScope(input.scope) : null
+  if (scope === null) throw new ConfigError('scope', 'expected space-separated RFC 6749 scope tokens (printable ASCII, no " or \\)')
+  const audiences = [...new Set(input.audiences)]
+  if (audiences.length === 0) throw new ConfigError('audience', 'at least one audience is required')
+  const badAudience = audiences.find(a => typeof a !== 'string' || !AUDIENCE_FORMAT.test(a))
+  if (badAudience !== undefined) throw new ConfigError('audience', `"${String(badAudience)}" must be 1..256 printable ASCII characters without spaces`)
+  const grants = [...new Set(input.grants ?? ['client_credentials'])]
+  if (grants.length === 0) throw new ConfigError('grant', 'at least one grant type is required')
+  const badGrant = grants.find(g => !isGrantType(g))
+  if (badGrant !== undefined) throw new ConfigError('grant', `"${String(badGrant)}" is not one of ${GRANT_TYPES.join(', ')}`)
+
+  const data = await readJsonFile(path, VARIABLE, true)
+  const clients = data === undefined ? [] : parseClients(path, data)
+  if (clients.some(c => c.id === input.id)) throw new ConfigError(VARIABLE, `${path}: a client with id "${input.id}" already exists`)
+  const secret = randomBytes(CLIENT_SECRET_BYTES).toString('base64url')
+  const client: Client = { id: input.id, scope, audiences, grants }
+  await writeFileAtomic(path, serialise([...clients, { ...client, secret: hashClientSecret(secret) }]), VARIABLE)
+  return { client, secret }
+}
+
+interface Entry {
+  readonly client: Client
+  readonly hash: SecretHash
+}
+
+export class ClientDirectory {
+  readonly #byId: ReadonlyMap<string, Entry>
+  /** Stands in for an unknown id so that it costs one HMAC and one compare too. */
+  readonly #dummy: SecretHash = { salt: randomBytes(SALT_BYTES), digest: randomBytes(DIGEST_BYTES) }
+
+  private constructor (clients: readonly StoredClient[]) {
+    this.#byId = new Map(clients.map(c => {
+      const hash = parseSecretHash(c.secret)
+      if (hash === null) throw new ConfigError(VARIABLE, `client "${c.id}": secret is not hs256$<salt>$<digest>`)
+      const client: Client = Object.freeze({
+        id: c.id, scope: Object.freeze([...c.scope]) as string[], audiences: Object.freeze([...c.audiences]) as string[], grants: Object.freeze([...c.grants]) as string[]
+      })
+      return [c.id, { client, hash }]
+    }))
+  }
+
+  /** From the clients file; no file means no clients (client_credentials is then refused for all). */
+  static async load (file: string | undefined): Promise<ClientDirectory> {
+    return new ClientDirectory(file === undefined ? [] : await readClientsFile(file))
+  }
+
+  static fromClients (clients: readonly StoredClient[]): ClientDirectory {
+    return new ClientDirectory(clients)
+  }
+
+  get size (): number {
+    return this.#byId.size
+  }
+
+  get (id: string): Client | undefined {
+    return this.#byId.get(id)?.client
+  }
+
+  /** The client if `secret` is its secret, else null; constant-time, never throws on input. */
+  authenticate (id: unknown, secret: unknown): Client | null {
+    const entry = typeof id === 'string' && id.length <= MAX_INPUT_LENGTH ? this.#byId.get(id) : undefined
+    const given = typeof secret === 'string' && secret.length <= MAX_INPUT_LENGTH ? secret : undefined
+    const { salt, digest } = entry?.hash ?? this.#dummy
+    const matches = timingSafeEqual(hmac(salt, given ?? ''), digest)
+    return matches && entry !== undefined && given !== undefined ? entry.client : null
+  }
+}

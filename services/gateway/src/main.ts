@@ -1,0 +1,24 @@
+/**
+ * Starts the gateway: build the app, listen, and on SIGTERM/SIGINT drain in-flight
+ * requests (readiness turns 503 first so load balancers stop routing here), close Redis,
+ * and exit 0.
+ */
+import closeWithGrace from 'close-with-grace'
+import type { FastifyInstance } from 'fastify'
+import type { GatewayConfig } from './config.js'
+import { buildGatewayApp } from './app.js'
+
+/** Longest we wait for in-flight requests before exiting anyway (k8s terminationGracePeriodSeconds is above this). */
+export const SHUTDOWN_GRACE_MS = 20_000
+
+export async function startGateway (config: GatewayConfig): Promise<FastifyInstance> {
+  const app = await buildGatewayApp(config)
+  closeWithGrace({ delay: SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
+    if (err !== undefined) app.log.error({ err }, 'shutting down after an error')
+    else app.log.info({ signal }, 'shutting down: draining in-flight requests')
+    app.latchkey.readiness.draining = true
+    await app.close()
+  })
+  await app.listen({ port: config.port, host: config.host })
+  return app
+}

@@ -1,0 +1,20 @@
+/**
+ * The OAuth 2.0 endpoints in one encapsulated context: form-encoded bodies only (RFC 6749
+ * §3.2), with their own small body limit.
+ */
+import fp from 'fastify-plugin'
+import type { FastifyInstance } from 'fastify'
+import { registerFormParser } from './form-body.js'
+import { registerRevokeRoute } from './revoke-route.js'
+import { registerTokenRoute, type TokenRouteOptions } from './token-route.js'
+import { registerDiscoveryRoute } from './discovery-route.js'
+
+async function oauthRoutes (app: FastifyInstance, opts: TokenRouteOptions): Promise<void> {
+  app.removeAllContentTypeParsers()
+  registerFormParser(app)
+  registerTokenRoute(app, opts)
+  registerRevokeRoute(app, opts)
+  registerDiscoveryRoute(app, opts.config)
+}
+
+export default fp(oauthRoutes, { name: 'latchkey-oauth-routes', fastify: '5.x', encapsulate: true })

@@ -1,0 +1,94 @@
+/**
+ * The refresh-token family store: the contract both `RedisFamilyStore` and
+ * `MemoryFamilyStore` implement and `test/family-store.contract.ts` checks.
+ *
+ * SPEC "Refresh-token families":
+ *  1. `create` starts a family; `rotate` kills the presented token and issues one successor.
+ *  2. A rotated-out token presented after the grace window revokes the family (→ `reuse`).
+ *  3. The immediate predecessor within `graceMs` of its rotation gets the *current* successor (→ `grace`).
+ *  4. Concurrent rotations of one token: exactly one rotation, never two live branches.
+ *  5. Idle expiry slides on each rotation; the absolute expiry counts from `create` and never moves.
+ *     Every stored key carries a TTL.
+ *  6. Multi-key operations touch one hash slot.
+ *  7. Store trouble throws `GW_STORE_UNAVAILABLE`; it is never reported as `invalid` or `reuse`.
+ *
+ * Tokens reach the store already parsed (`parseRefreshToken`): the store sees the hash
+ * and the sid, and the raw string only to derive a successor in memory.
+ */
+import type { ParsedRefreshToken } from './refresh-token.js'
+
+export interface FamilyLimits {
+  /** Idle lifetime: a family not refreshed for this long dies (slides on every rotation). */
+  readonly idleTtlMs: number
+  /** Absolute lifetime from `create`; never extended. */
+  readonly maxTtlMs: number
+  /** How long after a rotation its predecessor still gets the current successor; 0 disables. */
+  readonly graceMs: number
+}
+
+export interface NewFamily {
+  readonly userId: string
+  /** The OAuth client the family belongs to (the browser client for cookie logins). */
+  readonly clientId: string
+  readonly scope: string
+  readonly userAgent: string
+  readonly ip: string
+}
+
+export interface Family {
+  /** Session id: `sid` claim, `/auth/sessions` id. */
+  readonly sid: string
+  readonly userId: string
+  readonly clientId: string
+  readonly scope: string
+  readonly userAgent: string
+  readonly ip: string
+  /** Rotations so far (0 right after `create`). */
+  readonly generation: number
+  readonly createdAt: number
+  readonly lastUsedAt: number
+  /** When the family dies if not refreshed (ms). */
+  readonly idleExpiresAt: number
+  /** When the family dies whatever happens (ms). */
+  readonly absoluteExpiresAt: number
+}
+
+export type RotateResult =
+  /** This call rotated: `token` is the new current token. */
+  | { readonly kind: 'rotated', readonly token: ParsedRefreshToken, readonly family: Family }
+  /** The predecessor within grace: `token` is the already-issued current successor. */
+  | { readonly kind: 'grace', readonly token: ParsedRefreshToken, readonly family: Family }
+  /** A rotated-out token after grace (or an older one): the family is now revoked. */
+  | { readonly kind: 'reuse', readonly sid: string, readonly userId: string }
+  /** Unknown, expired or already revoked family: nothing was written. */
+  | { readonly kind: 'invalid' }
+
+export interface RevokedFamily {
+  readonly sid: string
+  readonly userId: string
+}
+
+export interface FamilyStore {
+  /** Start a family; returns its first token. */
+  create (input: NewFamily): Promise<{ token: ParsedRefreshToken, family: Family }>
+  /**
+   * Rotate `presented` (rules 1–5), in one atomic step. `ip`/`userAgent` update the session's
+   * last-seen data. With `clientId`, a family issued to another client is `invalid` and
+   * untouched (RFC 6749 §6: a refresh token is bound to its client).
+   */
+  rotate (presented: ParsedRefreshToken, seen: { ip: string, userAgent: string, clientId?: string }): Promise<RotateResult>
+  /**
+   * Revoke the family `presented` belongs to (logout, RFC 7009). Null when there was nothing
+   * to revoke, or (with `clientId`) when the family belongs to another client.
+   */
+  revokeByToken (presented: ParsedRefreshToken, options?: { clientId?: string }): Promise<RevokedFamily | null>
+  /** Revoke one family, only if it belongs to `userId` (DELETE /auth/sessions/:id). */
+  revokeSession (userId: string, sid: string): Promise<boolean>
+  /** Revoke every live family of the user; returns the revoked sids. */
+  revokeAllForUser (userId: string): Promise<string[]>
+  /** The user's live families, newest first. */
+  listForUser (userId: string): Promise<Family[]>
+  /** Throws when the store cannot answer (readiness). */
+  ping (): Promise<void>
+  close (): Promise<void>
+}

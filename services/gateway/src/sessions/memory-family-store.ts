@@ -1,0 +1,189 @@
+/**
+ * Refresh-token families in this process only (`npm start` without REDIS_URL): the same
+ * rules as the Redis store, for one replica whose sessions die with it. Every operation
+ * runs without awaiting in between, so it is as atomic as a Lua script.
+ *
+ * Growth is bounded: expired families are dropped when touched and by a periodic sweep
+ * (an unref'd timer, so it never keeps the process alive), and past `maxFamilies` the
+ * oldest login is dropped, as a Redis with an eviction policy would.
+ */
+import type { Clock } from '#shared/clock.js'
+import type { Family, FamilyLimits, FamilyStore, NewFamily, RevokedFamily, RotateResult } from './family-store.js'
+import { deriveSuccessor, hashesEqual, mintInitialToken, newNonce, type ParsedRefreshToken } from './refresh-token.js'
+import { clampText, IP_MAX_CHARS, USER_AGENT_MAX_CHARS, validateLimits } from './redis-family-store.js'
+
+export const MEMORY_STORE_MAX_FAMILIES = 100_000
+export const MEMORY_STORE_SWEEP_INTERVAL_MS = 60_000
+
+export interface MemoryFamilyStoreOptions {
+  readonly limits: FamilyLimits
+  readonly clock: Clock
+  readonly maxFamilies?: number
+  readonly sweepIntervalMs?: number
+}
+
+interface Entry {
+  family: Family
+  hash: string
+  /** The rotated-out predecessor and the nonce that derived the current token from it. */
+  prevHash: string | null
+  nonce: string | null
+  rotatedAt: number
+}
+
+export class MemoryFamilyStore implements FamilyStore {
+  /** Insertion order = login order, which is what eviction drops first. */
+  readonly #families = new Map<string, Entry>()
+  readonly #byUser = new Map<string, Set<string>>()
+  readonly #limits: FamilyLimits
+  readonly #clock: Clock
+  readonly #maxFamilies: number
+  readonly #timer: NodeJS.Timeout
+
+  constructor (options: MemoryFamilyStoreOptions) {
+    validateLimits(options.limits)
+    this.#limits = options.limits
+    this.#clock = options.clock
+    this.#maxFamilies = options.maxFamilies ?? MEMORY_STORE_MAX_FAMILIES
+    this.#timer = setInterval(() => { this.sweep() }, options.sweepIntervalMs ?? MEMORY_STORE_SWEEP_INTERVAL_MS)
+    this.#timer.unref()
+  }
+
+  /** Families held, live or not yet swept (tests, metrics). */
+  get size (): number {
+    return this.#families.size
+  }
+
+  /** Drop every expired family. */
+  sweep (): void {
+    const now = this.#clock.now()
+    for (const [sid, entry] of this.#families) {
+      if (expired(entry.family, now)) this.#delete(sid, entry)
+    }
+  }
+
+  #delete (sid: string, entry: Entry): void {
+    this.#families.delete(sid)
+    const sids = this.#byUser.get(entry.family.userId)
+    sids?.delete(sid)
+    if (sids?.size === 0) this.#byUser.delete(entry.family.userId)
+  }
+
+  /** The live entry for `sid`; an expired one is dropped on the way. */
+  #live (sid: string, now: number): Entry | undefined {
+    const entry = this.#families.get(sid)
+    if (entry === undefined) return undefined
+    if (!expired(entry.family, now)) return entry
+    this.#delete(sid, entry)
+    return undefined
+  }
+
+  async create (input: NewFamily): Promise<{ token: ParsedRefreshToken, family: Family }> {
+    const now = this.#clock.now()
+    if (this.#families.size >= this.#maxFamilies) this.sweep()
+    while (this.#families.size >= this.#maxFamilies) {
+      const [sid, entry] = this.#families.entries().next().value as [string, Entry]
+      this.#delete(sid, entry)
+    }
+    const token = mintInitialToken()
+    const absoluteExpiresAt = now + this.#limits.maxTtlMs
+    const family: Family = Object.freeze({
+      sid: token.sid,
+      userId: input.userId,
+      clientId: input.clientId,
+      scope: input.scope,
+      userAgent: clampText(input.userAgent, USER_AGENT_MAX_CHARS),
+      ip: clampText(input.ip, IP_MAX_CHARS),
+      generation: 0,
+      createdAt: now,
+      lastUsedAt: now,
+      idleExpiresAt: Math.min(now + this.#limits.idleTtlMs, absoluteExpiresAt),
+      absoluteExpiresAt
+    })
+    this.#families.set(token.sid, { family, hash: token.hash, prevHash: null, nonce: null, rotatedAt: 0 })
+    let sids = this.#byUser.get(input.userId)
+    if (sids === undefined) this.#byUser.set(input.userId, sids = new Set())
+    sids.add(token.sid)
+    return { token, family }
+  }
+
+  async rotate (presented: ParsedRefreshToken, seen: { ip: string, userAgent: string }): Promise<RotateResult> {
+    const now = this.#clock.now()
+    const entry = this.#live(presented.sid, now)
+    if (entry === undefined) return { kind: 'invalid' }
+    if (hashesEqual(presented.hash, entry.hash)) {
+      const nonce = newNonce()
+      const successor = deriveSuccessor(presented, nonce)
+      const f = entry.family
+      entry.family = Object.freeze({
+        ...f,
+        ip: clampText(seen.ip, IP_MAX_CHARS),
+        userAgent: clampText(seen.userAgent, USER_AGENT_MAX_CHARS),
+        generation: f.generation + 1,
+        lastUsedAt: now,
+        // Slides, but never past the absolute expiry fixed at login.
+        idleExpiresAt: Math.min(now + this.#limits.idleTtlMs, f.absoluteExpiresAt)
+      })
+      entry.prevHash = entry.hash
+      entry.hash = successor.hash
+      entry.nonce = nonce
+      entry.rotatedAt = now
+      return { kind: 'rotated', token: successor, family: entry.family }
+    }
+    const { graceMs } = this.#limits
+    if (graceMs > 0 && entry.prevHash !== null && entry.nonce !== null &&
+        hashesEqual(presented.hash, entry.prevHash) && now - entry.rotatedAt <= graceMs) {
+      // The rotation this token already caused, handed out again; nothing changes.
+      return { kind: 'grace', token: deriveSuccessor(presented, entry.nonce), family: entry.family }
+    }
+    // Replay: the family dies, live successor included, and with it any grace window.
+    this.#delete(presented.sid, entry)
+    return { kind: 'reuse', sid: presented.sid, userId: entry.family.userId }
+  }
+
+  async revokeByToken (presented: ParsedRefreshToken): Promise<RevokedFamily | null> {
+    const entry = this.#live(presented.sid, this.#clock.now())
+    if (entry === undefined) return null
+    this.#delete(presented.sid, entry)
+    return { sid: presented.sid, userId: entry.family.userId }
+  }
+
+  async revokeSession (userId: string, sid: string): Promise<boolean> {
+    const entry = this.#live(sid, this.#clock.now())
+    if (entry === undefined || entry.family.userId !== userId) return false
+    this.#delete(sid, entry)
+    return true
+  }
+
+  async revokeAllForUser (userId: string): Promise<string[]> {
+    const now = this.#clock.now()
+    const revoked: string[] = []
+    for (const sid of [...this.#byUser.get(userId) ?? []]) {
+      const entry = this.#families.get(sid)
+      if (entry === undefined) continue
+      if (!expired(entry.family, now)) revoked.push(sid)
+      this.#delete(sid, entry)
+    }
+    return revoked
+  }
+
+  async listForUser (userId: string): Promise<Family[]> {
+    const now = this.#clock.now()
+    const live: Family[] = []
+    for (const sid of [...this.#byUser.get(userId) ?? []]) {
+      const entry = this.#live(sid, now)
+      if (entry !== undefined) live.push(entry.family)
+    }
+    return live.sort((a, b) => b.createdAt - a.createdAt || (a.sid < b.sid ? -1 : 1))
+  }
+
+  async ping (): Promise<void> {}
+
+  async close (): Promise<void> {
+    clearInterval(this.#timer)
+  }
+}
+
+function expired (family: Family, now: number): boolean {
+  return now >= family.idleExpiresAt || now >= family.absoluteExpiresAt
+}

@@ -1,0 +1,314 @@
+/**
+ * The behaviour every FamilyStore owes (SPEC "Refresh-token families", the 7 rules in
+ * family-store.ts), run against each implementation by its own test file. Time moves
+ * by ManualClock only.
+ */
+import type { Test } from 'tap'
+import { ManualClock } from '#shared/clock.js'
+import type { FamilyLimits, FamilyStore, NewFamily, RotateResult } from '#gateway/sessions/family-store.js'
+import { deriveSuccessor, mintInitialToken, newNonce, parseRefreshToken, type ParsedRefreshToken } from '#gateway/sessions/refresh-token.js'
+
+export type MakeStore = (limits: FamilyLimits, clock: ManualClock) => Promise<FamilyStore>
+
+export const LIMITS: FamilyLimits = { idleTtlMs: 60_000, maxTtlMs: 300_000, graceMs: 10_000 }
+const SEEN = { ip: '198.51.100.7', userAgent: 'contract-test/1.0' }
+
+export function newFamily (userId = 'alice', extra: Partial<NewFamily> = {}): NewFamily {
+  return { userId, clientId: 'browser', scope: 'notes:read notes:write', userAgent: 'Mozilla/5.0 test', ip: '203.0.113.9', ...extra }
+}
+
+function tokenOf (r: RotateResult): ParsedRefreshToken {
+  if (r.kind !== 'rotated' && r.kind !== 'grace') throw new Error(`expected a token, got ${r.kind}`)
+  return r.token
+}
+
+export function familyStoreContract (t: Test, name: string, make: MakeStore): void {
+  const setup = async (t: Test, limits: Partial<FamilyLimits> = {}) => {
+    const clock = new ManualClock()
+    const store = await make({ ...LIMITS, ...limits }, clock)
+    t.teardown(() => store.close())
+    return { clock, store }
+  }
+
+  t.test(`${name}: create starts a family with a well-formed first token`, async (t) => {
+    const { clock, store } = await setup(t)
+    const start = clock.now()
+    const { token, family } = await store.create(newFamily('alice', { userAgent: 'UA/1', ip: '192.0.2.1' }))
+    t.same(parseRefreshToken(token.raw), token, 'the token parses back to itself')
+    t.same(family, {
+      sid: token.sid,
+      userId: 'alice',
+      clientId: 'browser',
+      scope: 'notes:read notes:write',
+      userAgent: 'UA/1',
+      ip: '192.0.2.1',
+      generation: 0,
+      createdAt: start,
+      lastUsedAt: start,
+      idleExpiresAt: start + LIMITS.idleTtlMs,
+      absoluteExpiresAt: start + LIMITS.maxTtlMs
+    })
+    t.same(await store.listForUser('alice'), [family])
+    await store.ping()
+  })
+
+  t.test(`${name}: rule 1 — each rotation kills the presented token and issues one successor`, async (t) => {
+    const { clock, store } = await setup(t, { graceMs: 0 })
+    const { token: t0 } = await store.create(newFamily())
+    clock.advance(1000)
+    const r1 = await store.rotate(t0, SEEN)
+    t.equal(r1.kind, 'rotated')
+    const t1 = tokenOf(r1)
+    t.not(t1.raw, t0.raw)
+    t.equal(t1.sid, t0.sid, 'same family')
+    t.same(parseRefreshToken(t1.raw), t1)
+    if (r1.kind === 'rotated') {
+      t.equal(r1.family.generation, 1)
+      t.equal(r1.family.lastUsedAt, clock.now())
+      t.equal(r1.family.ip, SEEN.ip, 'last-seen ip updated')
+      t.equal(r1.family.userAgent, SEEN.userAgent, 'last-seen user agent updated')
+    }
+    clock.advance(1000)
+    const r2 = await store.rotate(t1, SEEN)
+    t.equal(r2.kind, 'rotated')
+    t.equal(r2.kind === 'rotated' && r2.family.generation, 2)
+    t.not(tokenOf(r2).raw, t1.raw)
+  })
+
+  t.test(`${name}: rule 2 — a rotated-out token after grace revokes the family, live successor included`, async (t) => {
+    const { clock, store } = await setup(t)
+    const { token: t0 } = await store.create(newFamily('alice'))
+    const t1 = tokenOf(await store.rotate(t0, SEEN))
+    clock.advance(LIMITS.graceMs + 1)
+    t.same(await store.rotate(t0, SEEN), { kind: 'reuse', sid: t0.sid, userId: 'alice' })
+    t.same(await store.rotate(t1, SEEN), { kind: 'invalid' }, 'the successor died with the family')
+    t.same(await store.rotate(t0, SEEN), { kind: 'invalid' }, 'a second replay finds nothing')
+    t.same(await store.listForUser('alice'), [])
+  })
+
+  t.test(`${name}: rule 2 — a token two generations old is reuse even inside the grace window`, async (t) => {
+    const { store } = await setup(t)
+    const { token: t0 } = await store.create(newFamily('alice'))
+    const t1 = tokenOf(await store.rotate(t0, SEEN))
+    const t2 = tokenOf(await store.rotate(t1, SEEN))
+    t.same(await store.rotate(t0, SEEN), { kind: 'reuse', sid: t0.sid, userId: 'alice' })
+    t.same(await store.rotate(t2, SEEN), { kind: 'invalid' })
+  })
+
+  t.test(`${name}: rule 2 — a well-formed token of the family that was never issued is reuse`, async (t) => {
+    const { store } = await setup(t)
+    const { token: t0 } = await store.create(newFamily('alice'))
+    const forged = deriveSuccessor(t0, newNonce())
+    t.same(await store.rotate(forged, SEEN), { kind: 'reuse', sid: t0.sid, userId: 'alice' })
+    t.same(await store.rotate(t0, SEEN), { kind: 'invalid' })
+  })
+
+  t.test(`${name}: rule 3 — the predecessor within grace gets the identical successor, again and again`, async (t) => {
+    const { clock, store } = await setup(t)
+    const { token: t0 } = await store.create(newFamily())
+    clock.advance(5000)
+    const r1 = await store.rotate(t0, SEEN)
+    t.equal(r1.kind, 'rotated')
+    const t1 = tokenOf(r1)
+    const rotatedFamily = r1.kind === 'rotated' ? r1.family : undefined
+    for (const [i, step] of [1, 4000, LIMITS.graceMs - 4001].entries()) {
+      clock.advance(step)
+      const retry = await store.rotate(t0, { ip: '192.0.2.99', userAgent: 'retry' })
+      t.equal(retry.kind, 'grace', `retry ${i + 1} is a grace answer`)
+      t.equal(tokenOf(retry).raw, t1.raw, `retry ${i + 1} gets the same successor string`)
+      // No second rotation: generation, last use and idle expiry are the rotation's.
+      t.same(retry.kind === 'grace' && retry.family, rotatedFamily, `retry ${i + 1} changed nothing`)
+    }
+    t.equal(clock.now() - (rotatedFamily?.lastUsedAt ?? 0), LIMITS.graceMs, 'the last retry was exactly at the edge')
+    const r2 = await store.rotate(t1, SEEN)
+    t.equal(r2.kind, 'rotated', 'the successor rotates normally')
+    t.equal(r2.kind === 'rotated' && r2.family.generation, 2)
+  })
+
+  t.test(`${name}: rule 3 — the grace window ends ${LIMITS.graceMs} ms after the rotation`, async (t) => {
+    const { clock, store } = await setup(t)
+    const { token: t0 } = await store.create(newFamily())
+    const t1 = tokenOf(await store.rotate(t0, SEEN))
+    clock.advance(LIMITS.graceMs)
+    t.equal((await store.rotate(t0, SEEN)).kind, 'grace')
+    clock.advance(1)
+    t.equal((await store.rotate(t0, SEEN)).kind, 'reuse')
+    t.same(await store.rotate(t1, SEEN), { kind: 'invalid' })
+  })
+
+  t.test(`${name}: rule 3 — grace 0 disables grace`, async (t) => {
+    const { store } = await setup(t, { graceMs: 0 })
+    const { token: t0 } = await store.create(newFamily('alice'))
+    const t1 = tokenOf(await store.rotate(t0, SEEN))
+    t.same(await store.rotate(t0, SEEN), { kind: 'reuse', sid: t0.sid, userId: 'alice' }, 'an immediate retry is reuse')
+    t.same(await store.rotate(t1, SEEN), { kind: 'invalid' })
+  })
+
+  t.test(`${name}: rule 4 — 50 concurrent rotations of one token make exactly one successor`, async (t) => {
+    const { store } = await setup(t)
+    const { token: t0 } = await store.create(newFamily())
+    const results = await Promise.all(Array.from({ length: 50 }, () => store.rotate(t0, SEEN)))
+    const kinds = results.map(r => r.kind)
+    t.equal(kinds.filter(k => k === 'rotated').length, 1, 'one rotation')
+    t.equal(kinds.filter(k => k === 'grace').length, 49, 'the rest are grace answers')
+    const tokens = new Set(results.map(r => tokenOf(r).raw))
+    t.equal(tokens.size, 1, 'every answer carries the same token string')
+    const [successor] = [...tokens]
+    const t1 = parseRefreshToken(successor) as ParsedRefreshToken
+    const r2 = await store.rotate(t1, SEEN)
+    t.equal(r2.kind, 'rotated', 'the successor then rotates normally')
+    t.equal(r2.kind === 'rotated' && r2.family.generation, 2, 'after exactly one earlier rotation')
+  })
+
+  t.test(`${name}: rule 4 — with grace 0, concurrent rotations leave no two live branches`, async (t) => {
+    const { store } = await setup(t, { graceMs: 0 })
+    const { token: t0 } = await store.create(newFamily('alice'))
+    const results = await Promise.all(Array.from({ length: 50 }, () => store.rotate(t0, SEEN)))
+    const winners = results.filter(r => r.kind === 'rotated')
+    t.equal(winners.length, 1, 'one rotation')
+    // The first loser is a replay (grace is off) and revokes the family; the rest find nothing.
+    t.equal(results.filter(r => r.kind === 'reuse').length, 1, 'one reuse detection')
+    t.equal(results.filter(r => r.kind === 'invalid').length, 48, 'the others are refused')
+    // Reuse revoked the family: not even the one issued successor stays alive.
+    t.same(await store.rotate(tokenOf(winners[0] as RotateResult), SEEN), { kind: 'invalid' })
+    t.same(await store.listForUser('alice'), [])
+  })
+
+  t.test(`${name}: rule 5 — idle expiry slides on rotation; the absolute limit never moves`, async (t) => {
+    const limits = { idleTtlMs: 1000, maxTtlMs: 5000, graceMs: 100 }
+    const { clock, store } = await setup(t, limits)
+    const start = clock.now()
+    let { token } = await store.create(newFamily())
+    for (let i = 1; i <= 5; i++) {
+      clock.advance(900)
+      const r = await store.rotate(token, SEEN)
+      t.equal(r.kind, 'rotated', `rotation ${i} at +${900 * i} ms`)
+      if (r.kind !== 'rotated') return
+      t.equal(r.family.absoluteExpiresAt, start + limits.maxTtlMs, 'absolute expiry unchanged')
+      t.equal(r.family.idleExpiresAt, Math.min(clock.now() + limits.idleTtlMs, start + limits.maxTtlMs), 'idle expiry slid, capped')
+      token = r.token
+    }
+    t.equal(clock.now(), start + 4500)
+    clock.advance(499)
+    t.equal((await store.rotate(token, SEEN)).kind, 'rotated', 'alive 1 ms before the absolute limit')
+    const [family] = await store.listForUser('alice')
+    t.equal(family?.idleExpiresAt, start + limits.maxTtlMs)
+    clock.advance(1)
+    t.same(await store.rotate(token, SEEN), { kind: 'invalid' }, 'dead at the absolute limit despite a fresh rotation')
+    t.same(await store.listForUser('alice'), [])
+  })
+
+  t.test(`${name}: rule 5 — a family not refreshed for the idle TTL dies`, async (t) => {
+    const { clock, store } = await setup(t)
+    const { token: a } = await store.create(newFamily())
+    const { token: b } = await store.create(newFamily())
+    clock.advance(LIMITS.idleTtlMs - 1)
+    t.equal((await store.rotate(a, SEEN)).kind, 'rotated', 'alive 1 ms before idle expiry')
+    clock.advance(1)
+    t.same(await store.rotate(b, SEEN), { kind: 'invalid' }, 'dead at idle expiry')
+    t.same(await store.revokeByToken(b), null, 'nothing live to revoke')
+    t.same((await store.listForUser('alice')).map(f => f.sid), [a.sid])
+  })
+
+  t.test(`${name}: revocation never reopens a grace window`, async (t) => {
+    const { store } = await setup(t)
+    const { token: t0 } = await store.create(newFamily('alice'))
+    const t1 = tokenOf(await store.rotate(t0, SEEN))
+    t.same(await store.revokeByToken(t1), { sid: t0.sid, userId: 'alice' })
+    t.same(await store.rotate(t0, SEEN), { kind: 'invalid' }, 'predecessor inside the old grace window: nothing')
+    t.same(await store.rotate(t1, SEEN), { kind: 'invalid' })
+    t.same(await store.revokeByToken(t1), null, 'revoking twice finds nothing')
+    const { token: u0 } = await store.create(newFamily('alice'))
+    tokenOf(await store.rotate(u0, SEEN))
+    t.equal((await store.rotate(u0, SEEN)).kind, 'grace')
+    t.same(await store.revokeByToken(u0), { sid: u0.sid, userId: 'alice' }, 'the predecessor may revoke (logout with a stale cookie)')
+    t.same(await store.rotate(u0, SEEN), { kind: 'invalid' })
+  })
+
+  t.test(`${name}: reuse in one family leaves the user's other families working`, async (t) => {
+    const { clock, store } = await setup(t)
+    const { token: a0 } = await store.create(newFamily('alice'))
+    const { token: b0 } = await store.create(newFamily('alice'))
+    tokenOf(await store.rotate(a0, SEEN))
+    clock.advance(LIMITS.graceMs + 1)
+    t.equal((await store.rotate(a0, SEEN)).kind, 'reuse')
+    t.equal((await store.rotate(b0, SEEN)).kind, 'rotated', 'the other family rotates')
+    t.same((await store.listForUser('alice')).map(f => f.sid), [b0.sid])
+  })
+
+  t.test(`${name}: a well-formed token of an unknown family is invalid and revokes nothing`, async (t) => {
+    const { store } = await setup(t)
+    const { token } = await store.create(newFamily('alice'))
+    const stranger = mintInitialToken()
+    t.same(await store.rotate(stranger, SEEN), { kind: 'invalid' })
+    t.same(await store.revokeByToken(stranger), null)
+    t.equal((await store.rotate(token, SEEN)).kind, 'rotated', 'the real family is untouched')
+  })
+
+  t.test(`${name}: revokeAllForUser revokes every family of that user only`, async (t) => {
+    const { store } = await setup(t)
+    const mine = await Promise.all([1, 2, 3].map(() => store.create(newFamily('alice'))))
+    const { token: bobs } = await store.create(newFamily('bob'))
+    const t1 = tokenOf(await store.rotate(mine[0]!.token, SEEN))
+    const revoked = await store.revokeAllForUser('alice')
+    t.same([...revoked].sort(), mine.map(m => m.token.sid).sort())
+    t.same(await store.rotate(t1, SEEN), { kind: 'invalid' })
+    for (const m of mine) t.same(await store.rotate(m.token, SEEN), { kind: 'invalid' })
+    t.same(await store.listForUser('alice'), [])
+    t.same(await store.revokeAllForUser('alice'), [], 'nothing left the second time')
+    t.equal((await store.rotate(bobs, SEEN)).kind, 'rotated', "bob's session survives")
+    t.same(await store.revokeAllForUser('nobody'), [])
+  })
+
+  t.test(`${name}: listForUser lists live families, newest first, and nobody else's`, async (t) => {
+    const { clock, store } = await setup(t)
+    const first = await store.create(newFamily('alice', { userAgent: 'first' }))
+    clock.advance(1000)
+    const second = await store.create(newFamily('alice', { userAgent: 'second' }))
+    clock.advance(1000)
+    const third = await store.create(newFamily('alice', { userAgent: 'third' }))
+    await store.create(newFamily('bob'))
+    const r = await store.rotate(first.token, { ip: '192.0.2.50', userAgent: 'first, refreshed' })
+    t.same(await store.listForUser('alice'), [third.family, second.family, r.kind === 'rotated' ? r.family : null])
+    await store.revokeSession('alice', second.family.sid)
+    t.same((await store.listForUser('alice')).map(f => f.userAgent), ['third', 'first, refreshed'])
+    t.same(await store.listForUser('carol'), [])
+    t.equal((await store.listForUser('bob')).length, 1)
+  })
+
+  t.test(`${name}: revokeSession refuses another user's session`, async (t) => {
+    const { store } = await setup(t)
+    const { token } = await store.create(newFamily('alice'))
+    t.equal(await store.revokeSession('bob', token.sid), false)
+    t.equal((await store.listForUser('alice')).length, 1, 'still listed')
+    const t1 = tokenOf(await store.rotate(token, SEEN))
+    t.equal(await store.revokeSession('alice', token.sid), true)
+    t.equal(await store.revokeSession('alice', token.sid), false, 'already gone')
+    t.same(await store.rotate(t1, SEEN), { kind: 'invalid' })
+    t.equal(await store.revokeSession('alice', 'not a sid {x}'), false, 'a malformed id is just unknown')
+    t.equal(await store.revokeSession('alice', 'A'.repeat(22)), false)
+  })
+
+  t.test(`${name}: user agent and ip are cut to bounded lengths`, async (t) => {
+    const { store } = await setup(t)
+    const long = 'Mozilla/5.0 ' + 'x'.repeat(500)
+    const { token, family } = await store.create(newFamily('alice', { userAgent: long, ip: '1'.repeat(100) }))
+    t.equal(family.userAgent, long.slice(0, 200))
+    t.equal(family.ip.length, 64)
+    const r = await store.rotate(token, { ip: '192.0.2.1', userAgent: '\u00e9'.repeat(199) + '\u{1F600}' })
+    t.equal(r.kind === 'rotated' && r.family.userAgent, '\u00e9'.repeat(199), 'no half surrogate pair at the cut')
+    t.equal((await store.listForUser('alice'))[0]?.userAgent, '\u00e9'.repeat(199), 'stored as returned')
+  })
+
+  t.test(`${name}: user ids and free text are data, never structure`, async (t) => {
+    const { store } = await setup(t)
+    const odd = ['{alice}', 'a:b:c', 'üser\u0000\n*', '']
+    const made = await Promise.all(odd.map(u => store.create(newFamily(u, { userAgent: '\u0000{}*', scope: '' }))))
+    for (const [i, u] of odd.entries()) {
+      const listed = await store.listForUser(u)
+      t.same(listed.map(f => [f.sid, f.userId, f.userAgent, f.scope]), [[made[i]!.token.sid, u, '\u0000{}*', '']], JSON.stringify(u))
+    }
+    t.same(await store.revokeAllForUser('{alice}'), [made[0]!.token.sid])
+    t.equal((await store.rotate(made[1]!.token, SEEN)).kind, 'rotated')
+  })
+}

@@ -1,0 +1,332 @@
+/**
+ * The Redis family store: the shared contract against a real Redis, plus what only Redis
+ * has — TTLs on every key, script caching, one round trip per refresh, hash slots,
+ * memory per session, and behaviour while Redis is stalled, down, or absent at boot.
+ */
+import { createHash } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t, { type Test } from 'tap'
+import { Redis } from 'ioredis'
+import { ManualClock, systemClock, type Clock } from '#shared/clock.js'
+import { isLatchkeyError } from '#shared/errors.js'
+import type { FamilyLimits } from '#gateway/sessions/family-store.js'
+import { connectRedis, createRedisClient, REDIS_COMMAND_TIMEOUT_MS } from '#gateway/sessions/redis-connection.js'
+import { RedisFamilyStore } from '#gateway/sessions/redis-family-store.js'
+import { FAMILY_SCRIPTS } from '#gateway/sessions/redis-scripts.js'
+import { mintInitialToken, type ParsedRefreshToken } from '#gateway/sessions/refresh-token.js'
+import { freePort, hasRedisServerBinary, redisForTest, spawnRedisServer, waitForRedis } from '../../../../test/helpers/redis.js'
+import { familyStoreContract, LIMITS, newFamily } from './family-store.contract.js'
+
+const SEEN = { ip: '198.51.100.7', userAgent: 'redis-test/1.0' }
+const CHROME_UA = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36'
+
+const redis = await redisForTest(t)
+const admin = new Redis(redis.url)
+t.teardown(() => { admin.disconnect() })
+
+let stores = 0
+/** A store on its own connection and its own key prefix (under this file's prefix). */
+async function makeStore (t: Test, limits: FamilyLimits = LIMITS, clock: Clock = new ManualClock(), url = redis.url) {
+  stores += 1
+  const keyPrefix = `${redis.prefix}${stores}:`
+  const client = createRedisClient({ kind: 'url', url })
+  await connectRedis(client)
+  const store = new RedisFamilyStore({ client, limits, clock, keyPrefix })
+  t.teardown(() => store.close())
+  return { store, client, keyPrefix }
+}
+
+async function scanKeys (client: Redis, match: string): Promise<string[]> {
+  const keys: string[] = []
+  let cursor = '0'
+  do {
+    const [next, batch] = await client.scan(cursor, 'MATCH', `${match}*`, 'COUNT', 1000)
+    cursor = next
+    keys.push(...batch)
+  } while (cursor !== '0')
+  return keys.sort()
+}
+
+function expectUnavailable (t: Test, err: unknown, what: string): void {
+  t.ok(isLatchkeyError(err) && err.code === 'GW_STORE_UNAVAILABLE', `${what}: GW_STORE_UNAVAILABLE (got ${String((err as Error)?.message)})`)
+}
+
+/** Time a call that must fail; returns ms. */
+async function failsWithin (t: Test, what: string, call: () => Promise<unknown>, budgetMs = 2000): Promise<number> {
+  const started = performance.now()
+  try {
+    await call()
+    t.fail(`${what} should have failed`)
+  } catch (err) {
+    expectUnavailable(t, err, what)
+  }
+  const ms = performance.now() - started
+  t.ok(ms < budgetMs, `${what} failed in ${ms.toFixed(0)} ms (< ${budgetMs} ms)`)
+  return ms
+}
+
+/** CRC16/XMODEM mod 16384, the Redis Cluster key slot (cluster spec, "Keys distribution model"). */
+function keySlot (key: string): number {
+  const open = key.indexOf('{')
+  const close = open === -1 ? -1 : key.indexOf('}', open + 1)
+  const tagged = open !== -1 && close > open + 1 ? key.slice(open + 1, close) : key
+  let crc = 0
+  for (const byte of Buffer.from(tagged)) {
+    crc ^= byte << 8
+    for (let i = 0; i < 8; i++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff
+  }
+  return crc % 16384
+}
+
+familyStoreContract(t, 'redis', async (limits, clock) => (await makeStore(t, limits, clock)).store)
+
+t.test('every key the store writes has a TTL, bounded by the family lifetimes', async (t) => {
+  const clock = new ManualClock()
+  const { store, keyPrefix } = await makeStore(t, LIMITS, clock)
+  const a = await store.create(newFamily('alice'))
+  const b = await store.create(newFamily('alice'))
+  const bob = await store.create(newFamily('bob'))
+  const a1 = await store.rotate(a.token, SEEN)
+  await store.rotate(a.token, SEEN) // grace
+  clock.advance(1000)
+  const c = await store.create(newFamily('carol'))
+  await store.rotate(c.token, SEEN)
+  clock.advance(LIMITS.graceMs + 1)
+  t.equal((await store.rotate(c.token, SEEN)).kind, 'reuse')
+  await store.listForUser('alice')
+  t.equal(a1.kind, 'rotated')
+  const keys = await scanKeys(admin, keyPrefix)
+  t.same(keys, [
+    store.familyKey(a.token.sid), store.familyKey(b.token.sid), store.familyKey(bob.token.sid),
+    store.userIndexKey('alice'), store.userIndexKey('bob')
+  ].sort(), "exactly the live families and their users' indexes (carol's revoked family and emptied index are gone)")
+  for (const key of keys) {
+    const ttl = await admin.pttl(key)
+    t.ok(ttl > 0, `${key} has a TTL (${ttl} ms)`)
+    const limit = key.includes(':u:{') ? LIMITS.maxTtlMs : LIMITS.idleTtlMs
+    t.ok(ttl <= limit, `${key} TTL ${ttl} <= ${limit}`)
+  }
+  t.ok(await admin.pttl(store.userIndexKey('alice')) > LIMITS.maxTtlMs - 5000, 'the index lives as long as its longest member')
+})
+
+t.test('the family key stays a compact string; memory per session is measured', async (t) => {
+  const { store } = await makeStore(t)
+  const { family } = await store.create(newFamily('alice', { userId: 'a5c8e2f0-1b2c-4d5e-8f90-123456789abc', userAgent: CHROME_UA }))
+  const key = store.familyKey(family.sid)
+  t.equal(await admin.type(key), 'string')
+  const typical = await admin.memory('USAGE', key) as number
+  const { family: long } = await store.create(newFamily('alice', { userAgent: 'x'.repeat(400) }))
+  const worst = await admin.memory('USAGE', store.familyKey(long.sid)) as number
+  const index = await admin.memory('USAGE', store.userIndexKey('alice')) as number
+  t.comment(`MEMORY USAGE: family with a ${CHROME_UA.length}-char UA ${typical} B, with a 200-char UA ${worst} B, index of 2 ${index} B`)
+  t.ok(typical <= 512, `typical family ${typical} B <= 512 B`)
+  t.ok(worst <= 640, `longest family ${worst} B <= 640 B`)
+})
+
+t.test('SCRIPT FLUSH between refreshes: EVALSHA falls back to EVAL and nothing is lost', async (t) => {
+  const { store } = await makeStore(t)
+  const { token: t0 } = await store.create(newFamily())
+  const r1 = await store.rotate(t0, SEEN)
+  t.equal(r1.kind, 'rotated')
+  const sha = createHash('sha1').update(FAMILY_SCRIPTS.lkFamilyRotate.lua).digest('hex')
+  t.same(await admin.script('EXISTS', sha), [1])
+  await admin.script('FLUSH')
+  t.same(await admin.script('EXISTS', sha), [0], 'the script cache is empty')
+  const grace = await store.rotate(t0, SEEN)
+  t.equal(grace.kind, 'grace', 'grace answer after the flush')
+  t.equal(grace.kind === 'grace' && grace.token.raw, r1.kind === 'rotated' && r1.token.raw)
+  await admin.script('FLUSH')
+  const r2 = await store.rotate((r1 as { token: ParsedRefreshToken }).token, SEEN)
+  t.equal(r2.kind, 'rotated', 'rotation after the flush')
+  t.same(await admin.script('EXISTS', sha), [1], 'reloaded')
+})
+
+t.test('one round trip per refresh: exactly one EVALSHA per rotate, nothing else', async (t) => {
+  const { store } = await makeStore(t)
+  const { token } = await store.create(newFamily())
+  let current = token
+  const first = await store.rotate(current, SEEN) // loads the script on this connection (EVAL)
+  current = (first as { token: ParsedRefreshToken }).token
+  const sha = createHash('sha1').update(FAMILY_SCRIPTS.lkFamilyRotate.lua).digest('hex')
+  const monitor = await admin.monitor()
+  t.teardown(() => { monitor.disconnect() })
+  const seen: Array<{ args: string[], source: string }> = []
+  monitor.on('monitor', (_time: string, args: string[], source: string) => { seen.push({ args, source }) })
+  const before = await admin.info('commandstats')
+  const N = 20
+  const previous = current
+  for (let i = 0; i < N; i++) {
+    const r = await store.rotate(current, SEEN)
+    t.equal(r.kind, 'rotated')
+    current = (r as { token: ParsedRefreshToken }).token
+  }
+  const r = await store.rotate(previous, SEEN)
+  t.equal(r.kind, 'reuse', 'a replay is one script call too (plus the index cleanup)')
+  // Wait until MONITOR has shown a marker sent after everything else.
+  const marker = `marker-${Date.now()}`
+  await admin.echo(marker)
+  for (let i = 0; i < 100 && !seen.some(s => s.args[1] === marker); i++) await new Promise(resolve => setTimeout(resolve, 10))
+  const after = await admin.info('commandstats')
+  const topLevel = seen.filter(s => s.source !== 'lua' && s.args[0] !== 'echo' && s.args[0] !== 'info')
+  const rotates = topLevel.filter(s => s.args[0] === 'evalsha' && s.args[1] === sha)
+  t.equal(rotates.length, N + 1, `${N} rotations + 1 replay = ${N + 1} EVALSHA of the rotate script`)
+  t.same(topLevel.slice(0, N).map(s => s.args[0]), Array(N).fill('evalsha'), 'no other command during the rotations')
+  t.same(topLevel.slice(N + 1).map(s => s.args[0]), ['zrem'], 'the reuse path adds one index cleanup')
+  const calls = (info: string): number => Number(/cmdstat_evalsha:calls=(\d+)/.exec(info)?.[1] ?? 0)
+  t.equal(calls(after) - calls(before), N + 1, 'INFO commandstats agrees')
+  t.ok(seen.some(s => s.source === 'lua' && s.args[0] === 'set'), 'the writes happen inside the script')
+})
+
+t.test('well-formed tokens of unknown families write nothing', async (t) => {
+  const { store, keyPrefix } = await makeStore(t)
+  const { token } = await store.create(newFamily('alice'))
+  const snapshot = async () => {
+    const keys = await scanKeys(admin, keyPrefix)
+    const values = await Promise.all(keys.map(async k => (await admin.type(k)) === 'string' ? admin.getBuffer(k) : admin.zrange(k, 0, -1, 'WITHSCORES')))
+    return { keys, values: values.map(v => Buffer.isBuffer(v) ? v.toString('hex') : v) }
+  }
+  const before = await snapshot()
+  const stranger = mintInitialToken()
+  t.same(await store.rotate(stranger, SEEN), { kind: 'invalid' })
+  t.same(await store.revokeByToken(stranger), null)
+  t.equal(await store.revokeSession('alice', stranger.sid), false)
+  t.equal(await store.revokeSession('bob', token.sid), false)
+  t.same(await store.revokeAllForUser('nobody'), [])
+  t.same(await store.listForUser('nobody'), [])
+  t.same(await snapshot(), before, 'same keys, same values')
+  t.same(await scanKeys(admin, `${keyPrefix}f:{${stranger.sid}}`), [])
+})
+
+t.test('garbage at a family key is a store error, never invalid or reuse', async (t) => {
+  const { store } = await makeStore(t)
+  const { token } = await store.create(newFamily('alice'))
+  await admin.set(store.familyKey(token.sid), 'not a family', 'PX', 60_000)
+  await t.rejects(store.rotate(token, SEEN), { code: 'GW_STORE_UNAVAILABLE' })
+  await admin.del(store.familyKey(token.sid))
+  await admin.hset(store.familyKey(token.sid), 'h', 'x')
+  await admin.pexpire(store.familyKey(token.sid), 60_000)
+  await t.rejects(store.rotate(token, SEEN), { code: 'GW_STORE_UNAVAILABLE' }, 'WRONGTYPE')
+  await t.rejects(store.listForUser('alice'), { code: 'GW_STORE_UNAVAILABLE' })
+})
+
+t.test('hash slots: one key per script, each family and index in its own tagged slot', async (t) => {
+  t.equal(keySlot('123456789'), 12739, 'CRC16/XMODEM check value')
+  t.equal(keySlot('{user1000}.following'), keySlot('{user1000}.followers'))
+  for (const [name, def] of Object.entries(FAMILY_SCRIPTS)) t.equal(def.numberOfKeys, 1, `${name} takes one key`)
+  const { store } = await makeStore(t)
+  const slots = new Set<number>()
+  for (let i = 0; i < 200; i++) {
+    const { sid } = mintInitialToken()
+    const key = store.familyKey(sid)
+    t.match(key, new RegExp(`^${redis.prefix}\\d+:f:\\{${sid}\\}$`))
+    t.equal(keySlot(key), keySlot(sid), 'the family key hashes by its sid alone')
+    slots.add(keySlot(key))
+  }
+  t.ok(slots.size > 150, `200 families spread over ${slots.size} slots (the prefix is not the tag)`)
+  t.match(store.userIndexKey('{evil}'), /u:\{[A-Za-z0-9_-]{22}\}$/, 'user ids never shape the tag')
+  t.throws(() => new RedisFamilyStore({ client: admin, limits: LIMITS, clock: systemClock, keyPrefix: '{lk}:' }), RangeError)
+})
+
+t.test('a client keyPrefix equal to the store prefix is not applied twice', async (t) => {
+  const keyPrefix = `${redis.prefix}kp:`
+  const client = createRedisClient({ kind: 'url', url: redis.url }, { keyPrefix })
+  await connectRedis(client)
+  const store = new RedisFamilyStore({ client, limits: LIMITS, clock: new ManualClock(), keyPrefix })
+  t.teardown(() => store.close())
+  const { token } = await store.create(newFamily('alice'))
+  t.equal((await store.rotate(token, SEEN)).kind, 'rotated')
+  t.same(await scanKeys(admin, keyPrefix), [`${keyPrefix}f:{${token.sid}}`, `${keyPrefix}u:{${createHash('sha256').update('alice').digest('base64url').slice(0, 22)}}`].sort())
+})
+
+t.test('throughput: 2000 sequential and 2000 concurrent rotations, all correct', async (t) => {
+  const { store } = await makeStore(t, LIMITS, systemClock)
+  let { token } = await store.create(newFamily('bench'))
+  const N = 2000
+  let started = performance.now()
+  for (let i = 0; i < N; i++) {
+    const r = await store.rotate(token, SEEN)
+    if (r.kind !== 'rotated') { t.fail(`rotation ${i}: ${r.kind}`); return }
+    token = r.token
+  }
+  const sequentialMs = performance.now() - started
+  const families = await Promise.all(Array.from({ length: N }, (_, i) => store.create(newFamily(`bench-${i % 100}`, { userAgent: CHROME_UA }))))
+  started = performance.now()
+  const results = await Promise.all(families.map(f => store.rotate(f.token, SEEN)))
+  const concurrentMs = performance.now() - started
+  t.equal(results.filter(r => r.kind === 'rotated').length, N, 'every concurrent rotation rotated')
+  t.equal((await store.listForUser('bench-7')).length, N / 100)
+  t.comment(`sequential: ${N} rotations in ${sequentialMs.toFixed(0)} ms = ${Math.round(N / sequentialMs * 1000)}/s; ` +
+    `concurrent: ${N} in ${concurrentMs.toFixed(0)} ms = ${Math.round(N / concurrentMs * 1000)}/s`)
+})
+
+t.test('a stalled Redis: the call fails after the command timeout; a retry inside grace loses nothing', async (t) => {
+  const { store } = await makeStore(t)
+  const { token: t0 } = await store.create(newFamily())
+  const pauser = new Redis(redis.url)
+  t.teardown(() => { pauser.disconnect() })
+  await pauser.client('PAUSE', 1500, 'ALL')
+  const ms = await failsWithin(t, 'rotate against a paused Redis', () => store.rotate(t0, SEEN))
+  t.ok(ms >= REDIS_COMMAND_TIMEOUT_MS - 50, `waited for the command timeout (${ms.toFixed(0)} ms)`)
+  await waitForRedis(redis.url)
+  await new Promise(resolve => setTimeout(resolve, 600)) // the pause ends (wall clock, not a TTL)
+  // The timed-out rotation did run once Redis woke up; the client's retry gets its successor.
+  const retry = await store.rotate(t0, SEEN)
+  t.equal(retry.kind, 'grace', 'the retry is a grace answer, not reuse')
+  t.equal(retry.kind === 'grace' && retry.family.generation, 1, 'the lost rotation happened exactly once')
+  t.equal((await store.rotate((retry as { token: ParsedRefreshToken }).token, SEEN)).kind, 'rotated')
+})
+
+t.test('Redis killed: every call fails fast with GW_STORE_UNAVAILABLE; after a restart the same store works', async (t) => {
+  const own = await redisForTest(t, { own: true })
+  const { store } = await makeStore(t, LIMITS, systemClock, own.url)
+  const { token } = await store.create(newFamily('alice'))
+  await own.kill()
+  const fresh = mintInitialToken()
+  const timings = [
+    await failsWithin(t, 'rotate', () => store.rotate(token, SEEN)),
+    await failsWithin(t, 'create', () => store.create(newFamily('alice'))),
+    await failsWithin(t, 'revokeByToken', () => store.revokeByToken(fresh)),
+    await failsWithin(t, 'revokeSession', () => store.revokeSession('alice', token.sid)),
+    await failsWithin(t, 'revokeAllForUser', () => store.revokeAllForUser('alice')),
+    await failsWithin(t, 'listForUser', () => store.listForUser('alice')),
+    await failsWithin(t, 'ping', () => store.ping())
+  ]
+  t.comment(`failure latency while down: max ${Math.max(...timings).toFixed(1)} ms`)
+  await own.restart()
+  const deadline = Date.now() + 5000
+  for (;;) {
+    try { await store.ping(); break } catch (err) {
+      if (Date.now() > deadline) throw err
+      await new Promise(resolve => setTimeout(resolve, 50))
+    }
+  }
+  // The restarted server kept no data (no persistence in tests): the old family is gone.
+  t.same(await store.rotate(token, SEEN), { kind: 'invalid' })
+  const again = await store.create(newFamily('alice'))
+  t.equal((await store.rotate(again.token, SEEN)).kind, 'rotated')
+})
+
+t.test('Redis absent at boot: connectRedis does not throw, calls fail fast, and the client recovers alone', { skip: !hasRedisServerBinary() && 'needs redis-server on PATH' }, async (t) => {
+  const port = await freePort()
+  const client = createRedisClient({ kind: 'url', url: `redis://127.0.0.1:${port}` }, { log: { warn: () => {} } })
+  const store = new RedisFamilyStore({ client, limits: LIMITS, clock: systemClock, keyPrefix: redis.prefix })
+  t.teardown(() => store.close())
+  t.equal(await connectRedis(client), false, 'the first attempt fails, quietly')
+  await failsWithin(t, 'create before Redis exists', () => store.create(newFamily()), 500)
+  const dir = mkdtempSync(join(tmpdir(), 'lk-redis-boot-'))
+  const child = spawnRedisServer(port, dir)
+  t.teardown(() => { child.kill('SIGKILL'); rmSync(dir, { recursive: true, force: true }) })
+  await waitForRedis(`redis://127.0.0.1:${port}`)
+  const started = Date.now()
+  for (;;) {
+    try { await store.ping(); break } catch (err) {
+      if (Date.now() - started > 5000) throw err
+      await new Promise(resolve => setTimeout(resolve, 50))
+    }
+  }
+  t.comment(`reconnected ${Date.now() - started} ms after Redis answered`)
+  const { token } = await store.create(newFamily())
+  t.equal((await store.rotate(token, SEEN)).kind, 'rotated')
+})

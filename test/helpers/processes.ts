@@ -1,0 +1,69 @@
+/**
+ * Start real latchkey processes for end-to-end tests, wait for a line or a port, and
+ * make sure they are gone in teardown.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url))
+const ENTRY = fileURLToPath(new URL('./cli-entry.ts', import.meta.url))
+
+export interface Proc {
+  readonly child: ChildProcess
+  stdout: string
+  stderr: string
+  /** Resolves with the exit code. */
+  readonly exited: Promise<number | null>
+  waitFor (pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>
+  stop (signal?: NodeJS.Signals): Promise<number | null>
+}
+
+interface Teardown { teardown (fn: () => unknown): void }
+
+/** Run `latchkey <args>` from source with `env` layered over a minimal environment. */
+export function latchkey (t: Teardown, args: string[], env: Record<string, string> = {}, input?: string): Proc {
+  const child = spawn(process.execPath, ['--import=tsx', '--conditions=latchkey-source', ENTRY, ...args], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', LOG_LEVEL: 'warn', ...env },
+    stdio: ['pipe', 'pipe', 'pipe']
+  })
+  const proc: Proc = {
+    child,
+    stdout: '',
+    stderr: '',
+    exited: new Promise(resolve => { child.once('exit', code => { resolve(code) }) }),
+    waitFor (pattern, timeoutMs = 20_000) {
+      return new Promise((resolve, reject) => {
+        const check = (): boolean => {
+          const m = pattern.exec(proc.stdout) ?? pattern.exec(proc.stderr)
+          if (m !== null) { cleanup(); resolve(m); return true }
+          return false
+        }
+        const timer = setTimeout(() => { cleanup(); reject(new Error(`timed out waiting for ${String(pattern)}; stderr: ${proc.stderr.slice(-500)}`)) }, timeoutMs)
+        const onData = (): void => { check() }
+        const onExit = (): void => { if (!check()) { cleanup(); reject(new Error(`exited before ${String(pattern)}; stderr: ${proc.stderr.slice(-500)}`)) } }
+        const cleanup = (): void => { clearTimeout(timer); child.stdout?.off('data', onData); child.stderr?.off('data', onData); child.off('exit', onExit) }
+        child.stdout?.on('data', onData)
+        child.stderr?.on('data', onData)
+        child.once('exit', onExit)
+        check()
+      })
+    },
+    async stop (signal = 'SIGTERM') {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode
+      child.kill(signal)
+      return proc.exited
+    }
+  }
+  child.stdout?.on('data', (d: Buffer) => { proc.stdout += d.toString() })
+  child.stderr?.on('data', (d: Buffer) => { proc.stderr += d.toString() })
+  if (input !== undefined) child.stdin?.end(input)
+  else child.stdin?.end()
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL')
+      await proc.exited
+    }
+  })
+  return proc
+}
