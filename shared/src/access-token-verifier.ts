@@ -2,7 +2,8 @@
  * Access-token verification (RFC 9068 JWTs) without any HTTP framework: the Fastify plugin
  * and the gateway's proxy both sit on this. Order of work, cheapest first:
  * 1. `Authorization` parsed (bearer.ts) and the token string format-checked (token-format.ts);
- * 2. the verified-token cache, keyed by the canonical token string;
+ * 2. the verified-token cache, keyed by the canonical token string (looked up by the raw
+ *    string first, which for any canonical token skips even the decoding);
  * 3. jose `jwtVerify`: signature with a JWKS key, alg allow-list, iss, aud, typ, exp/nbf
  *    against the injected clock with `CLOCK_TOLERANCE_S`, then the RFC 9068 claim types;
  * 4. the caller's revocation predicate (by `sid`/`jti`), on cache hits as well.
@@ -155,13 +156,17 @@ export class AccessTokenVerifier {
 
   /** Verify a bare token string. Throws `LatchkeyError` AT_INVALID / AT_EXPIRED / AT_REVOKED / AT_JWKS_UNAVAILABLE. */
   async verify (token: string): Promise<AccessToken> {
+    // Fast path: a cache key is a canonical string that already passed the format check,
+    // so a token string equal to one needs neither decoding nor a signature check.
+    const seen = this.#cache.get(token)
+    if (seen !== undefined) return this.#admit(seen, 'cache_hit')
     let canonical: string
     try {
       canonical = checkTokenFormat(token, this.#algorithms).canonical
     } catch (err) {
       throw this.#refuse('invalid', 'AT_INVALID', this.#invalidTokenHeader(), err)
     }
-    const cached = this.#cache.get(canonical)
+    const cached = canonical === token ? undefined : this.#cache.get(canonical)
     if (cached !== undefined) return this.#admit(cached, 'cache_hit')
 
     let verified: AccessToken

@@ -93,6 +93,9 @@ async function ownedServer (t: Teardown): Promise<TestRedis> {
     const c = child
     child = undefined
     if (c === undefined || c.exitCode !== null) return
+    // ref() while waiting: the child is unref'd so it never holds a test open, but here the
+    // test must wait for it, or the loop empties and tap reports the teardown unfinished.
+    c.ref()
     await new Promise<void>((resolve) => { c.once('exit', () => { resolve() }); c.kill('SIGKILL') })
   }
   const handle: TestRedis = {
@@ -117,7 +120,7 @@ async function ownedServer (t: Teardown): Promise<TestRedis> {
 
 async function containerServer (t: Teardown): Promise<TestRedis> {
   const { GenericContainer } = await import('testcontainers')
-  let container = await new GenericContainer('redis:7-alpine').withExposedPorts(6379).start()
+  const container = await new GenericContainer('redis:7-alpine').withExposedPorts(6379).start()
   const port = container.getMappedPort(6379)
   const url = `redis://${container.getHost()}:${port}`
   const handle: TestRedis = {

@@ -24,6 +24,7 @@ import type { FamilyLimits, FamilyStore } from './sessions/family-store.js'
 import { MemoryFamilyStore } from './sessions/memory-family-store.js'
 import { RedisFamilyStore } from './sessions/redis-family-store.js'
 import { connectRedis, createRedisClient } from './sessions/redis-connection.js'
+import { LocalRevokedSessions, RedisRevocationBus, REVOCATION_SLACK_MS, type RevokedSessions } from './sessions/revocation.js'
 
 /** Server-side timeouts: a slow-loris client must not hold a socket forever. */
 export const CONNECTION_TIMEOUT_MS = 10_000
@@ -40,6 +41,8 @@ export interface GatewayDeps {
   readonly clients: ClientDirectory
   readonly metrics: GatewayMetrics
   readonly events: GatewayEvents
+  /** Sessions revoked within the last access TTL, known to this replica. */
+  readonly revoked: RevokedSessions
 }
 
 export interface BuildGatewayOptions {
@@ -110,12 +113,28 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
       store = new MemoryFamilyStore({ limits: familyLimits(config), clock })
     } else {
       redis = createRedisClient(config.redis, { keyPrefix: config.redisKeyPrefix, log: app.log })
-      connectRedis(redis)
+      await connectRedis(redis)
       store = new RedisFamilyStore({ client: redis, limits: familyLimits(config), clock, keyPrefix: config.redisKeyPrefix })
     }
   }
   const familyStore = store
-  const deps: GatewayDeps = { clock, store: familyStore, keys, users, clients, metrics, events }
+  const revokedTtlMs = config.accessTokenTtlS * 1000 + REVOCATION_SLACK_MS
+  let revoked = overrides.revoked
+  if (revoked === undefined) {
+    if (redis === undefined) {
+      const local = new LocalRevokedSessions({ clock, ttlMs: revokedTtlMs })
+      events.onRevoked((sids) => { for (const sid of sids) local.add(sid) })
+      app.addHook('onClose', async () => { local.close() })
+      revoked = local
+    } else {
+      const bus = new RedisRevocationBus({ client: redis, keyPrefix: config.redisKeyPrefix, clock, ttlMs: revokedTtlMs, log: app.log })
+      events.onRevoked((sids) => { void bus.publish(sids) })
+      bus.start()
+      app.addHook('onClose', async () => { await bus.close() })
+      revoked = bus
+    }
+  }
+  const deps: GatewayDeps = { clock, store: familyStore, keys, users, clients, metrics, events, revoked }
   const readiness: Readiness = { draining: false, check: () => familyStore.ping() }
   app.decorate('latchkey', { demoPassword, readiness, deps })
 

@@ -55,6 +55,9 @@ export async function buildResourceApp (config: ResourceConfig, deps: ResourceDe
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false } }
   })
 
+  // JSON only: anything else is 415 rather than a string that then fails the schema.
+  app.removeContentTypeParser('text/plain')
+
   app.setErrorHandler((err: FastifyError, request, reply) => {
     const known = isLatchkeyError(err) ? err : toLatchkeyError(err)
     if (known === undefined || known.statusCode >= 500) request.log.error({ err }, 'request failed')

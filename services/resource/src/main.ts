@@ -20,13 +20,15 @@ export interface RunningResource {
 
 export async function startResource (config: ResourceConfig, deps: ResourceDeps = {}): Promise<RunningResource> {
   const app = await buildResourceApp(config, deps)
+  // Hooks cannot be added once listening: the uninstall is registered first, filled in after.
+  const signals: { uninstall?: () => void } = {}
+  app.addHook('onClose', async () => { signals.uninstall?.() })
   const url = await app.listen({ port: config.port, host: config.host })
-  const grace = closeWithGrace({ delay: SHUTDOWN_GRACE_MS, logger: false }, async ({ err, signal }) => {
+  signals.uninstall = closeWithGrace({ delay: SHUTDOWN_GRACE_MS, logger: false }, async ({ err, signal }) => {
     if (err !== undefined) app.log.error({ err }, 'shutting down after an unexpected error')
     else app.log.info({ signal }, 'shutting down')
     await app.close()
-  })
-  app.addHook('onClose', async () => { grace.uninstall() })
+  }).uninstall
   app.log.info({ jwksUrl: config.jwksUrl, issuer: config.issuer, audience: config.audience }, 'resource service ready')
   return { app, url, close: async () => { await app.close() } }
 }

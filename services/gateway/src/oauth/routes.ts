@@ -4,12 +4,16 @@
  */
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
+import { noStore } from '../auth/token-response.js'
 import { registerFormParser } from './form-body.js'
 import { registerRevokeRoute } from './revoke-route.js'
 import { registerTokenRoute, type TokenRouteOptions } from './token-route.js'
 import { registerDiscoveryRoute } from './discovery-route.js'
 
 async function oauthRoutes (app: FastifyInstance, opts: TokenRouteOptions): Promise<void> {
+  // RFC 6749 §5.1: no-store on every answer, including those refused before a handler runs
+  // (a repeated parameter is caught by the body parser).
+  app.addHook('onRequest', async (_req, reply) => { noStore(reply) })
   app.removeAllContentTypeParsers()
   registerFormParser(app)
   registerTokenRoute(app, opts)

@@ -107,10 +107,12 @@ export class MemoryFamilyStore implements FamilyStore {
     return { token, family }
   }
 
-  async rotate (presented: ParsedRefreshToken, seen: { ip: string, userAgent: string }): Promise<RotateResult> {
+  async rotate (presented: ParsedRefreshToken, seen: { ip: string, userAgent: string, clientId?: string }): Promise<RotateResult> {
     const now = this.#clock.now()
     const entry = this.#live(presented.sid, now)
     if (entry === undefined) return { kind: 'invalid' }
+    // Bound to its client (RFC 6749 §6): from another client it is unknown, not a replay.
+    if (seen.clientId !== undefined && seen.clientId !== entry.family.clientId) return { kind: 'invalid' }
     if (hashesEqual(presented.hash, entry.hash)) {
       const nonce = newNonce()
       const successor = deriveSuccessor(presented, nonce)
@@ -141,9 +143,11 @@ export class MemoryFamilyStore implements FamilyStore {
     return { kind: 'reuse', sid: presented.sid, userId: entry.family.userId }
   }
 
-  async revokeByToken (presented: ParsedRefreshToken): Promise<RevokedFamily | null> {
+  async revokeByToken (presented: ParsedRefreshToken, options: { clientId?: string } = {}): Promise<RevokedFamily | null> {
     const entry = this.#live(presented.sid, this.#clock.now())
     if (entry === undefined) return null
+    // RFC 7009 §2.1: a client may only revoke tokens issued to it.
+    if (options.clientId !== undefined && options.clientId !== entry.family.clientId) return null
     this.#delete(presented.sid, entry)
     return { sid: presented.sid, userId: entry.family.userId }
   }

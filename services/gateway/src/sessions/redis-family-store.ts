@@ -93,6 +93,11 @@ function familyOf (sid: string, f: ReadonlyArray<Buffer | number | string>, at =
   })
 }
 
+/** Script arguments for the optional client binding: flag, client id. */
+function clientCheck (clientId: string | undefined): [string, string] {
+  return clientId === undefined ? ['0', ''] : ['1', clientId]
+}
+
 function rawHash (token: ParsedRefreshToken): Buffer {
   const bytes = Buffer.from(token.hash, 'base64url')
   // parseRefreshToken/mint produce SHA-256 hashes; anything else is a caller bug.
@@ -192,13 +197,13 @@ export class RedisFamilyStore implements FamilyStore {
     throw gatewayError('GW_INTERNAL', { description: 'could not allocate a session id' })
   }
 
-  async rotate (presented: ParsedRefreshToken, seen: { ip: string, userAgent: string }): Promise<RotateResult> {
+  async rotate (presented: ParsedRefreshToken, seen: { ip: string, userAgent: string, clientId?: string }): Promise<RotateResult> {
     const nonce = newNonce()
     const successor = deriveSuccessor(presented, nonce)
     const reply = await this.#redis(() => this.#client.lkFamilyRotateBuffer(this.familyKey(presented.sid),
       rawHash(presented), rawHash(successor), Buffer.from(nonce, 'base64url'), this.#now(),
       this.#limits.idleTtlMs, this.#limits.graceMs,
-      clampText(seen.ip, IP_MAX_CHARS), clampText(seen.userAgent, USER_AGENT_MAX_CHARS)))
+      clampText(seen.ip, IP_MAX_CHARS), clampText(seen.userAgent, USER_AGENT_MAX_CHARS), ...clientCheck(seen.clientId)))
     let userId: string
     try {
       switch (text(reply[0])) {
@@ -226,8 +231,8 @@ export class RedisFamilyStore implements FamilyStore {
     return { kind: 'reuse', sid: presented.sid, userId }
   }
 
-  async revokeByToken (presented: ParsedRefreshToken): Promise<RevokedFamily | null> {
-    const userId = await this.#redis(() => this.#client.lkFamilyRevoke(this.familyKey(presented.sid), this.#now(), '0', ''))
+  async revokeByToken (presented: ParsedRefreshToken, options: { clientId?: string } = {}): Promise<RevokedFamily | null> {
+    const userId = await this.#redis(() => this.#client.lkFamilyRevoke(this.familyKey(presented.sid), this.#now(), '0', '', ...clientCheck(options.clientId)))
     if (userId === null) return null
     await this.#unindex(userId, [presented.sid])
     return { sid: presented.sid, userId }
@@ -236,7 +241,7 @@ export class RedisFamilyStore implements FamilyStore {
   async revokeSession (userId: string, sid: string): Promise<boolean> {
     // The sid comes from a URL: never let it shape a key (or its hash tag) it should not.
     if (!SID.test(sid)) return false
-    const revoked = await this.#redis(() => this.#client.lkFamilyRevoke(this.familyKey(sid), this.#now(), '1', userId))
+    const revoked = await this.#redis(() => this.#client.lkFamilyRevoke(this.familyKey(sid), this.#now(), '1', userId, '0', ''))
     if (revoked === null) return false
     await this.#unindex(userId, [sid])
     return true
@@ -247,7 +252,7 @@ export class RedisFamilyStore implements FamilyStore {
     const sids = (await this.#redis(() => this.#client.zrange(indexKey, 0, -1))).filter(sid => SID.test(sid))
     const now = this.#now()
     // One atomic revoke per family (each its own slot); sent together, auto-pipelined.
-    const results = await Promise.all(sids.map(sid => this.#redis(() => this.#client.lkFamilyRevoke(this.familyKey(sid), now, '1', userId))))
+    const results = await Promise.all(sids.map(sid => this.#redis(() => this.#client.lkFamilyRevoke(this.familyKey(sid), now, '1', userId, '0', ''))))
     // Remove exactly the sids read, never the whole key: a login racing this call stays listed.
     await this.#unindex(userId, sids)
     return sids.filter((_sid, i) => results[i] !== null)

@@ -59,7 +59,7 @@ return 1
 
 /**
  * rotate — KEYS[1] family; ARGV: presented hash, successor hash, nonce, now, idle ms,
- * grace ms, ip, user agent. The successor was derived by the gateway from the presented
+ * grace ms, ip, user agent, '1' to require a client, client id. The successor was derived by the gateway from the presented
  * token and this nonce; it is stored only if this call rotates.
  *
  * Replies: {'invalid'} | {'rotated', ...public} | {'grace', ...public, stored nonce} |
@@ -73,6 +73,9 @@ local f = cmsgpack.unpack(blob)
 local now = tonumber(ARGV[4])
 -- Expired by the gateway's clock though the key's TTL has not fired yet: same answer, still no write.
 if now >= f[F_IDLE_EXP] or now >= f[F_ABS_EXP] then return {'invalid'} end
+-- A refresh token is bound to the client it was issued to (RFC 6749 §6): presented by
+-- another client it is unknown there, and the family is left alone (not a replay).
+if ARGV[9] == '1' and f[F_CLIENT] ~= ARGV[10] then return {'invalid'} end
 if ARGV[1] == f[F_HASH] then
   -- The current token: rotate. It becomes the previous one (kept only for the grace rule).
   f[F_PREV] = f[F_HASH]
@@ -110,8 +113,8 @@ return {'reuse', f[F_USER]}
 `
 
 /**
- * revoke — KEYS[1] family; ARGV: now, '1' to require an owner, owner user id.
- * Returns the user id when a live family was revoked, else nil.
+ * revoke — KEYS[1] family; ARGV: now, '1' to require an owner, owner user id, '1' to
+ * require a client, client id. Returns the user id when a live family was revoked, else nil.
  */
 const REVOKE = `${PRELUDE}
 local blob = redis.call('GET', KEYS[1])
@@ -120,6 +123,8 @@ if not blob then return false end
 local f = cmsgpack.unpack(blob)
 -- DELETE /auth/sessions/:id must not touch another user's session.
 if ARGV[2] == '1' and f[F_USER] ~= ARGV[3] then return false end
+-- RFC 7009 §2.1: a client may only revoke tokens issued to it.
+if ARGV[4] == '1' and f[F_CLIENT] ~= ARGV[5] then return false end
 redis.call('DEL', KEYS[1])
 local now = tonumber(ARGV[1])
 -- An already-expired family is removed too, but it was not a live session to report.

@@ -94,10 +94,12 @@ t.test('50 concurrent refreshes of one token: one successor, everyone gets it', 
   const keys = await familyKeys()
   const famKey = keys.find(k => k.includes(`{${claims.sid}}`)) as string
   t.ok(famKey, 'family key found by sid')
-  const fam = await raw.hgetall(famKey)
-  t.equal(fam.h, sha256b64url(successor))
-  t.equal(fam.p, sha256b64url(t0 as string))
-  t.equal(fam.g, '1', 'one rotation')
+  // The family is a MessagePack array (see redis-scripts.ts): [5] current hash, [6] previous, [8] generation.
+  const [current, previous, generation] = await raw.callBuffer("EVAL", 
+    "local f = cmsgpack.unpack(redis.call('GET', KEYS[1])) return {f[5], f[6], tostring(f[8])}", 1, famKey) as [Buffer, Buffer, Buffer]
+  t.equal(current.toString('base64url'), sha256b64url(successor), 'current = the successor everyone got')
+  t.equal(previous.toString('base64url'), sha256b64url(t0 as string), 'previous = the presented token')
+  t.equal(generation.toString(), '1', 'one rotation')
 
   const next = await refresh(gw.app, successor)
   t.equal(next.res.statusCode, 200, 'the successor refreshes normally')

@@ -51,7 +51,7 @@ t.test('keys generate + users add write files the gateway then loads', async (t)
   t.match(readFileSync(users, 'utf8'), /\$argon2id\$/)
 
   const port = await freePort()
-  const gw = latchkey(t, ['gateway'], { PORT: String(port), HOST: '127.0.0.1', SIGNING_KEYS_FILE: keys, USERS_FILE: users })
+  const gw = latchkey(t, ['gateway'], { PORT: String(port), HOST: '127.0.0.1', SIGNING_KEYS_FILE: keys, USERS_FILE: users, LOG_LEVEL: 'info' })
   await gw.waitFor(/Server listening/)
   const base = `http://127.0.0.1:${port}`
   const published = await (await fetch(`${base}/.well-known/jwks.json`)).json() as { keys: Array<Record<string, unknown>> }
