@@ -11,13 +11,13 @@ import { buildGatewayApp } from './app.js'
 /** Longest we wait for in-flight requests before exiting anyway (k8s terminationGracePeriodSeconds is above this). */
 export const SHUTDOWN_GRACE_MS = 20_000
 
-export async function startGateway (config: GatewayConfig): Promise<FastifyInstance> {
+export async function startGateway (config: GatewayConfig, options: { alsoClose?: () => Promise<void> } = {}): Promise<FastifyInstance> {
   const app = await buildGatewayApp(config)
   closeWithGrace({ delay: SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
     if (err !== undefined) app.log.error({ err }, 'shutting down after an error')
     else app.log.info({ signal }, 'shutting down: draining in-flight requests')
     app.latchkey.readiness.draining = true
-    await app.close()
+    await Promise.all([app.close(), options.alsoClose?.()])
   })
   await app.listen({ port: config.port, host: config.host })
   return app

@@ -18,12 +18,15 @@ export interface RunningResource {
   close (): Promise<void>
 }
 
-export async function startResource (config: ResourceConfig, deps: ResourceDeps = {}): Promise<RunningResource> {
+export async function startResource (config: ResourceConfig, deps: ResourceDeps = {}, options: { handleSignals?: boolean } = {}): Promise<RunningResource> {
   const app = await buildResourceApp(config, deps)
   // Hooks cannot be added once listening: the uninstall is registered first, filled in after.
   const signals: { uninstall?: () => void } = {}
   app.addHook('onClose', async () => { signals.uninstall?.() })
   const url = await app.listen({ port: config.port, host: config.host })
+  // `latchkey dev` runs this beside the gateway and lets the gateway's handler close both:
+  // close-with-grace exits the process when its handler finishes, so there must be one.
+  if (options.handleSignals === false) return { app, url, close: async () => { await app.close() } }
   signals.uninstall = closeWithGrace({ delay: SHUTDOWN_GRACE_MS, logger: false }, async ({ err, signal }) => {
     if (err !== undefined) app.log.error({ err }, 'shutting down after an unexpected error')
     else app.log.info({ signal }, 'shutting down')

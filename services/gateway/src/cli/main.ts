@@ -5,6 +5,8 @@
 import { ConfigError } from '#shared/errors.js'
 import { loadGatewayConfig } from '../config.js'
 import { startGateway } from '../main.js'
+import { loadResourceConfig } from '#resource/config.js'
+import { startResource } from '#resource/main.js'
 import type { CliIo } from './io.js'
 import { runKeysCommand } from './keys.js'
 import { runUsersCommand } from './users.js'
@@ -14,7 +16,9 @@ import { printWalkthrough } from './walkthrough.js'
 const USAGE = `usage: latchkey <command>
 
   gateway                         run the auth gateway (:8080)
-  dev                             run the gateway on embedded defaults and print a walkthrough
+  resource                        run the resource service (:8081)
+  dev                             run both on embedded defaults and print a walkthrough
+                                  (RESOURCE_PORT sets the resource's port in dev)
   keys generate [--alg EdDSA|ES256|RS256] [--out FILE]
                                   write a private JWKS (the first key signs)
   users add <name> [--scope "a b"] [--file FILE]
@@ -23,6 +27,29 @@ const USAGE = `usage: latchkey <command>
                                   add an OAuth client (prints its secret once)
 
 Configuration is read from the environment; see README.md.`
+
+type Env = Readonly<Record<string, string | undefined>>
+
+/**
+ * `dev` runs both services in one process: the gateway on PORT (8080), the resource on
+ * RESOURCE_PORT (8081), wired to each other over loopback, with the issuer following the
+ * gateway's port unless ISSUER is set.
+ */
+function devEnvironments (env: Env): { gatewayEnv: Env, resourceEnv: Env } {
+  const gatewayPort = env.PORT ?? '8080'
+  const resourcePort = env.RESOURCE_PORT ?? '8081'
+  const issuer = env.ISSUER ?? `http://localhost:${gatewayPort}`
+  return {
+    gatewayEnv: { ...env, ISSUER: issuer, RESOURCE_URL: env.RESOURCE_URL ?? `http://127.0.0.1:${resourcePort}` },
+    resourceEnv: {
+      ...env,
+      PORT: resourcePort,
+      HOST: env.HOST ?? '127.0.0.1',
+      ISSUER: issuer,
+      JWKS_URL: env.JWKS_URL ?? `http://127.0.0.1:${gatewayPort}/.well-known/jwks.json`
+    }
+  }
+}
 
 function fail (io: CliIo, line: string): number {
   io.stderr.write(`latchkey: ${line}\n`)
@@ -37,10 +64,16 @@ export async function main (argv: string[], io: CliIo, env: Readonly<Record<stri
         await startGateway(loadGatewayConfig(env))
         return -1
       }
+      case 'resource': {
+        await startResource(loadResourceConfig(env))
+        return -1
+      }
       case 'dev': {
-        const config = loadGatewayConfig(env, { devMode: true })
-        const app = await startGateway(config)
-        printWalkthrough(io, config, app.latchkey.demoPassword)
+        const { gatewayEnv, resourceEnv } = devEnvironments(env)
+        const gatewayConfig = loadGatewayConfig(gatewayEnv, { devMode: true })
+        const resource = await startResource(loadResourceConfig(resourceEnv), {}, { handleSignals: false })
+        const app = await startGateway(gatewayConfig, { alsoClose: resource.close })
+        printWalkthrough(io, gatewayConfig, app.latchkey.demoPassword, resource.url)
         return -1
       }
       case 'keys': return await runKeysCommand(rest, io)

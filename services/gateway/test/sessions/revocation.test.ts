@@ -1,0 +1,85 @@
+/**
+ * Edge revocation between replicas: pub/sub for the live ones, the sorted set for one that
+ * (re)connects or starts later, and one access TTL of memory in each.
+ */
+import t, { type Test } from 'tap'
+import { Redis } from 'ioredis'
+import { ManualClock } from '#shared/clock.js'
+import { LocalRevokedSessions, RedisRevocationBus } from '#gateway/sessions/revocation.js'
+import { connectRedis, createRedisClient } from '#gateway/sessions/redis-connection.js'
+import { redisForTest } from '../../../../test/helpers/redis.js'
+
+const redis = await redisForTest(t)
+const TTL_MS = 300_000
+const silent = { warn () {} }
+
+async function bus (t: Test, clock = new ManualClock(Date.now())): Promise<RedisRevocationBus> {
+  const client = createRedisClient({ kind: 'url', url: redis.url }, { keyPrefix: redis.prefix })
+  await connectRedis(client)
+  const b = new RedisRevocationBus({ client, keyPrefix: redis.prefix, clock, ttlMs: TTL_MS, log: silent })
+  b.start()
+  t.teardown(async () => { await b.close(); client.disconnect() })
+  return b
+}
+
+async function until (check: () => boolean, timeoutMs: number): Promise<number> {
+  const started = Date.now()
+  while (!check()) {
+    if (Date.now() - started > timeoutMs) return -1
+    await new Promise(resolve => setTimeout(resolve, 5))
+  }
+  return Date.now() - started
+}
+
+t.test('a revocation at A is known at B within a second, and at a late C from the set', async (t) => {
+  const a = await bus(t)
+  const b = await bus(t)
+  // Let B's subscriber connect before A publishes.
+  t.ok(await until(() => false, 200) === -1)
+  await a.publish(['sid-one', 'sid-two'])
+  t.ok(a.has('sid-one'), 'the revoking replica knows at once')
+  const took = await until(() => b.has('sid-one') && b.has('sid-two'), 1000)
+  t.ok(took >= 0, `B learned within 1 s (${took} ms)`)
+  t.notOk(b.has('sid-three'))
+
+  const c = await bus(t)
+  const late = await until(() => c.has('sid-one'), 2000)
+  t.ok(late >= 0, `a replica started after the revocation loads it (${late} ms)`)
+
+  const raw = new Redis(redis.url)
+  t.teardown(() => raw.quit())
+  const ttl = await raw.pttl(`${redis.prefix}revoked`)
+  t.ok(ttl > 0 && ttl <= TTL_MS, `the revoked set has a TTL (${ttl} ms)`)
+  const members = await raw.zrange(`${redis.prefix}revoked`, 0, -1)
+  t.same(members.sort(), ['sid-one', 'sid-two'])
+})
+
+t.test('a revoked sid is forgotten after one access TTL', async (t) => {
+  const clock = new ManualClock(Date.now())
+  const local = new LocalRevokedSessions({ clock, ttlMs: 1000 })
+  t.teardown(() => { local.close() })
+  local.add('x')
+  t.ok(local.has('x'))
+  clock.advance(999)
+  t.ok(local.has('x'))
+  clock.advance(2)
+  t.notOk(local.has('x'))
+  local.add('y')
+  clock.advance(5000)
+  local.sweep()
+  t.equal(local.size, 0, 'swept')
+})
+
+t.test('a broadcast that cannot reach Redis still revokes locally and does not throw', async (t) => {
+  const own = await redisForTest(t, { own: true })
+  const client = createRedisClient({ kind: 'url', url: own.url }, { keyPrefix: own.prefix })
+  await connectRedis(client)
+  const warnings: string[] = []
+  const b = new RedisRevocationBus({ client, keyPrefix: own.prefix, clock: new ManualClock(Date.now()), ttlMs: TTL_MS, log: { warn: (_o, m) => { warnings.push(m) } } })
+  b.start()
+  t.teardown(async () => { await b.close(); client.disconnect() })
+  await own.kill()
+  await b.publish(['sid-x'])
+  t.ok(b.has('sid-x'))
+  t.same(warnings, ['revocation broadcast failed'])
+})
