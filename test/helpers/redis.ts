@@ -8,10 +8,9 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
+import { connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Redis } from 'ioredis'
 
 export interface TestRedis {
   readonly url: string
@@ -56,21 +55,28 @@ function dockerEngineAnswers (): boolean {
   return spawnSync('docker', ['info'], { stdio: 'ignore', timeout: 5000 }).status === 0
 }
 
+/** One raw PING over TCP: no client library, so no reconnect logic to get in the way. */
+function pingOnce (url: string): Promise<boolean> {
+  const { hostname, port } = new URL(url)
+  return new Promise((resolve) => {
+    const socket = connect({ host: hostname, port: Number(port || 6379) })
+    let reply = ''
+    const done = (ok: boolean): void => { socket.destroy(); resolve(ok) }
+    socket.setTimeout(500, () => { done(false) })
+    socket.on('error', () => { done(false) })
+    socket.on('connect', () => { socket.write('PING\r\n') })
+    socket.on('data', (d: Buffer) => {
+      reply += d.toString()
+      if (reply.includes('\r\n')) done(reply.startsWith('+PONG'))
+    })
+  })
+}
+
 export async function waitForRedis (url: string, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 500, retryStrategy: () => null })
-    client.on('error', () => {})
-    try {
-      await client.connect()
-      await client.ping()
-      client.disconnect()
-      return
-    } catch (err) {
-      client.disconnect()
-      if (Date.now() > deadline) throw err
-      await new Promise(resolve => setTimeout(resolve, 50))
-    }
+  while (!(await pingOnce(url))) {
+    if (Date.now() > deadline) throw new Error(`Redis at ${new URL(url).host} did not answer PING within ${timeoutMs} ms`)
+    await new Promise(resolve => setTimeout(resolve, 50))
   }
 }
 

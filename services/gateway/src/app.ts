@@ -16,6 +16,7 @@ import oauthRoutes from './oauth/routes.js'
 import metricsPlugin, { createGatewayMetrics, type GatewayMetrics } from './ops/metrics.js'
 import { AccessTokenIssuer, AccessTokenVerifier } from './keys/access-token.js'
 import jwksRoute from './keys/jwks-route.js'
+import proxyPlugin from './proxy/plugin.js'
 import { loadSigningKeys, type SigningKeys } from './keys/signing-keys.js'
 import { installErrorHandling } from './ops/error-handler.js'
 import { createGatewayEvents, type GatewayEvents } from './ops/events.js'
@@ -114,7 +115,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
     } else {
       redis = createRedisClient(config.redis, { keyPrefix: config.redisKeyPrefix, log: app.log })
       await connectRedis(redis)
-      store = new RedisFamilyStore({ client: redis, limits: familyLimits(config), clock, keyPrefix: config.redisKeyPrefix })
+      store = new RedisFamilyStore({ client: redis, limits: familyLimits(config), clock, keyPrefix: config.redisKeyPrefix, waitReplicas: config.redisWaitReplicas })
     }
   }
   const familyStore = store
@@ -129,7 +130,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
     } else {
       const bus = new RedisRevocationBus({ client: redis, keyPrefix: config.redisKeyPrefix, clock, ttlMs: revokedTtlMs, log: app.log })
       events.onRevoked((sids) => { void bus.publish(sids) })
-      bus.start()
+      if (!(await bus.start())) app.log.warn('revoked sessions not loaded yet (Redis not answering); loading on reconnect')
       app.addHook('onClose', async () => { await bus.close() })
       revoked = bus
     }
@@ -149,6 +150,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   await app.register(jwksRoute, { keys })
   await app.register(authRoutes, { config, store: familyStore, users, issuer, verifier, clock, events, limiter })
   await app.register(oauthRoutes, { config, store: familyStore, users, clients, issuer, events, limiter })
+  await app.register(proxyPlugin, { routes: config.routes, keys, issuer: config.issuer, metrics, revoked, clock })
 
   app.addHook('onClose', async () => { await familyStore.close() })
   return app

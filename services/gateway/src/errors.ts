@@ -28,6 +28,10 @@ export const gatewayErrors = defineCatalogue({
   GW_INVALID_SCOPE: { statusCode: 400, error: 'invalid_scope', description: 'The requested scope is invalid or exceeds what the client may ask for.' },
   GW_INVALID_TARGET: { statusCode: 400, error: 'invalid_target', description: 'The requested audience or resource is not allowed for this client.' },
   GW_UNSUPPORTED_TOKEN_TYPE: { statusCode: 400, error: 'unsupported_token_type', description: 'Only refresh tokens can be revoked here.' },
+  // Reverse proxy (SPEC "Proxy"): generic texts, never the upstream's address or errno.
+  GW_PROXY_PATH_NOT_ALLOWED: { statusCode: 400, error: 'invalid_request', description: 'The request path is not allowed.' },
+  GW_BAD_GATEWAY: { statusCode: 502, error: 'bad_gateway', description: 'The upstream service is unavailable.' },
+  GW_GATEWAY_TIMEOUT: { statusCode: 504, error: 'gateway_timeout', description: 'The upstream service did not answer in time.' },
   GW_STORE_UNAVAILABLE: { statusCode: 503, error: 'temporarily_unavailable', description: 'The session store is unavailable; retry shortly.' },
   GW_INTERNAL: { statusCode: 500, error: 'server_error', description: 'Internal server error.' }
 })

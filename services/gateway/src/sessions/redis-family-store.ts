@@ -9,13 +9,18 @@
  * successor before calling, and the rotate script decides everything atomically. Index
  * maintenance after a revocation is a second, best-effort call: the family key is the
  * source of truth and readers of the index skip sids whose family is gone.
+ *
+ * With `waitReplicas` (REDIS_WAIT_REPLICAS), a login or a rotation is answered only once
+ * that many replicas hold it (`WAIT`, see replica-wait.ts).
  */
 import { createHash } from 'node:crypto'
+import { Cluster } from 'ioredis'
 import type { Clock } from '#shared/clock.js'
 import { gatewayError } from '../errors.js'
 import type { Family, FamilyLimits, FamilyStore, NewFamily, RevokedFamily, RotateResult } from './family-store.js'
 import { deriveSuccessor, mintInitialToken, newNonce, NONCE_BYTES, type ParsedRefreshToken } from './refresh-token.js'
 import type { RedisClient } from './redis-connection.js'
+import { ReplicaWait } from './replica-wait.js'
 import { defineFamilyScripts, type FamilyScriptCommands, type PublicFieldsReply } from './redis-scripts.js'
 
 export const DEFAULT_KEY_PREFIX = 'lk:'
@@ -43,6 +48,13 @@ export interface RedisFamilyStoreOptions {
   readonly keyPrefix?: string
   /** `close()` quits the client (default true: the gateway builds one client for the store). */
   readonly closeClient?: boolean
+  /**
+   * REDIS_WAIT_REPLICAS: replicas that must hold a new family or a rotation before it is
+   * answered (default 0: Redis' asynchronous replication, no wait). Fewer within
+   * REDIS_WAIT_TIMEOUT_MS → GW_STORE_UNAVAILABLE. The script and its WAIT share
+   * STORE_CALL_DEADLINE_MS.
+   */
+  readonly waitReplicas?: number
 }
 
 /** Trim free text from the request to what we keep, without splitting a surrogate pair. */
@@ -111,6 +123,7 @@ export class RedisFamilyStore implements FamilyStore {
   readonly #clock: Clock
   readonly #prefix: string
   readonly #closeClient: boolean
+  readonly #replicaWait: ReplicaWait | undefined
 
   constructor (options: RedisFamilyStoreOptions) {
     validateLimits(options.limits)
@@ -123,6 +136,9 @@ export class RedisFamilyStore implements FamilyStore {
     this.#limits = options.limits
     this.#clock = options.clock
     this.#closeClient = options.closeClient ?? true
+    const waitReplicas = options.waitReplicas ?? 0
+    if (!Number.isSafeInteger(waitReplicas) || waitReplicas < 0) throw new RangeError('waitReplicas must be a non-negative integer')
+    this.#replicaWait = waitReplicas === 0 ? undefined : new ReplicaWait(options.client, waitReplicas)
   }
 
   /** The family's key (as sent; the client may prepend its own prefix). */
@@ -154,6 +170,17 @@ export class RedisFamilyStore implements FamilyStore {
     }
   }
 
+  /**
+   * REDIS_WAIT_REPLICAS (see replica-wait.ts): call right after a write to `key` was
+   * answered. Too few acknowledgements throw (→ 503). The write may then exist on the
+   * master alone, which is safe: a client retrying a rotation inside the grace window gets
+   * the same successor (and waits again), and an unanswered login leaves an orphan family
+   * that dies by its TTL.
+   */
+  async #replicated (key: string): Promise<void> {
+    await this.#replicaWait?.after(key)
+  }
+
   /** Index cleanup after a revocation: best effort (see the file comment). */
   async #unindex (userId: string, sids: string[]): Promise<void> {
     if (sids.length === 0) return
@@ -174,10 +201,20 @@ export class RedisFamilyStore implements FamilyStore {
     for (let attempt = 0; attempt < 3; attempt++) {
       const token = mintInitialToken()
       // Index first: a listed sid without a family is harmless, a family missing from
-      // the index would survive logout-all.
-      await this.#redis(() => this.#client.lkIndexAdd(this.userIndexKey(input.userId), token.sid, absoluteExpiresAt, now))
-      const created = await this.#redis(() => this.#client.lkFamilyCreate(this.familyKey(token.sid),
-        input.userId, input.clientId, input.scope, rawHash(token), now, idleExpiresAt, absoluteExpiresAt, userAgent, ip))
+      // the index would survive logout-all — so with WAIT the index entry is replicated
+      // too (on a Cluster it lives on another node than the family).
+      const indexKey = this.userIndexKey(input.userId)
+      await this.#redis(async () => {
+        await this.#client.lkIndexAdd(indexKey, token.sid, absoluteExpiresAt, now)
+        await this.#replicated(indexKey)
+      })
+      const familyKey = this.familyKey(token.sid)
+      const created = await this.#redis(async () => {
+        const reply = await this.#client.lkFamilyCreate(familyKey,
+          input.userId, input.clientId, input.scope, rawHash(token), now, idleExpiresAt, absoluteExpiresAt, userAgent, ip)
+        if (reply === 1) await this.#replicated(familyKey)
+        return reply
+      })
       if (created !== 1) continue // a 128-bit id clash: draw another
       const family: Family = Object.freeze({
         sid: token.sid,
@@ -200,10 +237,22 @@ export class RedisFamilyStore implements FamilyStore {
   async rotate (presented: ParsedRefreshToken, seen: { ip: string, userAgent: string, clientId?: string }): Promise<RotateResult> {
     const nonce = newNonce()
     const successor = deriveSuccessor(presented, nonce)
-    const reply = await this.#redis(() => this.#client.lkFamilyRotateBuffer(this.familyKey(presented.sid),
-      rawHash(presented), rawHash(successor), Buffer.from(nonce, 'base64url'), this.#now(),
-      this.#limits.idleTtlMs, this.#limits.graceMs,
-      clampText(seen.ip, IP_MAX_CHARS), clampText(seen.userAgent, USER_AGENT_MAX_CHARS), ...clientCheck(seen.clientId)))
+    const key = this.familyKey(presented.sid)
+    const reply = await this.#redis(async () => {
+      const r = await this.#client.lkFamilyRotateBuffer(key,
+        rawHash(presented), rawHash(successor), Buffer.from(nonce, 'base64url'), this.#now(),
+        this.#limits.idleTtlMs, this.#limits.graceMs,
+        clampText(seen.ip, IP_MAX_CHARS), clampText(seen.userAgent, USER_AGENT_MAX_CHARS), ...clientCheck(seen.clientId))
+      // Only answers that hand out a token wait for replicas; 'reuse' and 'invalid' hand out
+      // nothing, and a reuse must be reported (logged, broadcast) whatever the replicas say.
+      // A grace answer re-hands a rotation: in this process it was made on this same
+      // connection, so WAIT covers it. One made by another gateway replica is covered by
+      // that replica's WAIT; if it is lost anyway, the client's next refresh is taken for
+      // reuse and the session ends — it fails closed, never into two live branches.
+      const kind = text(r[0])
+      if (kind === 'rotated' || kind === 'grace') await this.#replicated(key)
+      return r
+    })
     let userId: string
     try {
       switch (text(reply[0])) {
@@ -297,6 +346,11 @@ export class RedisFamilyStore implements FamilyStore {
     } catch {
       // Not connected (or no answer): drop the socket and stop reconnecting.
       this.#client.disconnect()
+      return
     }
+    // A Sentinel client's failover detector (+switch-master subscriptions, one connection
+    // per sentinel) survives QUIT and reconnects forever, holding the process open
+    // (ioredis#1362, ioredis 5.11); disconnect() after QUIT closes only those.
+    if (!(this.#client instanceof Cluster)) this.#client.disconnect()
   }
 }

@@ -12,6 +12,11 @@ import type { Clock } from '#shared/clock.js'
 
 /** Sweep expired sids this often, so the map never holds more than one access TTL's worth. */
 export const REVOCATION_SWEEP_INTERVAL_MS = 10_000
+/**
+ * A starting replica waits this long for the revoked set before it serves, so that it never
+ * accepts a token revoked before it started; with Redis down it starts anyway (and loads on reconnect).
+ */
+export const REVOCATION_INITIAL_LOAD_TIMEOUT_MS = 2000
 /** Access tokens are accepted up to this long after exp (verifier clock tolerance), so keep sids a little longer. */
 export const REVOCATION_SLACK_MS = 10_000
 
@@ -96,6 +101,8 @@ export class RedisRevocationBus {
   readonly #clock: Clock
   readonly #ttlMs: number
   readonly #log: RevocationLog
+  #loaded: () => void = () => {}
+  readonly #firstLoad = new Promise<void>((resolve) => { this.#loaded = resolve })
 
   constructor (options: { client: Redis | Cluster, keyPrefix: string, clock: Clock, ttlMs: number, log: RevocationLog }) {
     this.#clock = options.clock
@@ -118,9 +125,17 @@ export class RedisRevocationBus {
     this.#subscriber.on('ready', () => { void this.#subscribeAndLoad() })
   }
 
-  /** Start listening (the subscriber connects lazily like the main client). */
-  start (): void {
+  /**
+   * Start listening (the subscriber connects lazily like the main client). Resolves once the
+   * revoked set has been loaded, or after `timeoutMs` if Redis does not answer.
+   */
+  async start (timeoutMs = REVOCATION_INITIAL_LOAD_TIMEOUT_MS): Promise<boolean> {
     this.#subscriber.connect().catch(() => { /* retried by ioredis */ })
+    let timer: NodeJS.Timeout | undefined
+    const timedOut = new Promise<boolean>((resolve) => { timer = setTimeout(() => { resolve(false) }, timeoutMs) })
+    const loaded = await Promise.race([this.#firstLoad.then(() => true), timedOut])
+    clearTimeout(timer)
+    return loaded
   }
 
   async #subscribeAndLoad (): Promise<void> {
@@ -129,6 +144,7 @@ export class RedisRevocationBus {
       // Subscribed first, loaded second: a revocation between the two is seen by both, never by neither.
       const entries = await this.#client.zrangebyscore(this.#key, this.#clock.now(), '+inf', 'WITHSCORES')
       for (let i = 0; i + 1 < entries.length; i += 2) this.local.add(entries[i] as string, Number(entries[i + 1]))
+      this.#loaded()
     } catch (err) {
       this.#log.warn({ err: { code: (err as { code?: string }).code, message: (err as Error).message } }, 'could not load revoked sessions; will retry on reconnect')
     }

@@ -1,0 +1,255 @@
+/**
+ * A gateway on a real Sentinel setup (1 master, 1 replica, 3 sentinels) through
+ * REDIS_SENTINELS + REDIS_SENTINEL_NAME, under a load of logins and refreshes, with the
+ * master SIGKILLed mid-load:
+ *
+ *  - login and refresh come back by themselves once the sentinels promote the replica,
+ *    with no restart of the gateway, and no request hangs meanwhile (SPEC rule 7);
+ *  - with REDIS_WAIT_REPLICAS=1 no rotation answered 200 before the kill is lost after it.
+ *
+ * Both runs first cut the replica off (see `detachReplica`), so the master holds writes
+ * the replica never gets: the window a failover forgets. Without WAIT those rotations
+ * were answered and are lost (shown, not asserted: the client's token is then unknown to
+ * the new master and its next refresh is taken for reuse); with WAIT they were refused
+ * with 503 and the clients kept their previous, replicated tokens.
+ */
+import t, { type Test } from 'tap'
+import type { FastifyInstance } from 'fastify'
+import { systemClock } from '#shared/clock.js'
+import { RedisFamilyStore } from '#gateway/sessions/redis-family-store.js'
+import { parseRefreshToken } from '#gateway/sessions/refresh-token.js'
+import { buildTestGateway, login, refresh, type TestGateway } from '../../services/gateway/test/helpers/gateway.js'
+import { claimsOf } from '../../services/gateway/test/helpers/listening.js'
+import { redisTopologySkipReason, until } from '../helpers/redis-cluster.js'
+import { redisSentinelForTest, type TestRedisSentinel } from '../helpers/redis-sentinel.js'
+
+/** Refreshing clients, each with its own session, and one more client logging in over and over. */
+const CLIENTS = 6
+/** Pause between a client's requests, and before retrying a 503 (a polite client backs off). */
+const THINK_MS = 10
+const RETRY_MS = 50
+const LOGIN_EVERY_MS = 200
+/** Load before the replica is cut off, and between that and the kill. */
+const WARM_UP_MS = 800
+const DETACHED_MS = 400
+/** SPEC rule 7: login and refresh answer (503 if need be) within 2 s, never hang. */
+const ANSWER_WITHIN_MS = 2000
+const RECOVERY_TIMEOUT_MS = 20_000
+
+interface Session {
+  token: string
+  sid: string
+  /** Rotations of this family answered 200 (its generation, as far as the client knows). */
+  acked: number
+  /** performance.now() of its last 200 refresh (0: none yet). */
+  lastOkAt: number
+}
+
+interface Outcome {
+  readonly op: 'login' | 'refresh'
+  readonly status: number
+  /** performance.now() when the answer arrived. */
+  readonly at: number
+  readonly ms: number
+}
+
+const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
+
+class Load {
+  readonly sessions: Session[] = []
+  readonly outcomes: Outcome[] = []
+  /** Refreshes answered 401: the client's session was gone (re-logged in). */
+  lost = 0
+  readonly #app: FastifyInstance
+  readonly #loops: Array<Promise<void>> = []
+  #stopped = false
+
+  constructor (app: FastifyInstance) {
+    this.#app = app
+  }
+
+  async start (): Promise<void> {
+    for (let i = 0; i < CLIENTS; i++) this.sessions.push(await this.#login('alice'))
+    this.#loops.push(...this.sessions.map(s => this.#refreshing(s)), this.#loggingIn())
+  }
+
+  async stop (): Promise<void> {
+    this.#stopped = true
+    await Promise.all(this.#loops)
+  }
+
+  #record (op: Outcome['op'], status: number, started: number): void {
+    const at = performance.now()
+    this.outcomes.push({ op, status, at, ms: at - started })
+  }
+
+  async #login (user: string): Promise<Session> {
+    for (;;) {
+      const started = performance.now()
+      const r = await login(this.#app, user)
+      this.#record('login', r.res.statusCode, started)
+      if (r.res.statusCode === 200) {
+        const token = r.refresh as string
+        return { token, sid: parseRefreshToken(token)?.sid as string, acked: 0, lastOkAt: 0 }
+      }
+      await sleep(RETRY_MS)
+    }
+  }
+
+  async #refreshing (s: Session): Promise<void> {
+    while (!this.#stopped) {
+      const started = performance.now()
+      const r = await refresh(this.#app, s.token)
+      this.#record('refresh', r.res.statusCode, started)
+      if (r.res.statusCode === 200) {
+        s.token = r.refresh as string
+        s.acked += 1
+        s.lastOkAt = performance.now()
+        await sleep(THINK_MS)
+      } else if (r.res.statusCode === 401) {
+        this.lost += 1
+        Object.assign(s, await this.#login('alice'))
+      } else {
+        // 503: keep the token and retry; inside grace a rotation that did happen hands
+        // back the same successor.
+        await sleep(RETRY_MS)
+      }
+    }
+  }
+
+  async #loggingIn (): Promise<void> {
+    while (!this.#stopped) {
+      const started = performance.now()
+      const r = await login(this.#app, 'bob')
+      this.#record('login', r.res.statusCode, started)
+      await sleep(LOGIN_EVERY_MS)
+    }
+  }
+
+  /** The first answer of `op` with `status` after `since`. */
+  first (op: Outcome['op'], status: number, since: number): Outcome | undefined {
+    return this.outcomes.find(o => o.op === op && o.status === status && o.at > since)
+  }
+
+  count (op: Outcome['op'], status: number, from = 0, to = Infinity): number {
+    return this.outcomes.filter(o => o.op === op && o.status === status && o.at > from && o.at <= to).length
+  }
+
+  slowest (op: Outcome['op']): number {
+    return Math.max(0, ...this.outcomes.filter(o => o.op === op).map(o => o.ms))
+  }
+}
+
+async function gatewayOn (t: Test, sentinel: TestRedisSentinel, waitReplicas: number): Promise<TestGateway> {
+  return buildTestGateway(t, {
+    ...sentinel.env,
+    REDIS_KEY_PREFIX: sentinel.prefix,
+    REDIS_WAIT_REPLICAS: String(waitReplicas),
+    // Long enough to span a failover: a rotation refused with 503 may exist on the master,
+    // and the client's retry must still be inside grace to get that same successor.
+    REFRESH_REUSE_GRACE: '60',
+    LOGIN_MAX_ATTEMPTS_PER_USER: '1000000',
+    LOGIN_MAX_ATTEMPTS_PER_IP: '1000000',
+    LOG_LEVEL: 'warn'
+  })
+}
+
+/** Wait until every refreshing client and the login loop have had a 200 after `since`; returns when. */
+async function recovered (load: Load, since: number): Promise<number> {
+  await until('every client to refresh and log in again', RECOVERY_TIMEOUT_MS, async () =>
+    load.sessions.every(s => s.lastOkAt > since) && load.first('login', 200, since) !== undefined)
+  return performance.now()
+}
+
+const skip = redisTopologySkipReason()
+if (skip !== undefined) {
+  t.plan(0, skip)
+} else {
+  // Both setups start together: most of their start-up is the sentinels discovering each other.
+  const [plainSetup, waitSetup] = await Promise.all([redisSentinelForTest(t), redisSentinelForTest(t)])
+
+  t.test('REDIS_WAIT_REPLICAS=0: the master dies mid-load; login and refresh recover by themselves', async (t) => {
+    const sentinel = plainSetup
+    const gw = await gatewayOn(t, sentinel, 0)
+    const load = new Load(gw.app)
+    await load.start()
+    await sleep(WARM_UP_MS)
+    await sentinel.detachReplica()
+    const detachedAt = performance.now()
+    await sleep(DETACHED_MS)
+    const { killed, at } = await sentinel.killMaster()
+    const promoted = await sentinel.waitForFailover(killed)
+    const failoverMs = performance.now() - at
+    const firstRefresh = load.first('refresh', 200, at)
+    const back = await recovered(load, at)
+    const firstLogin = load.first('login', 200, at)
+    await load.stop()
+
+    t.not(promoted.port, killed.port, `the sentinels promoted ${promoted.port} in ${failoverMs.toFixed(0)} ms`)
+    const refreshAfter = (load.first('refresh', 200, at)?.at ?? Infinity) - at
+    t.ok(Number.isFinite(refreshAfter), `refresh answered 200 again ${refreshAfter.toFixed(0)} ms after the kill, with no gateway restart`)
+    t.ok(firstLogin !== undefined, `login answered 200 again ${((firstLogin?.at ?? at) - at).toFixed(0)} ms after the kill`)
+    t.ok(firstRefresh === undefined || firstRefresh.at - at < failoverMs + 5000, 'recovery follows the failover closely')
+    t.ok(load.count('refresh', 503, at) > 0, `refreshes answered 503 while there was no master (${load.count('refresh', 503, at)})`)
+    t.same(load.outcomes.filter(o => o.status !== 200 && o.status !== 503 && o.status !== 401).map(o => `${o.op} ${o.status}`), [],
+      'nothing but 200, 503 and (lost sessions) 401')
+    t.ok(load.slowest('refresh') < ANSWER_WITHIN_MS, `the slowest refresh took ${load.slowest('refresh').toFixed(0)} ms`)
+    t.ok(load.slowest('login') < ANSWER_WITHIN_MS, `the slowest login took ${load.slowest('login').toFixed(0)} ms`)
+    t.comment(`without WAIT: ${load.count('refresh', 200, detachedAt, at)} rotations answered 200 while the replica was cut off; ` +
+      `${load.lost} sessions were lost to the failover (their refresh answered 401, ` +
+      `${gw.logs.filter(l => l.event === 'refresh_reuse_detected').length} refresh_reuse_detected lines); ` +
+      `all clients were back ${(back - at).toFixed(0)} ms after the kill`)
+  })
+
+  t.test('REDIS_WAIT_REPLICAS=1: no rotation answered before the kill is lost after it', async (t) => {
+    const sentinel = waitSetup
+    const gw = await gatewayOn(t, sentinel, 1)
+    const load = new Load(gw.app)
+    await load.start()
+    const sub = claimsOf((await login(gw.app)).body.access_token as string).sub as string
+    await sleep(WARM_UP_MS)
+    const okBefore = load.count('refresh', 200)
+    t.ok(okBefore > 0, `${okBefore} rotations answered 200 with the replica attached`)
+
+    await sentinel.detachReplica()
+    const detachedAt = performance.now()
+    await sleep(DETACHED_MS)
+    const { killed, at } = await sentinel.killMaster()
+    const promoted = await sentinel.waitForFailover(killed)
+    const failoverMs = performance.now() - at
+    t.not(promoted.port, killed.port, `the sentinels promoted ${promoted.port} in ${failoverMs.toFixed(0)} ms`)
+    // With the replica cut off, WAIT could not be satisfied: nothing was answered 200, so
+    // nothing the master alone held was handed out.
+    t.equal(load.count('refresh', 200, detachedAt + 100), 0, 'no rotation was answered while the replica was cut off')
+
+    // Every client's acknowledged rotation is on the promoted master: its family is at the
+    // generation the client knows, or one further when a rotation was made there and then
+    // refused for want of a replica (the client's retry inside grace gets that successor).
+    const acked = load.sessions.map(s => ({ ...s }))
+    const direct = await sentinel.connect(promoted)
+    const reader = new RedisFamilyStore({ client: direct, limits: { idleTtlMs: 60_000, maxTtlMs: 60_000, graceMs: 0 }, clock: systemClock, keyPrefix: sentinel.prefix, closeClient: false })
+    const families = new Map((await reader.listForUser(sub)).map(f => [f.sid, f.generation]))
+    for (const [i, s] of acked.entries()) {
+      const generation = families.get(s.sid)
+      t.ok(generation === s.acked || generation === s.acked + 1,
+        `client ${i}: ${s.acked} acknowledged rotations, the promoted master has generation ${String(generation)}`)
+    }
+
+    // WAIT needs a replica again: the killed node comes back (its supervisor restarts it)
+    // as a replica of the new master, and the clients carry on with their tokens.
+    await sentinel.restartAsReplica(killed)
+    const restartedAt = performance.now()
+    const back = await recovered(load, restartedAt)
+    await load.stop()
+
+    t.equal(load.lost, 0, 'no client ever got 401: no acknowledged rotation was lost, no session died')
+    t.same(gw.logs.filter(l => l.event === 'refresh_reuse_detected'), [], 'no false reuse detection')
+    t.ok(load.sessions.every((s, i) => s.sid === (acked[i] as Session).sid && s.acked > (acked[i] as Session).acked),
+      'every client refreshed on from its acknowledged token, in the same session')
+    t.ok(load.first('login', 200, restartedAt) !== undefined, 'login works again')
+    t.ok(load.slowest('refresh') < ANSWER_WITHIN_MS, `the slowest refresh took ${load.slowest('refresh').toFixed(0)} ms (503s included)`)
+    t.ok(load.slowest('login') < ANSWER_WITHIN_MS, `the slowest login took ${load.slowest('login').toFixed(0)} ms`)
+    t.comment(`with WAIT: ${load.count('refresh', 503, detachedAt, restartedAt)} refreshes answered 503 between the cut-off and the ` +
+      `replica's return; all clients were back ${(back - restartedAt).toFixed(0)} ms after the restart`)
+  })
+}
