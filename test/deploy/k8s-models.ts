@@ -1,0 +1,42 @@
+/**
+ * Kubernetes OpenAPI schemas (kubernetes-models 4, Kubernetes 1.27) for the kinds k8s/
+ * uses. A kind missing here fails validation rather than passing unchecked.
+ */
+import { Deployment } from 'kubernetes-models/apps/v1/Deployment'
+import { StatefulSet } from 'kubernetes-models/apps/v1/StatefulSet'
+import { HorizontalPodAutoscaler } from 'kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler'
+import { Ingress } from 'kubernetes-models/networking.k8s.io/v1/Ingress'
+import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy'
+import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget'
+import { ConfigMap } from 'kubernetes-models/v1/ConfigMap'
+import { Namespace } from 'kubernetes-models/v1/Namespace'
+import { Secret } from 'kubernetes-models/v1/Secret'
+import { Service } from 'kubernetes-models/v1/Service'
+import type { Obj } from './helpers.js'
+
+interface Validatable { validate (): void }
+type Model = new (data: Obj) => Validatable
+
+const MODELS: Record<string, Model> = {
+  'apps/v1/Deployment': Deployment as unknown as Model,
+  'apps/v1/StatefulSet': StatefulSet as unknown as Model,
+  'autoscaling/v2/HorizontalPodAutoscaler': HorizontalPodAutoscaler as unknown as Model,
+  'networking.k8s.io/v1/Ingress': Ingress as unknown as Model,
+  'networking.k8s.io/v1/NetworkPolicy': NetworkPolicy as unknown as Model,
+  'policy/v1/PodDisruptionBudget': PodDisruptionBudget as unknown as Model,
+  'v1/ConfigMap': ConfigMap as unknown as Model,
+  'v1/Namespace': Namespace as unknown as Model,
+  'v1/Secret': Secret as unknown as Model,
+  'v1/Service': Service as unknown as Model
+}
+
+export const KUSTOMIZE_KINDS = new Set(['kustomize.config.k8s.io/v1beta1/Kustomization', 'kustomize.config.k8s.io/v1alpha1/Component'])
+
+export const kindKey = (d: Obj): string => `${String(d.apiVersion)}/${String(d.kind)}`
+
+/** Throws with the schema's complaint, or when no schema is known for the kind. */
+export function validateManifest (doc: Obj): void {
+  const model = MODELS[kindKey(doc)]
+  if (model === undefined) throw new Error(`no schema for ${kindKey(doc)}`)
+  new model(doc).validate()
+}
