@@ -5,13 +5,16 @@
 import t from 'tap'
 import { redisForTest } from '../../../../test/helpers/redis.js'
 import { buildTestGateway, login, refresh } from '../helpers/gateway.js'
+import { echoUpstream } from '../proxy/harness.js'
 
 const BUDGET_MS = 2000
 
 t.test('Redis killed mid-test: 503 within 2 s, then recovery without a restart', async (t) => {
   const redis = await redisForTest(t, { own: true })
-  const gw = await buildTestGateway(t, { REDIS_URL: redis.url, REDIS_KEY_PREFIX: redis.prefix })
+  const upstream = await echoUpstream(t)
+  const gw = await buildTestGateway(t, { REDIS_URL: redis.url, REDIS_KEY_PREFIX: redis.prefix, RESOURCE_URL: upstream.url })
   const before = await login(gw.app)
+  const bearer = { authorization: `Bearer ${before.body.access_token as string}` }
   t.equal(before.res.statusCode, 200)
   t.equal((await gw.app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200)
 
@@ -33,6 +36,8 @@ t.test('Redis killed mid-test: 503 within 2 s, then recovery without a restart',
     t.ok(took < BUDGET_MS, `refresh answered in ${took} ms`)
     t.equal(r.cookie, undefined, 'a store error keeps the cookie: it is not a revocation')
   }
+  const proxied = await gw.app.inject({ method: 'GET', url: '/api/me', headers: bearer })
+  t.equal(proxied.statusCode, 200, 'proxied requests with a valid access token keep flowing')
   const ready = await gw.app.inject({ method: 'GET', url: '/readyz' })
   t.equal(ready.statusCode, 503, 'not ready while Redis is down')
   t.equal((await gw.app.inject({ method: 'GET', url: '/healthz' })).statusCode, 200, 'but alive')
