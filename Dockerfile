@@ -20,6 +20,8 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY shared/src shared/src
 COPY services/gateway/src services/gateway/src
 COPY services/resource/src services/resource/src
+# The demo page bundle (esbuild): dist/public/
+COPY scripts/build-browser.mjs scripts/build-browser.mjs
 RUN npm run build
 
 # --- runtime: production dependencies and the compiled code only ---------------------

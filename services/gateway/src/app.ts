@@ -17,6 +17,7 @@ import metricsPlugin, { createGatewayMetrics, type GatewayMetrics } from './ops/
 import { AccessTokenIssuer, AccessTokenVerifier } from './keys/access-token.js'
 import jwksRoute from './keys/jwks-route.js'
 import proxyPlugin from './proxy/plugin.js'
+import { demoPagePlugin } from './ui/demo-page.js'
 import { loadSigningKeys, type SigningKeys } from './keys/signing-keys.js'
 import { installErrorHandling } from './ops/error-handler.js'
 import { createGatewayEvents, type GatewayEvents } from './ops/events.js'
@@ -151,6 +152,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   await app.register(authRoutes, { config, store: familyStore, users, issuer, verifier, clock, events, limiter })
   await app.register(oauthRoutes, { config, store: familyStore, users, clients, issuer, events, limiter })
   await app.register(proxyPlugin, { routes: config.routes, keys, issuer: config.issuer, metrics, revoked, clock })
+  if (config.demoPage) await app.register(demoPagePlugin)
 
   app.addHook('onClose', async () => { await familyStore.close() })
   return app

@@ -68,6 +68,8 @@ export interface GatewayConfig {
   readonly logLevel: LogLevel
   /** `latchkey dev`: serve the demo page and print the walkthrough. */
   readonly devMode: boolean
+  /** Serve the demo page at `/`: on in `dev`, off elsewhere unless DEMO_PAGE=true. */
+  readonly demoPage: boolean
 }
 
 function readRoutes (env: Env): RouteConfig[] {
@@ -172,7 +174,8 @@ export function loadGatewayConfig (env: Env, overrides: { devMode?: boolean } = 
     },
     corsOrigins: readOrigins(env),
     logLevel: readEnum(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
-    devMode: overrides.devMode ?? false
+    devMode: overrides.devMode ?? false,
+    demoPage: readBool(env, 'DEMO_PAGE', overrides.devMode ?? false)
   }
   return deepFreeze(config)
 }

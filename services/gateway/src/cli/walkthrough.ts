@@ -35,7 +35,7 @@ export function printWalkthrough (io: CliIo, config: GatewayConfig, demoPassword
   const lines = [
     '',
     `latchkey is running: gateway ${config.issuer} (listening on ${config.host}:${config.port})${resourceUrl === undefined ? '' : `, resource ${resourceUrl}`}`,
-    ...(config.devMode ? [`Demo page: http://localhost:${config.port}/`] : []),
+    ...(config.demoPage ? [`Demo page: http://localhost:${config.port}/`] : []),
     demoPassword === undefined
       ? 'Users come from USERS_FILE.'
       : `Demo user: demo / ${demoPassword}   (generated for this run; set USERS_FILE for real users)`,
