@@ -3,7 +3,6 @@
  * in main.ts; tests call `buildGatewayApp` and `close()` it in teardown.
  */
 import Fastify, { type FastifyInstance } from 'fastify'
-import cookie from '@fastify/cookie'
 import type { DestinationStream } from 'pino'
 import { randomUUID } from 'node:crypto'
 import { systemClock, type Clock } from '#shared/clock.js'
@@ -145,7 +144,6 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
 
   installErrorHandling(app)
   await app.register(metricsPlugin, { metrics })
-  await app.register(cookie)
   const limiter = await createLoginLimiter(app, config.loginLimits, redis, events)
   await app.register(healthRoutes, { readiness })
   await app.register(jwksRoute, { keys })

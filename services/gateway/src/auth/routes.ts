@@ -3,6 +3,7 @@
  * The refresh token lives only in the `lk_refresh` cookie; bodies carry access tokens.
  */
 import fp from 'fastify-plugin'
+import cookie from '@fastify/cookie'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Clock } from '#shared/clock.js'
 import type { GatewayConfig } from '../config.js'
@@ -57,6 +58,9 @@ async function authRoutes (app: FastifyInstance, opts: AuthRoutesOptions): Promi
   const refuseCrossSite = crossSiteGuard(policy)
   const secure = config.cookieSecure
 
+  // Cookies are parsed here only: the refresh cookie is scoped to /auth, and parsing every
+  // proxied request's Cookie header would be work for nothing on the hot path.
+  await app.register(cookie)
   // Only JSON reaches these routes: a text/plain POST is how a cross-site <form> would
   // arrive without a preflight, so it is refused with 415 rather than parsed.
   app.removeContentTypeParser(['text/plain'])
@@ -158,6 +162,5 @@ async function authRoutes (app: FastifyInstance, opts: AuthRoutesOptions): Promi
 export default fp(authRoutes, {
   name: 'latchkey-auth-routes',
   fastify: '5.x',
-  dependencies: ['@fastify/cookie'],
   encapsulate: true
 })

@@ -9,6 +9,13 @@ import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client
 /** Request-duration buckets (seconds): sub-millisecond proxy hops to slow argon2 logins. */
 export const DURATION_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Set on proxy routes: they are timed by the proxy histogram, not the request histogram. */
+    proxied?: boolean
+  }
+}
+
 export interface GatewayMetrics {
   readonly registry: Registry
   readonly logins: Counter<'outcome'>
@@ -45,6 +52,8 @@ export function createGatewayMetrics (options: { defaultMetrics?: boolean } = {}
 async function metricsPlugin (app: FastifyInstance, opts: { metrics: GatewayMetrics }): Promise<void> {
   const { metrics } = opts
   app.addHook('onResponse', async (req, reply) => {
+    // Proxied requests have their own histogram (observed by the proxy, upstream included).
+    if (req.routeOptions.config.proxied === true) return
     // The route pattern, never the raw URL: unbounded label values would grow the registry forever.
     const route = req.routeOptions.url ?? 'unmatched'
     metrics.requestDuration.observe({ method: req.method, route, status_code: String(reply.statusCode) }, reply.elapsedTime / 1000)

@@ -135,6 +135,8 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
         method: [...PROXY_METHODS],
         url: `${route.prefix}*`,
         exposeHeadRoute: false,
+        // The generic request histogram skips these: the proxy observes its own.
+        config: { proxied: true },
         onRequest: gate(route),
         // Never reached: the onRequest hook either answers or hijacks.
         handler: async () => { throw gatewayError('GW_INTERNAL') }
