@@ -1,0 +1,458 @@
+/**
+ * `npm run bench` (issue #6, SPEC "Performance"): starts its own redis-server, gateway,
+ * resource and peers on loopback, drives them with autocannon, prints one Markdown
+ * table (req/s, p50, p99, ratios) and the targets, and writes bench/results/latest.json
+ * and latest.svg.
+ *
+ * Fairness on a small, noisy machine: everything runs in this process tree at the same
+ * time; the rows of one set alternate in rounds (the starting row rotates each round),
+ * each round a warm-up run and then a fixed-duration measured run. A row's req/s is the
+ * median of its rounds (each round's figure is kept in the JSON), its p50/p99 are over
+ * every response of every measured round. Ratios are only taken within one set.
+ *
+ *   --quick         short run (~2-3 min): fewer, shorter rounds; 100,000 instead of 1,000,000 sessions
+ *   --source        run the services from TypeScript sources instead of dist/ (no build needed)
+ *   --cpu-prof      profile the main gateway (node --cpu-prof) and print where its time went
+ *   --only=a,b      run only these sets: get, scale, tokens
+ *   --wait-proxy=S  wait up to S seconds for the gateway's /api/ proxy to answer 200 (default 30)
+ *   --out=DIR       where latest.json / latest.svg go (default bench/results)
+ */
+import { execFileSync } from 'node:child_process'
+import { mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import { join, resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+import { cookieChains, grantChains, perConnectionHeader, type ChainSet } from './lib/chains.js'
+import { summariseProfile } from './lib/cpu-profile.js'
+import { type LoadSpec, type Sample, runLoad, summarise } from './lib/load.js'
+import { nginxAvailable, startNginx } from './lib/nginx.js'
+import { ROOT, freePort, rssBytes, stopAll, stopChildrenOnExit, treeCpuTimeMs } from './lib/processes.js'
+import { type Row, type Target, atLeast, atMost, fmtRatio, markdownTable, ratio, targetsTable } from './lib/report.js'
+import {
+  AUDIENCE, type LaunchOptions, type Service, createWorkspace, gatewayEnv, startGateway, startPeer, startRedis, startResource
+} from './lib/services.js'
+import {
+  BROWSER_USER_AGENT, type BenchRedis, type SessionMemory, connectBenchRedis, createChainFamilies, liveFamilies,
+  measureSessionMemory, populate, revokeFamilies, usedMemory
+} from './lib/sessions.js'
+import { chartSvg } from './lib/svg.js'
+
+const PLANS = {
+  full: { warmupS: 2, laterWarmupS: 0.5, measureS: 4, rounds: 5, largeSessions: 1_000_000 },
+  quick: { warmupS: 1, laterWarmupS: 0.5, measureS: 1.5, rounds: 3, largeSessions: 100_000 }
+} as const
+const SMALL_SESSIONS = 1_000
+/** Concurrent connections per row: enough to saturate two cores, few enough for honest latencies. */
+const CONNECTIONS = { get: 32, refresh: 32, clientCredentials: 32, login: 8 } as const
+const SETS = ['get', 'scale', 'tokens'] as const
+type SetName = typeof SETS[number]
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    source: { type: 'boolean', default: false },
+    'cpu-prof': { type: 'boolean', default: false },
+    only: { type: 'string' },
+    'wait-proxy': { type: 'string', default: '30' },
+    out: { type: 'string', default: join(ROOT, 'bench/results') },
+    help: { type: 'boolean', short: 'h', default: false }
+  },
+  strict: true
+})
+if (args.help === true) {
+  process.stdout.write('usage: npm run bench -- [--quick] [--source] [--cpu-prof] [--only=get,scale,tokens] [--wait-proxy=S] [--out=DIR]\n')
+  process.exit(0)
+}
+const plan = args.quick === true ? PLANS.quick : PLANS.full
+const only = new Set<SetName>(args.only === undefined ? SETS : args.only.split(',').map(s => {
+  if (!(SETS as readonly string[]).includes(s)) throw new Error(`--only: unknown set ${JSON.stringify(s)} (sets: ${SETS.join(', ')})`)
+  return s as SetName
+}))
+const outDir = resolve(args.out ?? join(ROOT, 'bench/results'))
+mkdirSync(outDir, { recursive: true })
+const launch: LaunchOptions = { source: args.source === true, cpuProfDir: args['cpu-prof'] === true ? outDir : undefined }
+const largeLabel = plan.largeSessions.toLocaleString('en-US')
+
+const started = Date.now()
+function log (line: string): void {
+  process.stderr.write(`[bench ${((Date.now() - started) / 1000).toFixed(0).padStart(4)}s] ${line}\n`)
+}
+
+/** One row of the table and how to load it; `spec` is called afresh for every run. */
+interface Member {
+  readonly key: string
+  readonly set: SetName
+  readonly name: string
+  readonly group: string
+  readonly kind: 'latchkey' | 'peer'
+  readonly connections: number
+  readonly spec?: () => Promise<LoadSpec>
+  /** A request that must answer 200 before the row is measured. */
+  readonly probe?: () => Promise<number>
+  /** Processes whose CPU time is charged to this row's requests, the server under test first. */
+  readonly cpu?: ReadonlyArray<readonly [string, number]>
+  skipped?: string
+  note?: string
+  readonly samples: Sample[]
+  chainBreaks: number
+  /** CPU ms used during the measured runs, by process label. */
+  readonly cpuMs: Map<string, number>
+}
+
+function member (m: Omit<Member, 'samples' | 'chainBreaks' | 'cpuMs'>): Member {
+  return { ...m, samples: [], chainBreaks: 0, cpuMs: new Map() }
+}
+
+function cpuNow (m: Member): Map<string, number | undefined> {
+  return new Map((m.cpu ?? []).map(([label, pid]) => [label, treeCpuTimeMs(pid)]))
+}
+
+async function status (url: string, init: RequestInit = {}): Promise<number> {
+  try {
+    const res = await fetch(url, { ...init, signal: AbortSignal.timeout(5000) })
+    await res.arrayBuffer()
+    return res.status
+  } catch {
+    return 0
+  }
+}
+
+/** Alternate the members of one set in rounds; each round: warm-up, then the measured run. */
+async function runSet (name: string, members: Member[]): Promise<void> {
+  for (const m of members) {
+    if (m.skipped !== undefined || m.probe === undefined) continue
+    const code = await m.probe()
+    if (code !== 200) m.skipped = `answered ${code === 0 ? 'nothing' : code} to a valid request`
+  }
+  const live = members.filter(m => m.skipped === undefined && m.spec !== undefined)
+  for (let round = 0; round < plan.rounds; round++) {
+    const order = live.map((_m, i) => live[(i + round) % live.length] as Member)
+    for (const m of order) {
+      const spec = m.spec as () => Promise<LoadSpec>
+      // The first round warms the JIT up; later ones only need their connections open.
+      const warm = await spec()
+      await runLoad(warm, round === 0 ? plan.warmupS : plan.laterWarmupS)
+      await warm.cleanup?.()
+      const ready = await spec()
+      const cpuBefore = cpuNow(m)
+      const sample = await runLoad(ready, plan.measureS)
+      for (const [label, after] of cpuNow(m)) {
+        const before = cpuBefore.get(label)
+        if (before !== undefined && after !== undefined) m.cpuMs.set(label, (m.cpuMs.get(label) ?? 0) + after - before)
+      }
+      await ready.cleanup?.()
+      m.samples.push(sample)
+      const rps = sample.durationS > 0 ? sample.ok / sample.durationS : 0
+      const bad = sample.non2xx + sample.errors > 0 ? ` (${sample.non2xx} non-2xx, ${sample.errors} errors)` : ''
+      log(`${name} round ${round + 1}/${plan.rounds}: ${m.name}: ${Math.round(rps).toLocaleString('en-US')} req/s${bad}`)
+    }
+  }
+}
+
+/** A refresh row: fresh sessions per run, one chain per connection, revoked afterwards. */
+function refreshSpec (m: () => Member, url: string, redis: BenchRedis, userId: string, scope: string, flavour: 'cookie' | 'grant'): () => Promise<LoadSpec> {
+  return async () => {
+    const tokens = await createChainFamilies(redis, CONNECTIONS.refresh * 2, userId, scope)
+    const set: ChainSet = flavour === 'cookie' ? cookieChains(tokens) : grantChains(tokens)
+    return {
+      url,
+      method: 'POST',
+      path: flavour === 'cookie' ? '/auth/refresh' : '/oauth/token',
+      connections: CONNECTIONS.refresh,
+      perConnection: set.perConnection,
+      cleanup: async () => {
+        m().chainBreaks += set.broken()
+        await revokeFamilies(redis, set.currentTokens())
+      }
+    }
+  }
+}
+
+function gitRevision (): string | null {
+  try {
+    const rev = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim()
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: ROOT, encoding: 'utf8' }).trim() !== ''
+    return dirty ? `${rev}+dirty` : rev
+  } catch {
+    return null
+  }
+}
+
+function round (n: number | undefined, digits: number): number | undefined {
+  if (n === undefined || Number.isNaN(n)) return undefined
+  const f = 10 ** digits
+  return Math.round(n * f) / f
+}
+
+async function main (): Promise<void> {
+  stopChildrenOnExit()
+  log(`${args.quick === true ? 'quick' : 'full'} run: ${plan.rounds} rounds × (${plan.warmupS} s warm-up, later ${plan.laterWarmupS} s, + ${plan.measureS} s measured) per row; sets: ${[...only].join(', ')}`)
+  const loadBefore = os.loadavg()
+  const ws = await createWorkspace(launch)
+  // Also when interrupted or failing: the workspace holds a private key and a client secret.
+  process.once('exit', () => { ws.remove() })
+  log(`workspace ${ws.dir}: keys, user "${ws.username}" (argon2id m=${ws.argon2.m},t=${ws.argon2.t},p=${ws.argon2.p}), client "${ws.clientId}"`)
+
+  // The main Redis (every row but the scale pair) holds 1,000 background sessions too.
+  const redisA = await startRedis('redis (main)')
+  const rA = connectBenchRedis(redisA.url)
+  await populate(rA, SMALL_SESSIONS)
+  const gatewayPort = await freePort()
+  const resourcePort = await freePort()
+  const gatewayUrl = `http://127.0.0.1:${gatewayPort}`
+
+  // The scale pair: two fresh gateways, each alone on its own Redis, identical but for the
+  // number of live sessions there.
+  interface ScaleSide { readonly redis: Service, readonly r: BenchRedis, gateway?: Service }
+  let scale: { small: ScaleSide, large: ScaleSide } | undefined
+  let memory: (SessionMemory & { used_memory_per_session: number, measured_on_sessions: number }) | undefined
+  if (only.has('scale')) {
+    const small = await startRedis('redis (1k sessions)')
+    const large = await startRedis('redis (large)')
+    scale = { small: { redis: small, r: connectBenchRedis(small.url) }, large: { redis: large, r: connectBenchRedis(large.url) } }
+    await populate(scale.small.r, SMALL_SESSIONS)
+    const rL = scale.large.r
+    const before = await usedMemory(rL)
+    const t0 = Date.now()
+    log(`writing ${largeLabel} live sessions into a Redis of their own...`)
+    const how = await populate(rL, plan.largeSessions, done => { log(`  ${done.toLocaleString('en-US')} sessions`) })
+    const after = await usedMemory(rL)
+    log(`  done in ${((Date.now() - t0) / 1000).toFixed(1)} s (${how.scripted.toLocaleString('en-US')} through the scripts, ${how.copied.toLocaleString('en-US')} copied)`)
+    memory = { ...await measureSessionMemory(rL), used_memory_per_session: Math.round((after - before) / plan.largeSessions), measured_on_sessions: plan.largeSessions }
+  } else {
+    memory = { ...await measureSessionMemory(rA), used_memory_per_session: NaN, measured_on_sessions: SMALL_SESSIONS }
+  }
+
+  log('starting the resource, the gateways and the peers')
+  const resource = await startResource(launch, resourcePort, gatewayUrl)
+  const gateway = await startGateway('gateway', launch, gatewayEnv(ws, gatewayPort, redisA.url, resource.url), true)
+  if (scale !== undefined) {
+    for (const [label, side] of [['1k', scale.small], ['large', scale.large]] as const) {
+      side.gateway = await startGateway(`gateway (${label})`, launch, gatewayEnv(ws, await freePort(), side.redis.url, resource.url), false)
+    }
+  }
+
+  const members = new Map<string, Member>()
+  const add = (m: Member): Member => { members.set(m.key, m); return m }
+  const get = (key: string): Member => members.get(key) as Member
+
+  // --- Set "get": GET /api/me, direct, without auth, through the gateway and the peers ---
+  if (only.has('get')) {
+    const peerEnv = { UPSTREAM: resource.url, ISSUER: gatewayUrl, AUDIENCE }
+    const noauth = await startPeer('peer: resource without auth', 'resource-noauth.ts', {})
+    const fastifyJwt = await startPeer('peer: @fastify/jwt', 'fastify-jwt.ts', peerEnv)
+    const httpProxy = await startPeer('peer: http-proxy', 'http-proxy.ts', peerEnv)
+    const fastifyProxy = await startPeer('peer: @fastify/http-proxy', 'fastify-proxy.ts', peerEnv)
+    const nginx = nginxAvailable() ? await startNginx(ws.dir, resource.url) : undefined
+
+    // One access token per connection, each from its own session (as many browsers would hold).
+    const families = await createChainFamilies(rA, CONNECTIONS.get, ws.userId, ws.userScope)
+    const bearers = await Promise.all(families.map(async (token) => {
+      const res = await fetch(`${gatewayUrl}/auth/refresh`, { method: 'POST', headers: { cookie: `lk_refresh=${token}`, 'user-agent': BROWSER_USER_AGENT } })
+      const body = await res.json() as { access_token?: string }
+      if (res.status !== 200 || typeof body.access_token !== 'string') throw new Error(`POST /auth/refresh answered ${res.status}`)
+      return `Bearer ${body.access_token}`
+    }))
+    const getSpec = (url: string) => async (): Promise<LoadSpec> => ({
+      url, method: 'GET', path: '/api/me', connections: CONNECTIONS.get,
+      headers: { 'user-agent': BROWSER_USER_AGENT }, perConnection: perConnectionHeader('authorization', bearers)
+    })
+    const probe = (url: string) => async () => await status(`${url}/api/me`, { headers: { authorization: bearers[0] as string } })
+
+    const waitS = Number(args['wait-proxy'])
+    const deadline = Date.now() + waitS * 1000
+    let proxyStatus = await probe(gatewayUrl)()
+    if (proxyStatus !== 200) log(`GET /api/me through the gateway answers ${proxyStatus}; waiting up to ${waitS} s for the proxy`)
+    while (proxyStatus !== 200 && Date.now() < deadline) {
+      await new Promise(resolve => setTimeout(resolve, 1000))
+      proxyStatus = await probe(gatewayUrl)()
+    }
+
+    const g1 = '1 · Resource GET /api/me'
+    const g2 = '2 · GET /api/me through a proxy'
+    const g3 = '3 · Token verification library'
+    add(member({ set: 'get', key: 'resource_verified', name: 'resource, token verified (direct)', group: g1, kind: 'latchkey', connections: CONNECTIONS.get, cpu: [['resource', resource.child.pid]], spec: getSpec(resource.url), probe: probe(resource.url) }))
+    add(member({ set: 'get', key: 'resource_noauth', name: 'same route, verification off (ceiling)', group: g1, kind: 'peer', connections: CONNECTIONS.get, cpu: [['server', noauth.child.pid]], spec: getSpec(noauth.url), probe: probe(noauth.url) }))
+    add(member({ set: 'get', key: 'gateway_proxy', name: 'gateway: auth + proxy', group: g2, kind: 'latchkey', connections: CONNECTIONS.get, cpu: [['gateway', gateway.child.pid], ['resource', resource.child.pid]], spec: getSpec(gatewayUrl), probe: probe(gatewayUrl) }))
+    add(member({ set: 'get', key: 'http_proxy', name: 'http-proxy, no auth', group: g2, kind: 'peer', connections: CONNECTIONS.get, cpu: [['proxy', httpProxy.child.pid], ['resource', resource.child.pid]], spec: getSpec(httpProxy.url), probe: probe(httpProxy.url) }))
+    add(member({ set: 'get', key: 'fastify_proxy', name: '@fastify/http-proxy, no auth', group: g2, kind: 'peer', connections: CONNECTIONS.get, cpu: [['proxy', fastifyProxy.child.pid], ['resource', resource.child.pid]], spec: getSpec(fastifyProxy.url), probe: probe(fastifyProxy.url) }))
+    const nginxRow = add(member({ set: 'get', key: 'nginx', name: 'nginx, no auth', group: g2, kind: 'peer', connections: CONNECTIONS.get, ...(nginx === undefined ? {} : { spec: getSpec(nginx.url), probe: probe(nginx.url), cpu: [['proxy', nginx.child.pid], ['resource', resource.child.pid]] }) }))
+    if (nginx === undefined) nginxRow.skipped = 'nginx is not on PATH'
+    add(member({ set: 'get', key: 'fastify_jwt', name: '@fastify/jwt + get-jwks (same route)', group: g3, kind: 'peer', connections: CONNECTIONS.get, cpu: [['server', fastifyJwt.child.pid]], spec: getSpec(fastifyJwt.url), probe: probe(fastifyJwt.url) }))
+    await runSet('get', ['resource_verified', 'resource_noauth', 'fastify_jwt', 'gateway_proxy', 'http_proxy', 'fastify_proxy', 'nginx'].map(get))
+  }
+
+  // --- Set "scale": refresh rotations with 1,000 and with 1,000,000 live sessions ---
+  let liveCounts: { small: number, large: number } | undefined
+  if (scale?.small.gateway !== undefined && scale.large.gateway !== undefined) {
+    const { small, large } = scale as { small: Required<ScaleSide>, large: Required<ScaleSide> }
+    liveCounts = { small: await liveFamilies(small.r), large: await liveFamilies(large.r) }
+    const g5 = '5 · Sessions at scale'
+    const rowFor = (key: string, name: string, side: Required<ScaleSide>): Member => {
+      const m: Member = add(member({
+        set: 'scale', key, name, group: g5, kind: 'latchkey', connections: CONNECTIONS.refresh,
+        cpu: [['gateway', side.gateway.child.pid], ['redis', side.redis.child.pid]],
+        spec: refreshSpec(() => m, side.gateway.url, side.r, ws.userId, ws.userScope, 'cookie')
+      }))
+      return m
+    }
+    await runSet('scale', [
+      rowFor('refresh_1k', `refresh rotation, ${SMALL_SESSIONS.toLocaleString('en-US')} live sessions`, small),
+      rowFor('refresh_1m', `refresh rotation, ${largeLabel} live sessions${args.quick === true ? ' (--quick)' : ''}`, large)
+    ])
+  }
+
+  // --- Set "tokens": refresh (cookie and grant), client credentials, logins ---
+  if (only.has('tokens')) {
+    const g4 = '4 · Token endpoints (Redis on loopback)'
+    const cookie = add(member({ set: 'tokens', key: 'refresh_cookie', name: 'refresh rotation, POST /auth/refresh (cookie)', group: g4, kind: 'latchkey', connections: CONNECTIONS.refresh, cpu: [['gateway', gateway.child.pid], ['redis', redisA.child.pid]], spec: refreshSpec(() => cookie, gatewayUrl, rA, ws.userId, ws.userScope, 'cookie') }))
+    const grant = add(member({ set: 'tokens', key: 'refresh_grant', name: 'refresh rotation, refresh_token grant', group: g4, kind: 'latchkey', connections: CONNECTIONS.refresh, cpu: [['gateway', gateway.child.pid], ['redis', redisA.child.pid]], spec: refreshSpec(() => grant, gatewayUrl, rA, ws.userId, ws.userScope, 'grant') }))
+    const basic = `Basic ${Buffer.from(`${encodeURIComponent(ws.clientId)}:${encodeURIComponent(ws.clientSecret)}`).toString('base64')}`
+    const ccHeaders = { authorization: basic, 'content-type': 'application/x-www-form-urlencoded', 'user-agent': 'bench-service/1.0' }
+    add(member({
+      set: 'tokens',
+      key: 'client_credentials', name: 'client_credentials token', group: g4, kind: 'latchkey', connections: CONNECTIONS.clientCredentials, cpu: [['gateway', gateway.child.pid]],
+      spec: async () => ({ url: gatewayUrl, method: 'POST', path: '/oauth/token', connections: CONNECTIONS.clientCredentials, headers: ccHeaders, body: 'grant_type=client_credentials' }),
+      probe: async () => await status(`${gatewayUrl}/oauth/token`, { method: 'POST', headers: ccHeaders, body: 'grant_type=client_credentials' })
+    }))
+    const loginHeaders = { 'content-type': 'application/json', 'user-agent': BROWSER_USER_AGENT }
+    const loginBody = JSON.stringify({ username: ws.username, password: ws.password })
+    add(member({
+      set: 'tokens',
+      key: 'login', name: `login, argon2id m=${ws.argon2.m} t=${ws.argon2.t} p=${ws.argon2.p}`, group: g4, kind: 'latchkey', connections: CONNECTIONS.login, cpu: [['gateway', gateway.child.pid], ['redis', redisA.child.pid]],
+      spec: async () => ({ url: gatewayUrl, method: 'POST', path: '/auth/login', connections: CONNECTIONS.login, headers: loginHeaders, body: loginBody }),
+      probe: async () => await status(`${gatewayUrl}/auth/login`, { method: 'POST', headers: loginHeaders, body: loginBody })
+    }))
+    await runSet('tokens', [cookie, grant, get('client_credentials'), get('login')])
+  }
+
+  const rss = rssBytes(gateway.child.pid)
+  const gatewayRssMb = rss.now === undefined ? undefined : round(rss.now / 2 ** 20, 1)
+  const gatewayPeakMb = rss.peak === undefined ? undefined : round(rss.peak / 2 ** 20, 1)
+  log(`gateway RSS after the run: ${gatewayRssMb ?? '?'} MB (peak ${gatewayPeakMb ?? '?'} MB)`)
+
+  log('stopping')
+  await gateway.child.stop(30_000)
+  await rA.close().catch(() => {})
+  await scale?.small.r.close().catch(() => {})
+  await scale?.large.r.close().catch(() => {})
+  await stopAll()
+  ws.remove()
+
+  // --- Figures ---
+  const order = ['resource_verified', 'resource_noauth', 'gateway_proxy', 'http_proxy', 'fastify_proxy', 'nginx', 'fastify_jwt',
+    'refresh_cookie', 'refresh_grant', 'client_credentials', 'login', 'refresh_1k', 'refresh_1m']
+  const rows: Row[] = order.filter(k => members.has(k)).map(k => {
+    const m = get(k)
+    const base = { key: m.key, name: m.name, group: m.group, set: m.set, kind: m.kind, connections: m.connections, ...(k === 'login' ? { ownScale: true } : {}) }
+    if (m.skipped !== undefined || m.samples.length === 0) return { ...base, skipped: m.skipped ?? 'not run' }
+    const s = summarise(m.samples)
+    const ok = m.samples.reduce((n, x) => n + x.ok, 0)
+    const cpu = Object.fromEntries([...m.cpuMs].map(([label, ms]) => [label, ok > 0 ? Math.round((ms * 1000) / ok) : null]))
+    return {
+      ...base,
+      ...s,
+      cpu_us_per_request: cpu,
+      rps: round(s.rps, 1) as number,
+      p50_ms: round(s.p50_ms, 3) as number,
+      p99_ms: round(s.p99_ms, 3) as number,
+      ...(m.chainBreaks > 0 ? { note: `${m.chainBreaks} refresh chains broke (non-200)` } : {})
+    }
+  })
+  const row = (k: string): Row | undefined => rows.find(r => r.key === k)
+  const figures = {
+    proxy_auth_vs_plain_proxy: ratio(row('gateway_proxy'), row('http_proxy')),
+    proxy_auth_vs_fastify_proxy: ratio(row('gateway_proxy'), row('fastify_proxy')),
+    proxy_auth_vs_direct: ratio(row('gateway_proxy'), row('resource_verified')),
+    plain_proxy_vs_direct: ratio(row('http_proxy'), row('resource_verified')),
+    fastify_proxy_vs_direct: ratio(row('fastify_proxy'), row('resource_verified')),
+    nginx_vs_direct: ratio(row('nginx'), row('resource_verified')),
+    resource_verify_vs_noauth: ratio(row('resource_verified'), row('resource_noauth')),
+    resource_verify_vs_fastify_jwt: ratio(row('resource_verified'), row('fastify_jwt')),
+    refresh_rps_1m_vs_1k: ratio(row('refresh_1m'), row('refresh_1k'))
+  }
+  const ratios = new Map<string, string>([
+    ['resource_verified', `${fmtRatio(figures.resource_verify_vs_noauth)} of no-auth`],
+    ['resource_noauth', 'ceiling'],
+    ['gateway_proxy', `${fmtRatio(figures.proxy_auth_vs_plain_proxy)} of http-proxy · ${fmtRatio(figures.proxy_auth_vs_fastify_proxy)} of @fastify/http-proxy · ${fmtRatio(figures.proxy_auth_vs_direct)} of direct`],
+    ['http_proxy', `${fmtRatio(figures.plain_proxy_vs_direct)} of direct`],
+    ['fastify_proxy', `${fmtRatio(figures.fastify_proxy_vs_direct)} of direct`],
+    ['nginx', `${fmtRatio(figures.nginx_vs_direct)} of direct`],
+    ['fastify_jwt', `ours is ${fmtRatio(figures.resource_verify_vs_fastify_jwt)} this`],
+    ['refresh_1m', `${fmtRatio(figures.refresh_rps_1m_vs_1k)} of the ${SMALL_SESSIONS.toLocaleString('en-US')}-session rate`]
+  ])
+  const cpus = os.cpus().length
+  const targets: Target[] = [
+    atLeast('Refresh rotations/s, /auth/refresh', 5000, row('refresh_cookie')?.rps, '/s'),
+    atLeast('Refresh rotations/s, refresh_token grant', 5000, row('refresh_grant')?.rps, '/s'),
+    atLeast('Client-credentials tokens/s', 8000, row('client_credentials')?.rps, '/s'),
+    atLeast(`Logins/s (Keycloak: 15 per vCPU × ${cpus})`, 15 * cpus, row('login')?.rps, '/s'),
+    atLeast('Proxied GET vs plain http-proxy', 0.9, figures.proxy_auth_vs_plain_proxy, '×'),
+    atLeast('Proxied GET vs direct', 0.3, figures.proxy_auth_vs_direct, '×'),
+    atLeast('Verified resource GET vs no auth', 0.8, figures.resource_verify_vs_noauth, '×'),
+    atMost('Gateway RSS after the run', 200, gatewayRssMb, 'MB'),
+    atMost('Redis per live session', 400, memory?.bytes_per_session, 'bytes'),
+    atLeast(`Refresh rate, ${largeLabel} vs ${SMALL_SESSIONS.toLocaleString('en-US')} live sessions`, 0.9, figures.refresh_rps_1m_vs_1k, '×')
+  ]
+
+  const machine = { cpus, cpu_model: os.cpus()[0]?.model ?? 'unknown', memory_gb: round(os.totalmem() / 2 ** 30, 1), node: process.version, platform: `${os.platform()} ${os.release()}` }
+  const result = {
+    date: new Date().toISOString(),
+    revision: gitRevision(),
+    quick: args.quick === true,
+    services: launch.source ? 'source (tsx)' : 'built (dist)',
+    machine,
+    /** 1-minute load average before and after: other work on the machine shows here. */
+    load_average: { before: round(loadBefore[0], 2), after: round(os.loadavg()[0], 2) },
+    plan: { ...plan, connections: CONNECTIONS, sets: [...only] },
+    argon2id: ws.argon2,
+    rows,
+    refresh_rps: row('refresh_cookie')?.rps ?? null,
+    refresh_grant_rps: row('refresh_grant')?.rps ?? null,
+    client_credentials_rps: row('client_credentials')?.rps ?? null,
+    login_rps: row('login')?.rps ?? null,
+    ...figures,
+    gateway_rss_mb: gatewayRssMb ?? null,
+    gateway_peak_rss_mb: gatewayPeakMb ?? null,
+    redis_bytes_per_session: memory?.bytes_per_session ?? null,
+    redis_session_memory: memory ?? null,
+    refresh_rps_1k: row('refresh_1k')?.rps ?? null,
+    refresh_rps_1m: row('refresh_1m')?.rps ?? null,
+    live_sessions: {
+      small: SMALL_SESSIONS,
+      large: plan.largeSessions,
+      counted_before_scale_rows: liveCounts ?? null,
+      note: args.quick === true
+        ? `--quick: the "1m" figures were measured with ${largeLabel} live sessions, not 1,000,000`
+        : 'the "1m" figures were measured with 1,000,000 live sessions'
+    },
+    targets
+  }
+  writeFileSync(join(outDir, 'latest.json'), `${JSON.stringify(result, null, 2)}\n`)
+  const subtitle = `${result.date.slice(0, 16).replace('T', ' ')} UTC · ${result.revision ?? ''} · ${cpus} × ${machine.cpu_model} · Node ${process.version} · ${args.quick === true ? 'quick run' : 'full run'} · ${plan.rounds} × ${plan.measureS} s per row`
+  writeFileSync(join(outDir, 'latest.svg'), chartSvg('latchkey benchmark', subtitle, rows, targets))
+
+  const extra = [
+    `Gateway RSS after the run: ${gatewayRssMb ?? '–'} MB (peak ${gatewayPeakMb ?? '–'} MB).`,
+    memory === undefined
+      ? ''
+      : `Redis per live session: ${memory.bytes_per_session} bytes (family key ${memory.family_bytes} + user-index share ${memory.index_bytes_per_session}, ${memory.sessions_per_user} sessions per user; INFO used_memory grew ${Number.isNaN(memory.used_memory_per_session) ? '–' : memory.used_memory_per_session} bytes per session over ${memory.measured_on_sessions.toLocaleString('en-US')}).`
+  ].filter(Boolean)
+  process.stdout.write(`\n${markdownTable(rows, ratios)}\n\n${extra.join('\n')}\n\n${targetsTable(targets)}\n\n`)
+  process.stdout.write(`${subtitle}\nwrote ${join(outDir, 'latest.json')} and latest.svg\n`)
+
+  if (launch.cpuProfDir !== undefined) {
+    // CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile: the gateway's main thread is thread 0
+    // (with --source, tsx's loader thread writes a profile of its own).
+    const profiles = readdirSync(launch.cpuProfDir).filter(f => f.endsWith('.cpuprofile') && f.includes(`.${gateway.child.pid}.0.`))
+      .map(f => join(launch.cpuProfDir as string, f)).sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)
+    if (profiles[0] === undefined) log('no gateway profile was written')
+    else process.stdout.write(`\n${summariseProfile(profiles[0])}\n`)
+  }
+}
+
+main().catch(async (err: unknown) => {
+  process.stderr.write(`bench failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`)
+  await stopAll()
+  process.exit(1)
+})
