@@ -147,7 +147,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   const limiter = await createLoginLimiter(app, config.loginLimits, redis, events)
   await app.register(healthRoutes, { readiness })
   await app.register(jwksRoute, { keys })
-  await app.register(authRoutes, { config, store: familyStore, users, issuer, verifier, clock, events, limiter })
+  await app.register(authRoutes, { config, store: familyStore, users, issuer, verifier, clock, events, limiter, revoked })
   await app.register(oauthRoutes, { config, store: familyStore, users, clients, issuer, events, limiter })
   await app.register(proxyPlugin, { routes: config.routes, keys, issuer: config.issuer, metrics, revoked, clock })
   if (config.demoPage) await app.register(demoPagePlugin)

@@ -63,7 +63,25 @@ for (const [name, env] of [['memory', {}], ['redis', { REDIS_URL: redis.url, RED
     t.equal(all.statusCode, 204)
     t.equal((await refresh(gw.app, a.refresh)).res.statusCode, 401, 'every family of the user revoked')
     const after = await gw.app.inject({ method: 'GET', url: '/auth/sessions', headers: bearer })
-    t.same(after.json(), [], 'no live sessions left')
+    t.equal(after.statusCode, 401, 'the caller\'s own session went too: its access token is refused at once')
+    const fresh = await login(gw.app)
+    const listed = await gw.app.inject({ method: 'GET', url: '/auth/sessions', headers: { authorization: `Bearer ${fresh.body.access_token as string}` } })
+    t.same((listed.json() as Array<{ current: boolean }>).map(s => s.current), [true], 'only the new session is live')
+  })
+
+  t.test(`${name}: a signed-out session's access token can no longer use the Bearer routes`, async (t) => {
+    const gw = await buildTestGateway(t, env)
+    const gone = await login(gw.app)
+    const kept = await login(gw.app)
+    const out = await gw.app.inject({ method: 'POST', url: '/auth/logout', headers: { cookie: `lk_refresh=${gone.refresh as string}` } })
+    t.equal(out.statusCode, 204)
+    const bearer = { authorization: `Bearer ${gone.body.access_token as string}` }
+    const list = await gw.app.inject({ method: 'GET', url: '/auth/sessions', headers: bearer })
+    t.equal(list.statusCode, 401)
+    t.equal(list.headers['www-authenticate'], 'Bearer realm="latchkey", error="invalid_token"')
+    const all = await gw.app.inject({ method: 'POST', url: '/auth/logout-all', headers: bearer })
+    t.equal(all.statusCode, 401, 'cannot sign the user out everywhere')
+    t.equal((await refresh(gw.app, kept.refresh)).res.statusCode, 200, 'the other session survives')
   })
 
   t.test(`${name}: Bearer routes demand a valid access token (RFC 6750)`, async (t) => {
