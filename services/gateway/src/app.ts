@@ -138,6 +138,8 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   const deps: GatewayDeps = { clock, store: familyStore, keys, users, clients, metrics, events, revoked }
   const readiness: Readiness = { draining: false, check: () => familyStore.ping() }
   app.decorate('latchkey', { demoPassword, readiness, deps })
+  // Draining: tell keep-alive clients to reconnect (to another replica) after this answer.
+  app.addHook('onSend', async (_req, reply) => { if (readiness.draining) reply.header('Connection', 'close') })
 
   const issuer = new AccessTokenIssuer({ keys, issuer: config.issuer, ttlS: config.accessTokenTtlS, clock })
   const verifier = new AccessTokenVerifier({ keys, issuer: config.issuer, clock })

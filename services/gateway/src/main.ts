@@ -10,6 +10,12 @@ import { buildGatewayApp } from './app.js'
 
 /** Longest we wait for in-flight requests before exiting anyway (k8s terminationGracePeriodSeconds is above this). */
 export const SHUTDOWN_GRACE_MS = 20_000
+/**
+ * While draining, keep-alive connections that finish their request become idle after
+ * `close()` has already swept the idle ones once; sweep again this often so that they do not
+ * hold the process open until the keep-alive timeout.
+ */
+export const DRAIN_IDLE_SWEEP_MS = 100
 
 export async function startGateway (config: GatewayConfig, options: { alsoClose?: () => Promise<void> } = {}): Promise<FastifyInstance> {
   const app = await buildGatewayApp(config)
@@ -17,7 +23,12 @@ export async function startGateway (config: GatewayConfig, options: { alsoClose?
     if (err !== undefined) app.log.error({ err }, 'shutting down after an error')
     else app.log.info({ signal }, 'shutting down: draining in-flight requests')
     app.latchkey.readiness.draining = true
-    await Promise.all([app.close(), options.alsoClose?.()])
+    const sweep = setInterval(() => { app.server.closeIdleConnections() }, DRAIN_IDLE_SWEEP_MS)
+    try {
+      await Promise.all([app.close(), options.alsoClose?.()])
+    } finally {
+      clearInterval(sweep)
+    }
   })
   await app.listen({ port: config.port, host: config.host })
   return app

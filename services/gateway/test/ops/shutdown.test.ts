@@ -29,12 +29,13 @@ t.test('SIGTERM drains in-flight requests and exits 0', async (t) => {
     done += 1
     return res.status
   })
-  await gw.waitFor(/"event":"login_succeeded"/)
+  // Signal as soon as the first answer is back: the rest are still queued on argon2.
+  while (done === 0) await new Promise(resolve => setTimeout(resolve, 1))
   gw.child.kill('SIGTERM')
   const inFlightAtSignal = 200 - done
   const statuses = await Promise.all(requests)
   const code = await gw.exited
-  t.ok(inFlightAtSignal > 0, `${inFlightAtSignal} requests were in flight at SIGTERM`)
+  t.ok(inFlightAtSignal >= 100, `${inFlightAtSignal} requests were in flight at SIGTERM`)
   t.same([...new Set(statuses)], [200], 'all completed with 200')
   t.equal(code, 0, 'exit code 0')
   t.match(gw.stdout, /shutting down: draining in-flight requests/)
