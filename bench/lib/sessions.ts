@@ -14,7 +14,7 @@
 import { randomBytes } from 'node:crypto'
 import { Redis } from 'ioredis'
 import { REFRESH_IDLE_TTL_S, REFRESH_REUSE_GRACE_S, REDIS_KEY_PREFIX, SESSION_MAX_TTL_S } from '#gateway/config.js'
-import { RedisFamilyStore } from '#gateway/sessions/redis-family-store.js'
+import { type FamilyRecord, RedisFamilyStore, STORED_HASH_BYTES, createScriptArgs, rotateScriptArgs, storedHash } from '#gateway/sessions/redis-family-store.js'
 import { defineFamilyScripts } from '#gateway/sessions/redis-scripts.js'
 import { parseRefreshToken } from '#gateway/sessions/refresh-token.js'
 import { systemClock } from '#shared/clock.js'
@@ -110,6 +110,15 @@ function sampleAt (r: BenchRedis, i: number, every: number, sid: string, userId:
   if ((i % SESSIONS_PER_USER) === 0) r.sample.users.push(userId)
 }
 
+/** A background session as the store would create it (token hashes are full SHA-256 sized random bytes). */
+function backgroundFamily (userId: string, firstHash: Buffer, userAgent: string, t: Times): FamilyRecord {
+  return { userId, clientId: BROWSER_CLIENT_ID, scope: 'notes:read notes:write', tokenHash: firstHash, now: t.now, idleExpiresAt: t.idleExpiresAt, absoluteExpiresAt: t.absoluteExpiresAt, userAgent, ip: BACKGROUND_IP }
+}
+
+function backgroundRotation (presentedHash: Buffer, successorHash: Buffer, nonce: Buffer, userAgent: string, t: Times): ReturnType<typeof rotateScriptArgs> {
+  return rotateScriptArgs({ presentedHash, successorHash, nonce, now: t.now + 1, limits: LIMITS, ip: BACKGROUND_IP, userAgent, clientId: BROWSER_CLIENT_ID })
+}
+
 /** Sessions [from, to) through the gateway's own Lua scripts: index add, create, one rotation. */
 async function scripted (r: BenchRedis, from: number, to: number, t: Times, every: number, p: Progress): Promise<void> {
   defineFamilyScripts(r.client)
@@ -124,8 +133,8 @@ async function scripted (r: BenchRedis, from: number, to: number, t: Times, ever
       const ua = BACKGROUND_USER_AGENTS[i % BACKGROUND_USER_AGENTS.length] as string
       const familyKey = r.store.familyKey(sid)
       pipeline.lkIndexAdd(r.store.userIndexKey(userId), sid, t.absoluteExpiresAt, t.now)
-      pipeline.lkFamilyCreate(familyKey, userId, BROWSER_CLIENT_ID, 'notes:read notes:write', first, t.now, t.idleExpiresAt, t.absoluteExpiresAt, ua, BACKGROUND_IP)
-      pipeline.lkFamilyRotate(familyKey, first, second, nonce, t.now + 1, LIMITS.idleTtlMs, LIMITS.graceMs, BACKGROUND_IP, ua, '1', BROWSER_CLIENT_ID)
+      pipeline.lkFamilyCreate(familyKey, ...createScriptArgs(backgroundFamily(userId, first, ua, t)))
+      pipeline.lkFamilyRotate(familyKey, ...backgroundRotation(first, second, nonce, ua, t))
       sampleAt(r, i, every, sid, userId)
     }
     const replies = await pipeline.exec()
@@ -156,14 +165,14 @@ async function makeTemplate (r: BenchRedis, ua: string, t: Times): Promise<Templ
   const [first, second, nonce] = [randomBytes(32), randomBytes(32), randomBytes(32)]
   const key = r.store.familyKey(sid)
   const pipeline = r.client.pipeline() as Pipeline
-  pipeline.lkFamilyCreate(key, userId, BROWSER_CLIENT_ID, 'notes:read notes:write', first, t.now, t.idleExpiresAt, t.absoluteExpiresAt, ua, BACKGROUND_IP)
-  pipeline.lkFamilyRotate(key, first, second, nonce, t.now + 1, LIMITS.idleTtlMs, LIMITS.graceMs, BACKGROUND_IP, ua, '1', BROWSER_CLIENT_ID)
+  pipeline.lkFamilyCreate(key, ...createScriptArgs(backgroundFamily(userId, first, ua, t)))
+  pipeline.lkFamilyRotate(key, ...backgroundRotation(first, second, nonce, ua, t))
   await pipeline.exec()
   const [type, blob, ttlMs] = await Promise.all([r.client.type(key), r.client.getBuffer(key), r.client.pttl(key)])
   await r.client.del(key)
   // Anything but a string holding each part exactly once: the format changed, copy nothing.
   if (type !== 'string' || blob === null || ttlMs <= 0) return undefined
-  const at = { user: uniqueOffset(blob, userId), current: uniqueOffset(blob, second), previous: uniqueOffset(blob, first), nonce: uniqueOffset(blob, nonce) }
+  const at = { user: uniqueOffset(blob, userId), current: uniqueOffset(blob, storedHash(second)), previous: uniqueOffset(blob, storedHash(first)), nonce: uniqueOffset(blob, nonce) }
   if (Object.values(at).some(o => o < 0)) return undefined
   return { blob, ttlMs, at }
 }
@@ -196,8 +205,8 @@ async function copied (r: BenchRedis, from: number, to: number, templates: reado
         const sid = b64(rnd.subarray(at, at + 16))
         const blob = Buffer.from(template.blob)
         blob.write(userId, template.at.user, 'latin1')
-        rnd.copy(blob, template.at.previous, at + 16, at + 48)
-        rnd.copy(blob, template.at.current, at + 48, at + 80)
+        rnd.copy(blob, template.at.previous, at + 16, at + 16 + STORED_HASH_BYTES)
+        rnd.copy(blob, template.at.current, at + 48, at + 48 + STORED_HASH_BYTES)
         rnd.copy(blob, template.at.nonce, at + 80, at + 112)
         at += 112
         out.push(...command('SET', r.store.familyKey(sid), blob, 'PX', String(template.ttlMs)))

@@ -21,7 +21,8 @@ import type { Family, FamilyLimits, FamilyStore, NewFamily, RevokedFamily, Rotat
 import { deriveSuccessor, mintInitialToken, newNonce, NONCE_BYTES, type ParsedRefreshToken } from './refresh-token.js'
 import type { RedisClient } from './redis-connection.js'
 import { ReplicaWait } from './replica-wait.js'
-import { defineFamilyScripts, type FamilyScriptCommands, type PublicFieldsReply } from './redis-scripts.js'
+import { defineFamilyScripts, type FamilyScriptCommands, type PublicFieldsReply, type ScriptArg } from './redis-scripts.js'
+import { decodeUserAgent, encodeUserAgent } from './user-agent-codec.js'
 
 export const DEFAULT_KEY_PREFIX = 'lk:'
 /** Longest user agent kept per session (what the sessions list shows); the rest is cut. */
@@ -35,6 +36,12 @@ export const IP_MAX_CHARS = 64
 export const STORE_CALL_DEADLINE_MS = 1500
 const SID = /^[A-Za-z0-9_-]{22}$/
 const TOKEN_HASH_BYTES = 32
+/**
+ * Bytes of a token's SHA-256 kept in Redis. Finding a token for a stored 128-bit prefix
+ * still takes ~2^128 work (the token holds 256 random bits), and the 32 bytes saved per
+ * family (current and previous hash) keep a session under the 400-byte budget (npm run bench).
+ */
+export const STORED_HASH_BYTES = 16
 
 export interface RedisFamilyStoreOptions {
   readonly client: RedisClient
@@ -100,7 +107,7 @@ function familyOf (sid: string, f: ReadonlyArray<Buffer | number | string>, at =
     lastUsedAt: int(f[at + 5]),
     idleExpiresAt: int(f[at + 6]),
     absoluteExpiresAt: int(f[at + 7]),
-    userAgent: text(f[at + 8]),
+    userAgent: decodeUserAgent(text(f[at + 8])),
     ip: text(f[at + 9])
   })
 }
@@ -108,6 +115,50 @@ function familyOf (sid: string, f: ReadonlyArray<Buffer | number | string>, at =
 /** Script arguments for the optional client binding: flag, client id. */
 function clientCheck (clientId: string | undefined): [string, string] {
   return clientId === undefined ? ['0', ''] : ['1', clientId]
+}
+
+/** The stored form of a token hash (see STORED_HASH_BYTES). */
+export function storedHash (hash: Buffer): Buffer {
+  return hash.subarray(0, STORED_HASH_BYTES)
+}
+
+export interface FamilyRecord {
+  readonly userId: string
+  readonly clientId: string
+  readonly scope: string
+  /** The first token's full SHA-256. */
+  readonly tokenHash: Buffer
+  readonly now: number
+  readonly idleExpiresAt: number
+  readonly absoluteExpiresAt: number
+  /** Already clamped (USER_AGENT_MAX_CHARS, IP_MAX_CHARS). */
+  readonly userAgent: string
+  readonly ip: string
+}
+
+/** ARGV of the create script. Exported so that the bench writes sessions in bulk in exactly the store's format. */
+export function createScriptArgs (r: FamilyRecord): ScriptArg[] {
+  return [r.userId, r.clientId, r.scope, storedHash(r.tokenHash), r.now, r.idleExpiresAt, r.absoluteExpiresAt, encodeUserAgent(r.userAgent), r.ip]
+}
+
+export interface Rotation {
+  /** Full SHA-256 of the presented token, and of the successor derived with `nonce`. */
+  readonly presentedHash: Buffer
+  readonly successorHash: Buffer
+  readonly nonce: Buffer
+  readonly now: number
+  readonly limits: FamilyLimits
+  readonly ip: string
+  readonly userAgent: string
+  readonly clientId?: string
+}
+
+/** ARGV of the rotate script (exported for the bench, as createScriptArgs). */
+export function rotateScriptArgs (r: Rotation): ScriptArg[] {
+  return [
+    r.presentedHash, storedHash(r.successorHash), r.nonce, r.now, r.limits.idleTtlMs, r.limits.graceMs,
+    clampText(r.ip, IP_MAX_CHARS), encodeUserAgent(clampText(r.userAgent, USER_AGENT_MAX_CHARS)), ...clientCheck(r.clientId)
+  ]
 }
 
 function rawHash (token: ParsedRefreshToken): Buffer {
@@ -210,8 +261,9 @@ export class RedisFamilyStore implements FamilyStore {
       })
       const familyKey = this.familyKey(token.sid)
       const created = await this.#redis(async () => {
-        const reply = await this.#client.lkFamilyCreate(familyKey,
-          input.userId, input.clientId, input.scope, rawHash(token), now, idleExpiresAt, absoluteExpiresAt, userAgent, ip)
+        const reply = await this.#client.lkFamilyCreate(familyKey, ...createScriptArgs({
+          userId: input.userId, clientId: input.clientId, scope: input.scope, tokenHash: rawHash(token), now, idleExpiresAt, absoluteExpiresAt, userAgent, ip
+        }))
         if (reply === 1) await this.#replicated(familyKey)
         return reply
       })
@@ -239,10 +291,10 @@ export class RedisFamilyStore implements FamilyStore {
     const successor = deriveSuccessor(presented, nonce)
     const key = this.familyKey(presented.sid)
     const reply = await this.#redis(async () => {
-      const r = await this.#client.lkFamilyRotateBuffer(key,
-        rawHash(presented), rawHash(successor), Buffer.from(nonce, 'base64url'), this.#now(),
-        this.#limits.idleTtlMs, this.#limits.graceMs,
-        clampText(seen.ip, IP_MAX_CHARS), clampText(seen.userAgent, USER_AGENT_MAX_CHARS), ...clientCheck(seen.clientId))
+      const r = await this.#client.lkFamilyRotateBuffer(key, ...rotateScriptArgs({
+        presentedHash: rawHash(presented), successorHash: rawHash(successor), nonce: Buffer.from(nonce, 'base64url'),
+        now: this.#now(), limits: this.#limits, ip: seen.ip, userAgent: seen.userAgent, clientId: seen.clientId
+      }))
       // Only answers that hand out a token wait for replicas; 'reuse' and 'invalid' hand out
       // nothing, and a reuse must be reported (logged, broadcast) whatever the replicas say.
       // A grace answer re-hands a rotation: in this process it was made on this same

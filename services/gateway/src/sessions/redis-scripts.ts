@@ -15,7 +15,10 @@
  *   [8] generation           [9] rotated at     [10] created at   [11] last used at
  *   [12] idle expiry         [13] absolute expiry                 [14] user agent  [15] ip
  *
- * hashes and nonce as 32 raw bytes, times in ms. A packed string rather than a HASH
+ * the nonce as 32 raw bytes, token hashes as the first STORED_HASH_BYTES (16) bytes of
+ * their SHA-256 (families written before kept all 32; the scripts compare the presented
+ * hash cut to the stored length, so both verify), times in ms, the user agent encoded
+ * (user-agent-codec.ts). A packed string rather than a HASH
  * because a hash with any value over 64 bytes (a browser's user agent) leaves the
  * compact listpack encoding and doubles in size (measured: ~1040 vs ~456 bytes).
  */
@@ -58,7 +61,7 @@ return 1
 `
 
 /**
- * rotate — KEYS[1] family; ARGV: presented hash, successor hash, nonce, now, idle ms,
+ * rotate — KEYS[1] family; ARGV: presented hash (all 32 bytes), successor hash (stored form), nonce, now, idle ms,
  * grace ms, ip, user agent, '1' to require a client, client id. The successor was derived by the gateway from the presented
  * token and this nonce; it is stored only if this call rotates.
  *
@@ -76,7 +79,10 @@ if now >= f[F_IDLE_EXP] or now >= f[F_ABS_EXP] then return {'invalid'} end
 -- A refresh token is bound to the client it was issued to (RFC 6749 §6): presented by
 -- another client it is unknown there, and the family is left alone (not a replay).
 if ARGV[9] == '1' and f[F_CLIENT] ~= ARGV[10] then return {'invalid'} end
-if ARGV[1] == f[F_HASH] then
+-- Is the presented token the one stored as \`stored\`? Stored hashes may be shorter than the
+-- presented one (see the format above): compare its first #stored bytes. '' is no token.
+local function presented (stored) return stored ~= '' and string.sub(ARGV[1], 1, #stored) == stored end
+if presented(f[F_HASH]) then
   -- The current token: rotate. It becomes the previous one (kept only for the grace rule).
   f[F_PREV] = f[F_HASH]
   f[F_HASH] = ARGV[2]
@@ -99,7 +105,7 @@ local grace = tonumber(ARGV[6])
 -- The immediate predecessor within the grace window: hand back the nonce of the rotation
 -- it already caused, so the caller re-derives the same successor. No write: the lifetimes
 -- were extended by that rotation and must not be extended twice, and no branch is made.
-if grace > 0 and f[F_PREV] ~= '' and ARGV[1] == f[F_PREV] and now - f[F_ROTATED] <= grace then
+if grace > 0 and presented(f[F_PREV]) and now - f[F_ROTATED] <= grace then
   local reply = ${PUBLIC_FIELDS}
   table.insert(reply, 1, 'grace')
   table.insert(reply, f[F_NONCE])
@@ -172,7 +178,8 @@ export const FAMILY_SCRIPTS = {
 
 export type FamilyScriptName = keyof typeof FAMILY_SCRIPTS
 
-type Arg = string | number | Buffer
+export type ScriptArg = string | number | Buffer
+type Arg = ScriptArg
 /** Public family fields as the scripts return them (see PUBLIC_FIELDS). */
 export type PublicFieldsReply = [string, string, string, number, number, number, number, number, string, string]
 

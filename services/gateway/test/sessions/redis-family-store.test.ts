@@ -111,18 +111,43 @@ t.test('every key the store writes has a TTL, bounded by the family lifetimes', 
   t.ok(await admin.pttl(store.userIndexKey('alice')) > LIMITS.maxTtlMs - 5000, 'the index lives as long as its longest member')
 })
 
-t.test('the family key stays a compact string; memory per session is measured', async (t) => {
+t.test('the family key stays a compact string; a live session fits in 400 bytes of Redis', async (t) => {
   const { store } = await makeStore(t)
-  const { family } = await store.create(newFamily('alice', { userId: 'a5c8e2f0-1b2c-4d5e-8f90-123456789abc', userAgent: CHROME_UA }))
+  const userId = 'a5c8e2f0-1b2c-4d5e-8f90-123456789abc'
+  const { token, family } = await store.create(newFamily(userId, { userAgent: CHROME_UA }))
   const key = store.familyKey(family.sid)
   t.equal(await admin.type(key), 'string')
+  // A live session has been refreshed: it holds a previous hash and a nonce too.
+  t.equal((await store.rotate(token, { ...SEEN, userAgent: CHROME_UA })).kind, 'rotated')
+  await store.create(newFamily(userId, { userAgent: CHROME_UA }))
   const typical = await admin.memory('USAGE', key) as number
+  const index = await admin.memory('USAGE', store.userIndexKey(userId)) as number
   const { family: long } = await store.create(newFamily('alice', { userAgent: 'x'.repeat(400) }))
   const worst = await admin.memory('USAGE', store.familyKey(long.sid)) as number
-  const index = await admin.memory('USAGE', store.userIndexKey('alice')) as number
-  t.comment(`MEMORY USAGE: family with a ${CHROME_UA.length}-char UA ${typical} B, with a 200-char UA ${worst} B, index of 2 ${index} B`)
-  t.ok(typical <= 512, `typical family ${typical} B <= 512 B`)
-  t.ok(worst <= 640, `longest family ${worst} B <= 640 B`)
+  t.comment(`MEMORY USAGE: refreshed family with a ${CHROME_UA.length}-char UA ${typical} B, index of 2 ${index} B; new family with a 200-char UA ${worst} B`)
+  t.ok(typical + index / 2 <= 400, `family ${typical} B + index share ${index / 2} B <= 400 B`)
+  t.ok(worst <= 512, `family with the longest kept UA ${worst} B <= 512 B`)
+  const [listed] = await store.listForUser(userId)
+  t.equal(listed?.userAgent, CHROME_UA, 'the sessions list shows the user agent as sent')
+})
+
+t.test('families stored with full 32-byte hashes (before hashes were cut to 16) still rotate and keep their grace', async (t) => {
+  const clock = new ManualClock()
+  const { store, client } = await makeStore(t, LIMITS, clock)
+  const first = mintInitialToken()
+  const now = clock.now()
+  // What create wrote before: the whole SHA-256 of the token, the user agent as sent.
+  const created = await client.eval(FAMILY_SCRIPTS.lkFamilyCreate.lua, 1, store.familyKey(first.sid),
+    'alice', 'browser', 'notes:read', Buffer.from(first.hash, 'base64url'), now, now + LIMITS.idleTtlMs, now + LIMITS.maxTtlMs, 'Mozilla/5.0 old', '203.0.113.9')
+  t.equal(created, 1)
+  const rotated = await store.rotate(first, SEEN)
+  t.equal(rotated.kind, 'rotated', 'the old-format current hash matches')
+  if (rotated.kind !== 'rotated') return
+  t.equal(rotated.family.userAgent, SEEN.userAgent)
+  const retried = await store.rotate(first, SEEN)
+  t.equal(retried.kind, 'grace', 'the old-format previous hash matches inside grace')
+  t.equal(retried.kind === 'grace' ? retried.token.raw : '', rotated.token.raw, 'the same successor')
+  t.equal((await store.rotate(rotated.token, SEEN)).kind, 'rotated', 'the successor (stored in the new form) rotates')
 })
 
 t.test('SCRIPT FLUSH between refreshes: EVALSHA falls back to EVAL and nothing is lost', async (t) => {
