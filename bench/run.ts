@@ -26,7 +26,7 @@ import { cookieChains, grantChains, perConnectionHeader, type ChainSet } from '.
 import { summariseProfile } from './lib/cpu-profile.js'
 import { type LoadSpec, type Sample, runLoad, summarise } from './lib/load.js'
 import { nginxAvailable, startNginx } from './lib/nginx.js'
-import { ROOT, freePort, rssBytes, stopAll, stopChildrenOnExit, treeCpuTimeMs } from './lib/processes.js'
+import { ROOT, freePort, rssBytes, stopAll, stopChildrenOnExit, treeCpuTimeMs, treeRssBytes } from './lib/processes.js'
 import { type Row, type Target, atLeast, atMost, fmtRatio, markdownTable, ratio, targetsTable } from './lib/report.js'
 import {
   AUDIENCE, type LaunchOptions, type Service, createWorkspace, gatewayEnv, startGateway, startPeer, startRedis, startResource
@@ -45,6 +45,8 @@ const SMALL_SESSIONS = 1_000
 /** Concurrent connections per row: enough to saturate two cores, few enough for honest latencies. */
 const CONNECTIONS = { get: 32, refresh: 32, clientCredentials: 32, login: 8 } as const
 const SETS = ['get', 'scale', 'tokens'] as const
+/** Workers of the pooled gateway rows: one per core of the machine. */
+const POOL_WORKERS = Math.max(2, os.availableParallelism())
 type SetName = typeof SETS[number]
 
 const { values: args } = parseArgs({
@@ -226,6 +228,13 @@ async function main (): Promise<void> {
   log('starting the resource, the gateways and the peers')
   const resource = await startResource(launch, resourcePort, gatewayUrl)
   const gateway = await startGateway('gateway', launch, gatewayEnv(ws, gatewayPort, redisA.url, resource.url), true)
+  // The same gateway as a pool of one worker per core (WORKERS, see services/gateway/src/workers.ts)
+  // on the same Redis, keys and issuer (a replica of the main one): what a 2-core host would
+  // run, and how Keycloak's and Hydra's published figures are taken (all of the machine's CPUs).
+  const poolPort = await freePort()
+  const pool = only.has('tokens') || only.has('get')
+    ? await startGateway(`gateway (WORKERS=${POOL_WORKERS})`, launch, { ...gatewayEnv(ws, poolPort, redisA.url, resource.url), ISSUER: gatewayUrl, WORKERS: String(POOL_WORKERS) }, false)
+    : undefined
   if (scale !== undefined) {
     for (const [label, side] of [['1k', scale.small], ['large', scale.large]] as const) {
       side.gateway = await startGateway(`gateway (${label})`, launch, gatewayEnv(ws, await freePort(), side.redis.url, resource.url), false)
@@ -274,12 +283,13 @@ async function main (): Promise<void> {
     add(member({ set: 'get', key: 'resource_verified', name: 'resource, token verified (direct)', group: g1, kind: 'latchkey', connections: CONNECTIONS.get, cpu: [['resource', resource.child.pid]], spec: getSpec(resource.url), probe: probe(resource.url) }))
     add(member({ set: 'get', key: 'resource_noauth', name: 'same route, verification off (ceiling)', group: g1, kind: 'peer', connections: CONNECTIONS.get, cpu: [['server', noauth.child.pid]], spec: getSpec(noauth.url), probe: probe(noauth.url) }))
     add(member({ set: 'get', key: 'gateway_proxy', name: 'gateway: auth + proxy', group: g2, kind: 'latchkey', connections: CONNECTIONS.get, cpu: [['gateway', gateway.child.pid], ['resource', resource.child.pid]], spec: getSpec(gatewayUrl), probe: probe(gatewayUrl) }))
+    if (pool !== undefined) add(member({ set: 'get', key: 'gateway_proxy_pool', name: `gateway: auth + proxy, WORKERS=${POOL_WORKERS}`, group: g2, kind: 'latchkey', connections: CONNECTIONS.get, cpu: [['gateway', pool.child.pid], ['resource', resource.child.pid]], spec: getSpec(pool.url), probe: probe(pool.url) }))
     add(member({ set: 'get', key: 'http_proxy', name: 'http-proxy, no auth', group: g2, kind: 'peer', connections: CONNECTIONS.get, cpu: [['proxy', httpProxy.child.pid], ['resource', resource.child.pid]], spec: getSpec(httpProxy.url), probe: probe(httpProxy.url) }))
     add(member({ set: 'get', key: 'fastify_proxy', name: '@fastify/http-proxy, no auth', group: g2, kind: 'peer', connections: CONNECTIONS.get, cpu: [['proxy', fastifyProxy.child.pid], ['resource', resource.child.pid]], spec: getSpec(fastifyProxy.url), probe: probe(fastifyProxy.url) }))
     const nginxRow = add(member({ set: 'get', key: 'nginx', name: 'nginx, no auth', group: g2, kind: 'peer', connections: CONNECTIONS.get, ...(nginx === undefined ? {} : { spec: getSpec(nginx.url), probe: probe(nginx.url), cpu: [['proxy', nginx.child.pid], ['resource', resource.child.pid]] }) }))
     if (nginx === undefined) nginxRow.skipped = 'nginx is not on PATH'
     add(member({ set: 'get', key: 'fastify_jwt', name: '@fastify/jwt + get-jwks (same route)', group: g3, kind: 'peer', connections: CONNECTIONS.get, cpu: [['server', fastifyJwt.child.pid]], spec: getSpec(fastifyJwt.url), probe: probe(fastifyJwt.url) }))
-    await runSet('get', ['resource_verified', 'resource_noauth', 'fastify_jwt', 'gateway_proxy', 'http_proxy', 'fastify_proxy', 'nginx'].map(get))
+    await runSet('get', ['resource_verified', 'resource_noauth', 'fastify_jwt', 'gateway_proxy', 'gateway_proxy_pool', 'http_proxy', 'fastify_proxy', 'nginx'].filter(k => members.has(k)).map(get))
   }
 
   // --- Set "scale": refresh rotations with 1,000 and with 1,000,000 live sessions ---
@@ -323,13 +333,30 @@ async function main (): Promise<void> {
       spec: async () => ({ url: gatewayUrl, method: 'POST', path: '/auth/login', connections: CONNECTIONS.login, headers: loginHeaders, body: loginBody }),
       probe: async () => await status(`${gatewayUrl}/auth/login`, { method: 'POST', headers: loginHeaders, body: loginBody })
     }))
-    await runSet('tokens', [cookie, grant, get('client_credentials'), get('login')])
+    const pooled: Member[] = []
+    if (pool !== undefined) {
+      const poolCpu: ReadonlyArray<readonly [string, number]> = [['gateway', pool.child.pid], ['redis', redisA.child.pid]]
+      const w = `WORKERS=${POOL_WORKERS}`
+      const cookiePool = add(member({ set: 'tokens', key: 'refresh_cookie_pool', name: `refresh rotation, /auth/refresh, ${w}`, group: g4, kind: 'latchkey', connections: CONNECTIONS.refresh, cpu: poolCpu, spec: refreshSpec(() => cookiePool, pool.url, rA, ws.userId, ws.userScope, 'cookie') }))
+      const grantPool = add(member({ set: 'tokens', key: 'refresh_grant_pool', name: `refresh rotation, refresh_token grant, ${w}`, group: g4, kind: 'latchkey', connections: CONNECTIONS.refresh, cpu: poolCpu, spec: refreshSpec(() => grantPool, pool.url, rA, ws.userId, ws.userScope, 'grant') }))
+      const ccPool = add(member({
+        set: 'tokens',
+        key: 'client_credentials_pool', name: `client_credentials token, ${w}`, group: g4, kind: 'latchkey', connections: CONNECTIONS.clientCredentials, cpu: [['gateway', pool.child.pid]],
+        spec: async () => ({ url: pool.url, method: 'POST', path: '/oauth/token', connections: CONNECTIONS.clientCredentials, headers: ccHeaders, body: 'grant_type=client_credentials' }),
+        probe: async () => await status(`${pool.url}/oauth/token`, { method: 'POST', headers: ccHeaders, body: 'grant_type=client_credentials' })
+      }))
+      pooled.push(cookiePool, grantPool, ccPool)
+    }
+    await runSet('tokens', [cookie, grant, get('client_credentials'), get('login'), ...pooled])
   }
 
   const rss = rssBytes(gateway.child.pid)
   const gatewayRssMb = rss.now === undefined ? undefined : round(rss.now / 2 ** 20, 1)
   const gatewayPeakMb = rss.peak === undefined ? undefined : round(rss.peak / 2 ** 20, 1)
   log(`gateway RSS after the run: ${gatewayRssMb ?? '?'} MB (peak ${gatewayPeakMb ?? '?'} MB)`)
+  const poolRss = pool === undefined ? undefined : treeRssBytes(pool.child.pid)
+  const poolRssMb = poolRss === undefined ? undefined : round(poolRss / 2 ** 20, 1)
+  if (pool !== undefined) log(`gateway pool (WORKERS=${POOL_WORKERS}) RSS after the run: ${poolRssMb ?? '?'} MB, primary and workers together`)
 
   log('stopping')
   await gateway.child.stop(30_000)
@@ -340,8 +367,8 @@ async function main (): Promise<void> {
   ws.remove()
 
   // --- Figures ---
-  const order = ['resource_verified', 'resource_noauth', 'gateway_proxy', 'http_proxy', 'fastify_proxy', 'nginx', 'fastify_jwt',
-    'refresh_cookie', 'refresh_grant', 'client_credentials', 'login', 'refresh_1k', 'refresh_1m']
+  const order = ['resource_verified', 'resource_noauth', 'gateway_proxy', 'gateway_proxy_pool', 'http_proxy', 'fastify_proxy', 'nginx', 'fastify_jwt',
+    'refresh_cookie', 'refresh_grant', 'client_credentials', 'login', 'refresh_cookie_pool', 'refresh_grant_pool', 'client_credentials_pool', 'refresh_1k', 'refresh_1m']
   const rows: Row[] = order.filter(k => members.has(k)).map(k => {
     const m = get(k)
     const base = { key: m.key, name: m.name, group: m.group, set: m.set, kind: m.kind, connections: m.connections, ...(k === 'login' ? { ownScale: true } : {}) }
@@ -364,6 +391,7 @@ async function main (): Promise<void> {
     proxy_auth_vs_plain_proxy: ratio(row('gateway_proxy'), row('http_proxy')),
     proxy_auth_vs_fastify_proxy: ratio(row('gateway_proxy'), row('fastify_proxy')),
     proxy_auth_vs_direct: ratio(row('gateway_proxy'), row('resource_verified')),
+    proxy_auth_pool_vs_direct: ratio(row('gateway_proxy_pool'), row('resource_verified')),
     plain_proxy_vs_direct: ratio(row('http_proxy'), row('resource_verified')),
     fastify_proxy_vs_direct: ratio(row('fastify_proxy'), row('resource_verified')),
     nginx_vs_direct: ratio(row('nginx'), row('resource_verified')),
@@ -375,6 +403,7 @@ async function main (): Promise<void> {
     ['resource_verified', `${fmtRatio(figures.resource_verify_vs_noauth)} of no-auth`],
     ['resource_noauth', 'ceiling'],
     ['gateway_proxy', `${fmtRatio(figures.proxy_auth_vs_plain_proxy)} of http-proxy · ${fmtRatio(figures.proxy_auth_vs_fastify_proxy)} of @fastify/http-proxy · ${fmtRatio(figures.proxy_auth_vs_direct)} of direct`],
+    ['gateway_proxy_pool', `${fmtRatio(figures.proxy_auth_pool_vs_direct)} of direct`],
     ['http_proxy', `${fmtRatio(figures.plain_proxy_vs_direct)} of direct`],
     ['fastify_proxy', `${fmtRatio(figures.fastify_proxy_vs_direct)} of direct`],
     ['nginx', `${fmtRatio(figures.nginx_vs_direct)} of direct`],
@@ -383,14 +412,18 @@ async function main (): Promise<void> {
   ])
   const cpus = os.cpus().length
   const targets: Target[] = [
-    atLeast('Refresh rotations/s, /auth/refresh', 5000, row('refresh_cookie')?.rps, '/s'),
-    atLeast('Refresh rotations/s, refresh_token grant', 5000, row('refresh_grant')?.rps, '/s'),
-    atLeast('Client-credentials tokens/s', 8000, row('client_credentials')?.rps, '/s'),
+    atLeast('Refresh rotations/s, /auth/refresh (one process)', 5000, row('refresh_cookie')?.rps, '/s'),
+    atLeast(`Refresh rotations/s, /auth/refresh (WORKERS=${POOL_WORKERS})`, 5000, row('refresh_cookie_pool')?.rps, '/s'),
+    atLeast('Refresh rotations/s, refresh_token grant (one process)', 5000, row('refresh_grant')?.rps, '/s'),
+    atLeast(`Refresh rotations/s, refresh_token grant (WORKERS=${POOL_WORKERS})`, 5000, row('refresh_grant_pool')?.rps, '/s'),
+    atLeast('Client-credentials tokens/s (one process)', 8000, row('client_credentials')?.rps, '/s'),
+    atLeast(`Client-credentials tokens/s (WORKERS=${POOL_WORKERS})`, 8000, row('client_credentials_pool')?.rps, '/s'),
     atLeast(`Logins/s (Keycloak: 15 per vCPU × ${cpus})`, 15 * cpus, row('login')?.rps, '/s'),
     atLeast('Proxied GET vs plain http-proxy', 0.9, figures.proxy_auth_vs_plain_proxy, '×'),
-    atLeast('Proxied GET vs direct', 0.3, figures.proxy_auth_vs_direct, '×'),
+    atLeast('Proxied GET vs direct (one process)', 0.3, figures.proxy_auth_vs_direct, '×'),
+    atLeast(`Proxied GET vs direct (WORKERS=${POOL_WORKERS})`, 0.3, figures.proxy_auth_pool_vs_direct, '×'),
     atLeast('Verified resource GET vs no auth', 0.8, figures.resource_verify_vs_noauth, '×'),
-    atMost('Gateway RSS after the run', 200, gatewayRssMb, 'MB'),
+    atMost('Gateway RSS after the run (one process)', 200, gatewayRssMb, 'MB'),
     atMost('Redis per live session', 400, memory?.bytes_per_session, 'bytes'),
     atLeast(`Refresh rate, ${largeLabel} vs ${SMALL_SESSIONS.toLocaleString('en-US')} live sessions`, 0.9, figures.refresh_rps_1m_vs_1k, '×')
   ]
@@ -410,6 +443,11 @@ async function main (): Promise<void> {
     refresh_rps: row('refresh_cookie')?.rps ?? null,
     refresh_grant_rps: row('refresh_grant')?.rps ?? null,
     client_credentials_rps: row('client_credentials')?.rps ?? null,
+    pool_workers: POOL_WORKERS,
+    refresh_rps_pool: row('refresh_cookie_pool')?.rps ?? null,
+    refresh_grant_rps_pool: row('refresh_grant_pool')?.rps ?? null,
+    client_credentials_rps_pool: row('client_credentials_pool')?.rps ?? null,
+    gateway_pool_rss_mb: poolRssMb ?? null,
     login_rps: row('login')?.rps ?? null,
     ...figures,
     gateway_rss_mb: gatewayRssMb ?? null,
@@ -433,7 +471,7 @@ async function main (): Promise<void> {
   writeFileSync(join(outDir, 'latest.svg'), chartSvg('latchkey benchmark', subtitle, rows, targets))
 
   const extra = [
-    `Gateway RSS after the run: ${gatewayRssMb ?? '–'} MB (peak ${gatewayPeakMb ?? '–'} MB).`,
+    `Gateway RSS after the run: ${gatewayRssMb ?? '–'} MB (peak ${gatewayPeakMb ?? '–'} MB); the WORKERS=${POOL_WORKERS} pool, primary and workers together: ${poolRssMb ?? '–'} MB.`,
     memory === undefined
       ? ''
       : `Redis per live session: ${memory.bytes_per_session} bytes (family key ${memory.family_bytes} + user-index share ${memory.index_bytes_per_session}, ${memory.sessions_per_user} sessions per user; INFO used_memory grew ${Number.isNaN(memory.used_memory_per_session) ? '–' : memory.used_memory_per_session} bytes per session over ${memory.measured_on_sessions.toLocaleString('en-US')}).`

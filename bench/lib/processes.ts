@@ -141,17 +141,27 @@ export function cpuTimeMs (pid: number): number | undefined {
   }
 }
 
-/** CPU time of a process and its direct children (nginx's workers), in ms. */
+function childPids (pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)
+  } catch {
+    // no children file (older kernels): the process alone
+    return []
+  }
+}
+
+/** CPU time of a process and its direct children (nginx's workers, a gateway pool's workers), in ms. */
 export function treeCpuTimeMs (pid: number): number | undefined {
   const own = cpuTimeMs(pid)
   if (own === undefined) return undefined
-  let children: number[] = []
-  try {
-    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)
-  } catch {
-    // no children file (older kernels): the process alone
-  }
-  return children.reduce((sum, c) => sum + (cpuTimeMs(c) ?? 0), own)
+  return childPids(pid).reduce((sum, c) => sum + (cpuTimeMs(c) ?? 0), own)
+}
+
+/** RSS of a process and its direct children, in bytes (a gateway pool: primary + workers). */
+export function treeRssBytes (pid: number): number | undefined {
+  const own = rssBytes(pid).now
+  if (own === undefined) return undefined
+  return childPids(pid).reduce((sum, c) => sum + (rssBytes(c).now ?? 0), own)
 }
 
 /** Stop every child still running (in reverse start order: clients before servers). */

@@ -2,6 +2,7 @@
  * Builds the gateway's Fastify instance from a frozen config. Listening and shutdown live
  * in main.ts; tests call `buildGatewayApp` and `close()` it in teardown.
  */
+import type { Registry } from 'prom-client'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { DestinationStream } from 'pino'
 import { randomUUID } from 'node:crypto'
@@ -51,6 +52,8 @@ export interface BuildGatewayOptions {
   readonly deps?: Partial<GatewayDeps>
   /** Where JSON log lines go (tests capture them); default stdout. */
   readonly logStream?: DestinationStream
+  /** What GET /metrics answers, given this app's registry (a pool worker answers for the whole pool); default the registry itself. */
+  readonly metricsSource?: (registry: Registry) => () => Promise<string>
 }
 
 export interface GatewayInfo {
@@ -145,7 +148,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   const verifier = new AccessTokenVerifier({ keys, issuer: config.issuer, clock })
 
   installErrorHandling(app)
-  await app.register(metricsPlugin, { metrics })
+  await app.register(metricsPlugin, { metrics, text: options.metricsSource?.(metrics.registry) })
   const limiter = await createLoginLimiter(app, config.loginLimits, redis, events)
   await app.register(healthRoutes, { readiness })
   await app.register(jwksRoute, { keys })

@@ -3,6 +3,7 @@
  * and handed down. Nothing else in the gateway reads `process.env`.
  */
 import { readFileSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 import { ConfigError } from '#shared/errors.js'
 import {
   type Env, type HostPort, deepFreeze, readBool, readDurationS, readEnum, readHostPorts, readInt, readList,
@@ -24,6 +25,9 @@ export const REDIS_WAIT_REPLICAS = 0
 export const REDIS_KEY_PREFIX = 'lk:'
 
 /** Brute-force limits on password checks (login and the password grant), per window. */
+/** Gateway processes sharing the port (node:cluster, see workers.ts); 1 runs no cluster. */
+export const WORKERS = 1
+export const MAX_WORKERS = 64
 export const LOGIN_MAX_ATTEMPTS_PER_USER = 10
 export const LOGIN_MAX_ATTEMPTS_PER_IP = 100
 export const LOGIN_ATTEMPT_WINDOW_S = 300
@@ -54,6 +58,8 @@ export interface GatewayConfig {
   /** Replicas that must acknowledge a rotation (`WAIT`) before it is answered; 0 = don't wait. */
   readonly redisWaitReplicas: number
   readonly redisKeyPrefix: string
+  /** WORKERS: processes serving the port; `auto` is one per CPU the process may use. */
+  readonly workers: number
   readonly signingKeysFile: string | undefined
   readonly usersFile: string | undefined
   readonly clientsFile: string | undefined
@@ -125,6 +131,22 @@ function readRedis (env: Env): RedisConfig {
   return { kind: 'none' }
 }
 
+function readWorkers (env: Env): number {
+  if (env.WORKERS?.trim() === 'auto') return Math.min(availableParallelism(), MAX_WORKERS)
+  return readInt(env, 'WORKERS', WORKERS, 1, MAX_WORKERS)
+}
+
+/**
+ * Several workers must share everything a request can touch: sessions, limits and
+ * revocations live in Redis, and every worker must sign with, and accept, the same keys.
+ */
+function checkWorkers (config: GatewayConfig): void {
+  if (config.workers === 1) return
+  if (config.devMode) throw new ConfigError('WORKERS', '`latchkey dev` runs one process; WORKERS must be 1')
+  if (config.redis.kind === 'none') throw new ConfigError('WORKERS', 'more than one worker needs Redis (REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES): sessions would not be shared')
+  if (config.signingKeysFile === undefined) throw new ConfigError('WORKERS', 'more than one worker needs SIGNING_KEYS_FILE: each would generate its own key')
+}
+
 function readRedisPrefix (env: Env): string {
   const prefix = readString(env, 'REDIS_KEY_PREFIX', REDIS_KEY_PREFIX)
   // Braces would become the hash tag and pull every key into one cluster slot.
@@ -158,6 +180,7 @@ export function loadGatewayConfig (env: Env, overrides: { devMode?: boolean } = 
     redis: readRedis(env),
     redisWaitReplicas: readInt(env, 'REDIS_WAIT_REPLICAS', REDIS_WAIT_REPLICAS, 0, 16),
     redisKeyPrefix: readRedisPrefix(env),
+    workers: readWorkers(env),
     signingKeysFile: readOptional(env, 'SIGNING_KEYS_FILE'),
     usersFile: readOptional(env, 'USERS_FILE'),
     clientsFile: readOptional(env, 'CLIENTS_FILE'),
@@ -177,5 +200,6 @@ export function loadGatewayConfig (env: Env, overrides: { devMode?: boolean } = 
     devMode: overrides.devMode ?? false,
     demoPage: readBool(env, 'DEMO_PAGE', overrides.devMode ?? false)
   }
+  checkWorkers(config)
   return deepFreeze(config)
 }

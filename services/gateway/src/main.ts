@@ -7,6 +7,7 @@ import closeWithGrace from 'close-with-grace'
 import type { FastifyInstance } from 'fastify'
 import type { GatewayConfig } from './config.js'
 import { buildGatewayApp } from './app.js'
+import { isPoolWorker, onPoolShutdown, runWorkerPool, workerMetricsSource } from './workers.js'
 
 /** Longest we wait for in-flight requests before exiting anyway (k8s terminationGracePeriodSeconds is above this). */
 export const SHUTDOWN_GRACE_MS = 20_000
@@ -18,10 +19,13 @@ export const SHUTDOWN_GRACE_MS = 20_000
 export const DRAIN_IDLE_SWEEP_MS = 100
 
 export async function startGateway (config: GatewayConfig, options: { alsoClose?: () => Promise<void> } = {}): Promise<FastifyInstance> {
-  const app = await buildGatewayApp(config)
-  closeWithGrace({ delay: SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
+  const worker = isPoolWorker()
+  const app = await buildGatewayApp(config, worker ? { metricsSource: workerMetricsSource } : {})
+  let closing = false
+  const handle = closeWithGrace({ delay: SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
+    closing = true
     if (err !== undefined) app.log.error({ err }, 'shutting down after an error')
-    else app.log.info({ signal }, 'shutting down: draining in-flight requests')
+    else app.log.info({ signal: signal ?? 'pool shutdown' }, 'shutting down: draining in-flight requests')
     app.latchkey.readiness.draining = true
     const sweep = setInterval(() => { app.server.closeIdleConnections() }, DRAIN_IDLE_SWEEP_MS)
     try {
@@ -30,6 +34,13 @@ export async function startGateway (config: GatewayConfig, options: { alsoClose?
       clearInterval(sweep)
     }
   })
+  if (worker) onPoolShutdown(() => { if (!closing) void handle.close() })
   await app.listen({ port: config.port, host: config.host })
   return app
+}
+
+/** `latchkey gateway`: one process, or with WORKERS > 1 a pool of them on the same port (workers.ts). */
+export async function serveGateway (config: GatewayConfig): Promise<void> {
+  if (config.workers > 1 && !isPoolWorker()) await runWorkerPool(config, SHUTDOWN_GRACE_MS)
+  else await startGateway(config)
 }

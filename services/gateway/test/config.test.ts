@@ -1,4 +1,5 @@
 import t from 'tap'
+import { availableParallelism } from 'node:os'
 import { ConfigError } from '#shared/errors.js'
 import { ACCESS_TTL_S, loadGatewayConfig, REFRESH_IDLE_TTL_S, REFRESH_REUSE_GRACE_S, SESSION_MAX_TTL_S } from '#gateway/config.js'
 
@@ -60,7 +61,13 @@ t.test('each bad value names its variable', async (t) => {
     [{ REDIS_CLUSTER_NODES: 'nohost' }, 'REDIS_CLUSTER_NODES'],
     [{ REDIS_SENTINELS: 'a:1', REDIS_CLUSTER_NODES: 'b:2', REDIS_SENTINEL_NAME: 'm' }, 'REDIS_SENTINELS'],
     [{ REDIS_KEY_PREFIX: '{x}' }, 'REDIS_KEY_PREFIX'],
-    [{ RESOURCE_URL: 'nope' }, 'RESOURCE_URL']
+    [{ RESOURCE_URL: 'nope' }, 'RESOURCE_URL'],
+    [{ WORKERS: '0' }, 'WORKERS'],
+    [{ WORKERS: 'many' }, 'WORKERS'],
+    [{ WORKERS: '65' }, 'WORKERS'],
+    // A pool must share sessions (Redis) and keys (a file): each worker alone would split them.
+    [{ WORKERS: '2', SIGNING_KEYS_FILE: '/k.json' }, 'WORKERS'],
+    [{ WORKERS: '2', REDIS_URL: 'redis://r:6379' }, 'WORKERS']
   ]
   for (const [env, name] of bad) {
     const err = t.throws(() => loadGatewayConfig(env)) as unknown as ConfigError
@@ -74,4 +81,13 @@ t.test('each bad value names its variable', async (t) => {
 t.test('a REDIS_URL password never appears in an error', async (t) => {
   const err = t.throws(() => loadGatewayConfig({ REDIS_URL: 'http://user:hunter2@host' })) as unknown as Error
   t.notMatch(err.message, /hunter2/)
+})
+
+t.test('WORKERS: 1 by default, a number, or auto (one per CPU); more than one needs Redis and a key file', async (t) => {
+  t.equal(loadGatewayConfig({}).workers, 1)
+  const shared = { REDIS_URL: 'redis://r:6379', SIGNING_KEYS_FILE: '/k.json' }
+  t.equal(loadGatewayConfig({ ...shared, WORKERS: '3' }).workers, 3)
+  t.equal(loadGatewayConfig({ ...shared, WORKERS: 'auto' }).workers, Math.min(availableParallelism(), 64))
+  const dev = t.throws(() => loadGatewayConfig({ ...shared, WORKERS: '2' }, { devMode: true })) as unknown as ConfigError
+  t.equal(dev.variable, 'WORKERS', '`latchkey dev` is one process')
 })

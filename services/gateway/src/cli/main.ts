@@ -4,7 +4,7 @@
  */
 import { ConfigError } from '#shared/errors.js'
 import { loadGatewayConfig } from '../config.js'
-import { startGateway } from '../main.js'
+import { serveGateway, startGateway } from '../main.js'
 import { loadResourceConfig } from '#resource/config.js'
 import { startResource } from '#resource/main.js'
 import type { CliIo } from './io.js'
@@ -63,7 +63,7 @@ export async function main (argv: string[], io: CliIo, env: Readonly<Record<stri
   try {
     switch (command) {
       case 'gateway': {
-        await startGateway(loadGatewayConfig(env))
+        await serveGateway(loadGatewayConfig(env))
         return -1
       }
       case 'resource': {

@@ -49,8 +49,9 @@ export function createGatewayMetrics (options: { defaultMetrics?: boolean } = {}
   }
 }
 
-async function metricsPlugin (app: FastifyInstance, opts: { metrics: GatewayMetrics }): Promise<void> {
+async function metricsPlugin (app: FastifyInstance, opts: { metrics: GatewayMetrics, text?: () => Promise<string> }): Promise<void> {
   const { metrics } = opts
+  const text = opts.text ?? (async () => await metrics.registry.metrics())
   app.addHook('onResponse', async (req, reply) => {
     // Proxied requests have their own histogram (observed by the proxy, upstream included).
     if (req.routeOptions.config.proxied === true) return
@@ -64,7 +65,7 @@ async function metricsPlugin (app: FastifyInstance, opts: { metrics: GatewayMetr
   app.get('/metrics', async (_req, reply) => {
     reply.header('Content-Type', metrics.registry.contentType)
     reply.header('Cache-Control', 'no-store')
-    return metrics.registry.metrics()
+    return await text()
   })
 }
 
