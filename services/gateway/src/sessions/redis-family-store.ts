@@ -131,14 +131,16 @@ export interface FamilyRecord {
   readonly now: number
   readonly idleExpiresAt: number
   readonly absoluteExpiresAt: number
-  /** Already clamped (USER_AGENT_MAX_CHARS, IP_MAX_CHARS). */
   readonly userAgent: string
   readonly ip: string
 }
 
 /** ARGV of the create script. Exported so that the bench writes sessions in bulk in exactly the store's format. */
 export function createScriptArgs (r: FamilyRecord): ScriptArg[] {
-  return [r.userId, r.clientId, r.scope, storedHash(r.tokenHash), r.now, r.idleExpiresAt, r.absoluteExpiresAt, encodeUserAgent(r.userAgent), r.ip]
+  return [
+    r.userId, r.clientId, r.scope, storedHash(r.tokenHash), r.now, r.idleExpiresAt, r.absoluteExpiresAt,
+    encodeUserAgent(clampText(r.userAgent, USER_AGENT_MAX_CHARS)), clampText(r.ip, IP_MAX_CHARS)
+  ]
 }
 
 export interface Rotation {
