@@ -31,6 +31,24 @@ t.test('least recently used goes first when full', async (t) => {
   t.equal(cache.get('d'), 4)
 })
 
+t.test('second chance: only entries hit since their last pass survive eviction', async (t) => {
+  const clock = new ManualClock(0)
+  const cache = new VerifiedTokenCache<number>({ clock, maxEntries: 3 })
+  cache.set('a', 1, 10_000)
+  cache.set('b', 2, 10_000)
+  cache.set('c', 3, 10_000)
+  cache.get('a')
+  cache.get('b')
+  cache.set('d', 4, 10_000)
+  t.equal(cache.get('c'), undefined, 'c, never hit, goes although a and b are older')
+  cache.set('e', 5, 10_000)
+  // a and b lost their marks when they were passed over; d was never hit: d goes
+  // (a strict LRU, re-ordering on every hit, would have evicted a here).
+  t.equal(cache.get('d'), undefined)
+  t.same([cache.get('a'), cache.get('b'), cache.get('e')], [1, 2, 5])
+  t.equal(cache.size, 3)
+})
+
 t.test('expired entries at the old end are swept on insertion', async (t) => {
   const clock = new ManualClock(0)
   const cache = new VerifiedTokenCache<number>({ clock, maxEntries: 100 })

@@ -45,8 +45,21 @@ function workerPids (): number[] {
   return [...pids]
 }
 
-/** Pids of the workers that logged a completed request for `url`. */
-function servedBy (url: string): Set<number> {
+/**
+ * Pids of the workers that logged a completed request for `url`. A worker's log lines reach
+ * us through the primary's pipe, possibly after its answer did: wait (up to 2 s) for both.
+ */
+async function servedBy (url: string): Promise<Set<number>> {
+  const deadline = Date.now() + 2000
+  let pids = servedBySoFar(url)
+  while (pids.size < 2 && Date.now() < deadline) {
+    await new Promise(resolve => setTimeout(resolve, 50))
+    pids = servedBySoFar(url)
+  }
+  return pids
+}
+
+function servedBySoFar (url: string): Set<number> {
   const reqIds = new Set<string>()
   const pids = new Set<number>()
   for (const line of pool.stdout.split('\n')) {
@@ -90,7 +103,7 @@ t.test('two workers share the port and both serve', async (t) => {
   t.notOk(pids.includes(pool.child.pid as number), 'the primary serves nothing itself')
   const answers = await Promise.all(Array.from({ length: 20 }, clientToken))
   t.same([...new Set(answers.map(a => a.status))], [200], '20 tokens, each on its own connection')
-  t.same([...servedBy('/oauth/token')].sort(), [...pids].sort(), 'both workers issued some')
+  t.same([...await servedBy('/oauth/token')].sort(), [...pids].sort(), 'both workers issued some')
 })
 
 t.test('GET /metrics answers for the whole pool, whichever worker serves it', async (t) => {
@@ -98,7 +111,7 @@ t.test('GET /metrics answers for the whole pool, whichever worker serves it', as
   await Promise.all(Array.from({ length: 10 }, clientToken))
   const seen = await Promise.all(Array.from({ length: 6 }, tokensIssued))
   t.same([...new Set(seen)], [before + 10], `every scrape counts all ${before + 10} tokens`)
-  t.equal(servedBy('/metrics').size, 2, 'scrapes were answered by both workers')
+  t.equal((await servedBy('/metrics')).size, 2, 'scrapes were answered by both workers')
 })
 
 t.test('a session rotates across workers, and a replayed token revokes it there too', async (t) => {
@@ -113,7 +126,7 @@ t.test('a session rotates across workers, and a replayed token revokes it there 
     t.equal(r.status, 200, `rotation ${i + 1}`)
     current = cookieOf(r)
   }
-  t.ok(servedBy('/auth/refresh').size === 2, 'rotations were served by both workers')
+  t.ok((await servedBy('/auth/refresh')).size === 2, 'rotations were served by both workers')
   // Six generations old: grace covers only the immediate predecessor, so this is reuse (rule 2).
   t.equal((await refresh(first)).status, 401, 'an old token is reuse')
   t.equal((await refresh(current)).status, 401, 'and the live successor died with the family')

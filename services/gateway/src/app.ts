@@ -35,6 +35,9 @@ export const KEEP_ALIVE_TIMEOUT_MS = 72_000
 /** Default body limit for routes that do not set their own (proxied bodies stream past it). */
 export const BODY_LIMIT_BYTES = 1024 * 1024
 
+/** Request ids, for Fastify and for the proxy's fast lane alike. */
+const genReqId = (): string => randomUUID()
+
 export interface GatewayDeps {
   readonly clock: Clock
   readonly store: FamilyStore
@@ -85,7 +88,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
       // Belt and braces: no route logs these, but a future debug line must not either.
       redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'res.headers["set-cookie"]', '*.password', '*.refresh_token', '*.client_secret'], censor: '[redacted]' }
     },
-    genReqId: () => randomUUID(),
+    genReqId,
     requestIdHeader: false,
     connectionTimeout: CONNECTION_TIMEOUT_MS,
     requestTimeout: REQUEST_TIMEOUT_MS,
@@ -154,7 +157,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   await app.register(jwksRoute, { keys })
   await app.register(authRoutes, { config, store: familyStore, users, issuer, verifier, clock, events, limiter, revoked })
   await app.register(oauthRoutes, { config, store: familyStore, users, clients, issuer, events, limiter })
-  await app.register(proxyPlugin, { routes: config.routes, keys, issuer: config.issuer, metrics, revoked, clock })
+  await app.register(proxyPlugin, { routes: config.routes, keys, issuer: config.issuer, metrics, revoked, clock, genReqId })
   if (config.demoPage) await app.register(demoPagePlugin)
 
   app.addHook('onClose', async () => { await familyStore.close() })

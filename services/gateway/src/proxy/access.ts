@@ -63,6 +63,14 @@ export class ProxyAccess {
    * `WWW-Authenticate` header: 401 without an error code when no credentials were sent,
    * 401 `invalid_token` (bad, expired, revoked, other audience), 403 `insufficient_scope`.
    */
+  /**
+   * `admit` without waiting, for a token already verified once (the fast lane): the token when
+   * `admit` would return it, undefined when `admit` must decide (and explain a refusal).
+   */
+  admitCached (authorization: string | undefined, route: RouteConfig): AccessToken | undefined {
+    return this.verifier.cachedAuthorization(authorization, token => hasAudience(token, route.audience) && route.scopes.every(s => token.scopes.has(s)))
+  }
+
   async admit (authorization: string | undefined, route: RouteConfig): Promise<AccessToken> {
     const token = await this.verifier.verifyAuthorization(authorization)
     if (!hasAudience(token, route.audience)) {

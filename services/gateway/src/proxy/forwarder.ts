@@ -31,6 +31,7 @@ const CLIENT_CLOSED = '499'
 export interface Exchange {
   readonly route: ProxyRoute
   readonly log: FastifyBaseLogger
+  readonly requestId: string
   readonly startedAt: bigint
   upstreamRequest?: ClientRequest
   /** A response (or a failure answer) has started towards the client. */
@@ -39,6 +40,13 @@ export interface Exchange {
   upgraded: boolean
   failed: boolean
 }
+
+/**
+ * http-proxy's events carry the client request, not our state: the exchange rides on the
+ * request itself. (A WeakMap keyed by request cost a GC ephemeron per proxied request.)
+ */
+const EXCHANGE = Symbol('latchkey.exchange')
+type ExchangeCarrier = IncomingMessage & { [EXCHANGE]?: Exchange }
 
 export interface ForwarderOptions {
   readonly metrics: GatewayMetrics
@@ -61,7 +69,6 @@ export class Forwarder {
   readonly #proxy: httpProxy
   readonly #metrics: GatewayMetrics
   readonly #timeoutMs: number
-  readonly #exchanges = new WeakMap<IncomingMessage, Exchange>()
   /** Both ends of every switched WebSocket, so closing the app can end them. */
   readonly #tunnels = new Set<Duplex>()
 
@@ -81,7 +88,7 @@ export class Forwarder {
   }
 
   web (exchange: Exchange, req: IncomingMessage, res: ServerResponse): void {
-    this.#exchanges.set(req, exchange)
+    (req as ExchangeCarrier)[EXCHANGE] = exchange
     res.once('close', () => {
       const status = res.headersSent ? String(res.statusCode) : CLIENT_CLOSED
       this.#metrics.proxyDuration.observe({ route: exchange.route.label, status_code: status }, seconds(exchange.startedAt))
@@ -96,7 +103,7 @@ export class Forwarder {
   }
 
   ws (exchange: Exchange, req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    this.#exchanges.set(req, exchange)
+    (req as ExchangeCarrier)[EXCHANGE] = exchange
     // A fresh connection per WebSocket: a switched socket never returns to a pool.
     this.#proxy.ws(req, socket, head, { target: exchange.route.target, agent: false }, (err) => { this.#onWsError(exchange, err, socket) })
   }
@@ -108,7 +115,7 @@ export class Forwarder {
   }
 
   #onUpstreamRequest (proxyReq: ClientRequest, req: IncomingMessage, res: ServerResponse): void {
-    const exchange = this.#exchanges.get(req)
+    const exchange = (req as ExchangeCarrier)[EXCHANGE]
     if (exchange === undefined) return
     exchange.upstreamRequest = proxyReq
     // The client left while this request waited for a pooled socket.
@@ -127,7 +134,7 @@ export class Forwarder {
   }
 
   #onUpstreamResponse (proxyRes: IncomingMessage, req: IncomingMessage, res: ServerResponse): void {
-    const exchange = this.#exchanges.get(req)
+    const exchange = (req as ExchangeCarrier)[EXCHANGE]
     if (exchange === undefined || exchange.failed || res.destroyed) {
       proxyRes.destroy()
       return
@@ -175,11 +182,11 @@ export class Forwarder {
     const kind = classifyUpstreamError(err)
     this.#metrics.upstreamErrors.inc({ route: exchange.route.label, kind })
     // The errno is enough to act on; the message can carry the upstream's address.
-    exchange.log.warn({ route: exchange.route.label, kind, code: (err as { code?: unknown }).code }, 'upstream request failed')
+    exchange.log.warn({ reqId: exchange.requestId, route: exchange.route.label, kind, code: (err as { code?: unknown }).code }, 'upstream request failed')
   }
 
   #onUpstreamUpgradeRequest (proxyReq: ClientRequest, req: IncomingMessage, socket: Socket): void {
-    const exchange = this.#exchanges.get(req)
+    const exchange = (req as ExchangeCarrier)[EXCHANGE]
     if (exchange === undefined) return
     exchange.upstreamRequest = proxyReq
     proxyReq.setTimeout(this.#timeoutMs, () => { proxyReq.destroy(new UpstreamTimeoutError()) })

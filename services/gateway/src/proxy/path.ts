@@ -35,7 +35,19 @@ export function splitTarget (url: string): { readonly path: string, readonly que
   return q === -1 ? { path: url, query: '' } : { path: url.slice(0, q), query: url.slice(q) }
 }
 
+/**
+ * Paths already in normal form, which the full algorithm would return unchanged: segments of
+ * pchars but `%` and `;`, none empty (no `//`), none starting with `.` (so no dot segment),
+ * an optional trailing `/`. Most requests look like this; they skip the decoding and splitting.
+ */
+const ALREADY_NORMAL = /^(?:\/(?!\.)[A-Za-z0-9\-._~!$&'()*+,=:@]+)*\/?$/
+
 export function normalisePath (raw: string): NormalisedPath {
+  return ALREADY_NORMAL.test(raw) ? { ok: true, path: raw } : normalisePathFully(raw)
+}
+
+/** The whole policy above, for any path (exported so tests can hold `normalisePath` to it). */
+export function normalisePathFully (raw: string): NormalisedPath {
   if (!PATH_SYNTAX.test(raw)) return { ok: false, reason: 'characters' }
   let refused: 'encoded_separator' | 'encoded_control' | undefined
   const decoded = raw.replace(TRIPLET, (triplet, hex: string) => {

@@ -33,7 +33,14 @@ export interface ProxyApp {
   token (claims?: Partial<AccessTokenClaims>, clock?: Clock): Promise<string>
 }
 
-export async function buildProxyApp (options: { routes: readonly RouteConfig[], timeoutMs?: number, clock?: Clock }): Promise<ProxyApp> {
+export interface ProxyAppOptions {
+  readonly routes: readonly RouteConfig[]
+  readonly timeoutMs?: number
+  readonly clock?: Clock
+  readonly fastLane?: boolean
+}
+
+export async function buildProxyApp (options: ProxyAppOptions): Promise<ProxyApp> {
   const logs: Array<Record<string, unknown>> = []
   const app = Fastify({
     logger: { level: 'info', stream: { write (line: string) { try { logs.push(JSON.parse(line) as Record<string, unknown>) } catch { /* not JSON */ } } } },
@@ -47,7 +54,7 @@ export async function buildProxyApp (options: { routes: readonly RouteConfig[], 
   const revoked = new Set<string>()
   const ownRouteHits: string[] = []
   installErrorHandling(app)
-  await app.register(proxyPlugin, { routes: options.routes, keys, issuer: ISSUER, metrics, revoked, clock: options.clock, timeoutMs: options.timeoutMs })
+  await app.register(proxyPlugin, { routes: options.routes, keys, issuer: ISSUER, metrics, revoked, clock: options.clock, timeoutMs: options.timeoutMs, fastLane: options.fastLane })
   app.all('/auth/*', async (req) => { ownRouteHits.push(req.url); return { reached: 'gateway' } })
   app.get('/.well-known/*', async (req) => { ownRouteHits.push(req.url); return { reached: 'gateway' } })
   app.get('/healthz', async () => ({ status: 'ok' }))
@@ -70,7 +77,7 @@ export interface ListeningProxy extends ProxyApp {
   readonly port: number
 }
 
-export async function proxyGateway (t: Teardown, options: { routes: readonly RouteConfig[], timeoutMs?: number, clock?: Clock }): Promise<ListeningProxy> {
+export async function proxyGateway (t: Teardown, options: ProxyAppOptions): Promise<ListeningProxy> {
   const built = await buildProxyApp(options)
   t.teardown(() => built.app.close())
   await built.app.listen({ port: 0, host: '127.0.0.1' })

@@ -3,8 +3,29 @@
  * bytes through a listening gateway — none may reach anything outside its prefix.
  */
 import t from 'tap'
-import { normalisePath, routeFor } from '#gateway/proxy/path.js'
+import { normalisePath, normalisePathFully, routeFor } from '#gateway/proxy/path.js'
 import { echoUpstream, proxyGateway, rawExchange, route, statusOf } from './harness.js'
+
+t.test('the already-normal shortcut agrees with the full algorithm', async (t) => {
+  // Pieces chosen to hit every rule's edge: dots, empty segments, params, triplets, bad bytes.
+  const pieces = ['/', 'a', '.', '..', '.a', 'a.', ';', ';x', '%2e', '%2E', '%41', '%2f', '%25', '%', '~', '-', '@', ':', '\\', 'é', ' ', '#']
+  let seed = 42
+  const next = (n: number): number => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed % n }
+  let shortcut = 0
+  for (let i = 0; i < 20_000; i++) {
+    let raw = '/'
+    for (let k = next(7); k > 0; k--) raw += pieces[next(pieces.length)]
+    const fast = normalisePath(raw)
+    const full = normalisePathFully(raw)
+    if (fast.ok && full.ok && fast.path === raw) shortcut++
+    if (JSON.stringify(fast) !== JSON.stringify(full)) {
+      t.fail(`${raw}: ${JSON.stringify(fast)} vs ${JSON.stringify(full)}`)
+      return
+    }
+  }
+  t.ok(shortcut > 1000, `20,000 random paths agree (${shortcut} already normal)`)
+  for (const raw of ['/api/me', '/api/', '/', '/api/a.b/c-d_e~f', "/api/!$&'()*+,=:@"]) t.same(normalisePath(raw), { ok: true, path: raw }, raw)
+})
 
 t.test('normalisePath', async (t) => {
   const ok: Array<[string, string]> = [
