@@ -187,3 +187,24 @@ t.test('SIGTERM: every worker drains its in-flight requests and the pool exits 0
     t.throws(() => process.kill(pid, 0), { code: 'ESRCH' }, `worker ${pid} is gone`)
   }
 })
+
+t.test('a pool whose workers cannot listen exits 1 at once, leaving no worker behind', async (t) => {
+  const redis = await redisForTest(t)
+  const blocker = http.createServer()
+  const taken = await freePort()
+  await new Promise<void>(resolve => blocker.listen(taken, '127.0.0.1', resolve))
+  t.teardown(() => { blocker.close() })
+  const started = Date.now()
+  const doomed = latchkey(t, ['gateway'], {
+    PORT: String(taken), HOST: '127.0.0.1', REDIS_URL: redis.url, REDIS_KEY_PREFIX: redis.prefix,
+    SIGNING_KEYS_FILE: files.keys, USERS_FILE: files.users, CLIENTS_FILE: files.clients, LOG_LEVEL: 'info', WORKERS: '2'
+  })
+  t.equal(await doomed.exited, 1, 'the primary exits 1')
+  const tookMs = Date.now() - started
+  t.ok(tookMs < 15_000, `within ${tookMs} ms, not after a shutdown grace or a signal`)
+  t.match(doomed.stderr, /port already in use/)
+  t.match(doomed.stdout, /a gateway worker exited before it listened/)
+  t.notMatch(doomed.stdout, /gateway worker died; starting another/, 'no replacement is forked for a worker that never listened')
+  const forked = new Set([...doomed.stdout.matchAll(/"worker":(\d+)/g)].map(m => Number(m[1])))
+  for (const pid of forked) t.throws(() => process.kill(pid, 0), { code: 'ESRCH' }, `worker ${pid} is gone`)
+})

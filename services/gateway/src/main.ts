@@ -7,7 +7,7 @@ import closeWithGrace from 'close-with-grace'
 import type { FastifyInstance } from 'fastify'
 import type { GatewayConfig } from './config.js'
 import { buildGatewayApp } from './app.js'
-import { isPoolWorker, onPoolShutdown, runWorkerPool, workerMetricsSource } from './workers.js'
+import { isPoolWorker, leavePool, onPoolShutdown, runWorkerPool, workerMetricsSource } from './workers.js'
 
 /** Longest we wait for in-flight requests before exiting anyway (k8s terminationGracePeriodSeconds is above this). */
 export const SHUTDOWN_GRACE_MS = 20_000
@@ -34,13 +34,29 @@ export async function startGateway (config: GatewayConfig, options: { alsoClose?
       clearInterval(sweep)
     }
   })
+  try {
+    await app.listen({ port: config.port, host: config.host })
+  } catch (err) {
+    // Nothing was served: release Redis and the rest so that the process can exit with the error.
+    handle.uninstall()
+    await app.close()
+    throw err
+  }
   if (worker) onPoolShutdown(() => { if (!closing) void handle.close() })
-  await app.listen({ port: config.port, host: config.host })
   return app
 }
 
 /** `latchkey gateway`: one process, or with WORKERS > 1 a pool of them on the same port (workers.ts). */
 export async function serveGateway (config: GatewayConfig): Promise<void> {
-  if (config.workers > 1 && !isPoolWorker()) await runWorkerPool(config, SHUTDOWN_GRACE_MS)
-  else await startGateway(config)
+  if (config.workers > 1 && !isPoolWorker()) {
+    await runWorkerPool(config, SHUTDOWN_GRACE_MS)
+    return
+  }
+  try {
+    await startGateway(config)
+  } catch (err) {
+    // A worker that cannot start must exit (the primary then stops the pool); its IPC channel would keep it alive.
+    if (isPoolWorker()) leavePool()
+    throw err
+  }
 }

@@ -43,13 +43,16 @@ export function isPoolWorker (): boolean {
 
 /**
  * Run the pool's primary: resolves once every worker listens. The process exits when the
- * pool has stopped: 0 when every worker drained cleanly after a signal, else 1.
+ * pool has stopped: 0 when every worker drained cleanly after a signal, else 1 (a worker
+ * that could not start, a crash loop, a worker that did not drain).
  */
 export async function runWorkerPool (config: GatewayConfig, workerGraceMs: number): Promise<void> {
   const log = pino({ level: config.logLevel, base: { pid: process.pid, role: 'primary' } })
   const aggregator = new AggregatorRegistry()
   const restarts: number[] = []
   let stopping = false
+  /** Until every first worker listens: a worker that exits now would only fail again (a taken port, a bad key file). */
+  let starting = true
   let exitCode = 0
 
   const stop = (reason: string, code: number): void => {
@@ -65,6 +68,13 @@ export async function runWorkerPool (config: GatewayConfig, workerGraceMs: numbe
     setTimeout(() => {
       for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGKILL')
     }, workerGraceMs + WORKER_EXIT_MARGIN_MS).unref()
+    // No worker left to wait for: the 'exit' listener below will not fire again.
+    if (Object.keys(cluster.workers ?? {}).length === 0) exitPool()
+  }
+
+  const exitPool = (): void => {
+    log.info({ exitCode }, 'worker pool stopped')
+    process.exit(exitCode)
   }
 
   cluster.on('message', (worker: Worker, message: unknown) => {
@@ -82,38 +92,34 @@ export async function runWorkerPool (config: GatewayConfig, workerGraceMs: numbe
     const remaining = Object.keys(cluster.workers ?? {}).length
     if (stopping) {
       if (code !== 0) exitCode = 1
-      if (remaining === 0) {
-        log.info({ exitCode }, 'worker pool stopped')
-        process.exit(exitCode)
-      }
+      if (remaining === 0) exitPool()
+      return
+    }
+    if (starting) {
+      log.fatal({ worker: worker.process.pid, code, signal }, 'a gateway worker exited before it listened; stopping the pool')
+      stop('a worker failed to start', 1)
       return
     }
     const now = Date.now()
     restarts.push(now)
     while (restarts.length > 0 && (restarts[0] as number) < now - WORKER_RESTART_WINDOW_MS) restarts.shift()
     if (restarts.length > WORKER_MAX_RESTARTS) {
-      log.fatal({ pid: worker.process.pid, code, signal, restarts: restarts.length }, 'gateway workers keep dying; stopping the pool')
+      log.fatal({ worker: worker.process.pid, code, signal, restarts: restarts.length }, 'gateway workers keep dying; stopping the pool')
       stop('crash loop', 1)
       if (remaining === 0) process.exit(1)
       return
     }
-    log.error({ pid: worker.process.pid, code, signal }, 'gateway worker died; starting another')
+    log.error({ worker: worker.process.pid, code, signal }, 'gateway worker died; starting another')
     cluster.fork()
   })
 
   for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => { stop(signal, 0) })
 
-  const listening = Array.from({ length: config.workers }, async () => await new Promise<void>((resolve, reject) => {
-    const worker = cluster.fork()
-    worker.once('listening', () => { resolve() })
-    worker.once('exit', (code) => { reject(new Error(`gateway worker exited with code ${String(code)} before listening`)) })
+  // A worker that fails instead stops the pool (the 'exit' listener), and this never resolves.
+  await Promise.all(Array.from({ length: config.workers }, async () => {
+    await new Promise<void>((resolve) => { cluster.fork().once('listening', () => { resolve() }) })
   }))
-  try {
-    await Promise.all(listening)
-  } catch (err) {
-    stop('a worker failed to start', 1)
-    throw err
-  }
+  starting = false
   log.info({ workers: config.workers, port: config.port }, 'gateway worker pool listening')
 }
 
@@ -146,6 +152,11 @@ export function workerMetricsSource (registry: Registry): () => Promise<string> 
     if (text === undefined) throw new Error('metrics aggregation failed')
     return text
   }
+}
+
+/** In a worker: close the channel to the primary, so that nothing but real work keeps this process alive. */
+export function leavePool (): void {
+  if (process.connected) process.disconnect?.()
 }
 
 /** In a worker: call `shutdown` when the primary asks, or when the primary is gone. */
