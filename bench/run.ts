@@ -26,7 +26,7 @@ import { cookieChains, grantChains, perConnectionHeader, type ChainSet } from '.
 import { summariseProfile } from './lib/cpu-profile.js'
 import { type LoadSpec, type Sample, runLoad, summarise } from './lib/load.js'
 import { nginxAvailable, startNginx } from './lib/nginx.js'
-import { ROOT, freePort, rssBytes, stopAll, stopChildrenOnExit, treeCpuTimeMs, treeRssBytes } from './lib/processes.js'
+import { ROOT, freePort, rssBytes, stopAll, stopChildrenOnExit, treeCpuTimeMs, treeRssBytes, waitIdle } from './lib/processes.js'
 import { type Row, type Target, atLeast, atMost, fmtRatio, markdownTable, ratio, targetsTable } from './lib/report.js'
 import {
   AUDIENCE, type LaunchOptions, type Service, createWorkspace, gatewayEnv, startGateway, startPeer, startRedis, startResource
@@ -350,10 +350,12 @@ async function main (): Promise<void> {
     await runSet('tokens', [cookie, grant, get('client_credentials'), get('login'), ...pooled])
   }
 
+  // "After the run": once the gateway has finished what the last row left in flight.
+  const settleMs = await waitIdle(gateway.child.pid)
   const rss = rssBytes(gateway.child.pid)
   const gatewayRssMb = rss.now === undefined ? undefined : round(rss.now / 2 ** 20, 1)
   const gatewayPeakMb = rss.peak === undefined ? undefined : round(rss.peak / 2 ** 20, 1)
-  log(`gateway RSS after the run: ${gatewayRssMb ?? '?'} MB (peak ${gatewayPeakMb ?? '?'} MB)`)
+  log(`gateway RSS after the run: ${gatewayRssMb ?? '?'} MB, idle ${settleMs} ms after the last row (peak ${gatewayPeakMb ?? '?'} MB)`)
   const poolRss = pool === undefined ? undefined : treeRssBytes(pool.child.pid)
   const poolRssMb = poolRss === undefined ? undefined : round(poolRss / 2 ** 20, 1)
   if (pool !== undefined) log(`gateway pool (WORKERS=${POOL_WORKERS}) RSS after the run: ${poolRssMb ?? '?'} MB, primary and workers together`)
@@ -452,6 +454,8 @@ async function main (): Promise<void> {
     ...figures,
     gateway_rss_mb: gatewayRssMb ?? null,
     gateway_peak_rss_mb: gatewayPeakMb ?? null,
+    /** How long after the last row the gateway went idle, when its RSS was read. */
+    gateway_rss_settle_ms: settleMs,
     redis_bytes_per_session: memory?.bytes_per_session ?? null,
     redis_session_memory: memory ?? null,
     refresh_rps_1k: row('refresh_1k')?.rps ?? null,
@@ -471,7 +475,7 @@ async function main (): Promise<void> {
   writeFileSync(join(outDir, 'latest.svg'), chartSvg('latchkey benchmark', subtitle, rows, targets))
 
   const extra = [
-    `Gateway RSS after the run: ${gatewayRssMb ?? '–'} MB (peak ${gatewayPeakMb ?? '–'} MB); the WORKERS=${POOL_WORKERS} pool, primary and workers together: ${poolRssMb ?? '–'} MB.`,
+    `Gateway RSS after the run: ${gatewayRssMb ?? '–'} MB, read once it was idle, ${settleMs} ms after the last row (peak ${gatewayPeakMb ?? '–'} MB); the WORKERS=${POOL_WORKERS} pool, primary and workers together: ${poolRssMb ?? '–'} MB.`,
     memory === undefined
       ? ''
       : `Redis per live session: ${memory.bytes_per_session} bytes (family key ${memory.family_bytes} + user-index share ${memory.index_bytes_per_session}, ${memory.sessions_per_user} sessions per user; INFO used_memory grew ${Number.isNaN(memory.used_memory_per_session) ? '–' : memory.used_memory_per_session} bytes per session over ${memory.measured_on_sessions.toLocaleString('en-US')}).`

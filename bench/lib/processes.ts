@@ -157,6 +157,28 @@ export function treeCpuTimeMs (pid: number): number | undefined {
   return childPids(pid).reduce((sum, c) => sum + (cpuTimeMs(c) ?? 0), own)
 }
 
+/** How long `waitIdle` samples, what counts as idle in that time, and its limit. */
+export const IDLE_WINDOW_MS = 250
+export const IDLE_BUSY_MS = 5
+export const IDLE_MAX_WAIT_MS = 5000
+
+/**
+ * Wait until `pid` (and its children) use under IDLE_BUSY_MS of CPU in an IDLE_WINDOW_MS
+ * window, at most IDLE_MAX_WAIT_MS: when a load generator stops, the server still finishes
+ * the requests it had queued (argon2 logins, 50 ms each). Returns the milliseconds waited.
+ */
+export async function waitIdle (pid: number): Promise<number> {
+  const started = Date.now()
+  let before = treeCpuTimeMs(pid)
+  while (before !== undefined && Date.now() - started < IDLE_MAX_WAIT_MS) {
+    await new Promise(resolve => setTimeout(resolve, IDLE_WINDOW_MS))
+    const after = treeCpuTimeMs(pid)
+    if (after === undefined || after - before < IDLE_BUSY_MS) break
+    before = after
+  }
+  return Date.now() - started
+}
+
 /** RSS of a process and its direct children, in bytes (a gateway pool: primary + workers). */
 export function treeRssBytes (pid: number): number | undefined {
   const own = rssBytes(pid).now

@@ -7,10 +7,13 @@
  * ("m=19456 (19 MiB), t=2, p=1"):
  * https://cheatsheetseries.owasp.org/cheatsheets/Password_Storage_Cheat_Sheet.html#argon2id
  * One verify costs ~15-20 ms of one core here; logins are rate-limited, so that is the
- * price of making an offline guess equally expensive.
+ * price of making an offline guess equally expensive. At most ARGON2_MAX_CONCURRENT run
+ * at once (see there).
  */
+import { availableParallelism } from 'node:os'
 import { hash, parseOptions, verify } from '@node-rs/argon2'
 import type { Algorithm } from '@node-rs/argon2'
+import { Slots } from './slots.js'
 
 /** Memory per hash, in KiB (19 MiB). */
 export const ARGON2_MEMORY_KIB = 19456
@@ -20,6 +23,19 @@ export const ARGON2_TIME_COST = 2
 export const ARGON2_PARALLELISM = 1
 /** Raw digest length, in bytes (256 bits). */
 export const ARGON2_OUTPUT_BYTES = 32
+/**
+ * Hashes computed at once, one per core: each is single-threaded (p=1) and CPU-bound, so
+ * more would not finish sooner; they would only hold 19 MiB each and take libuv's pool
+ * threads (4 by default) from DNS and file work. The rest wait their turn.
+ */
+export const ARGON2_MAX_CONCURRENT = Math.max(1, availableParallelism())
+
+const hashing = new Slots(ARGON2_MAX_CONCURRENT)
+
+/** Hashes being computed now and waiting (for metrics and tests). */
+export function argon2Load (): { readonly active: number, readonly queued: number } {
+  return { active: hashing.active, queued: hashing.queued }
+}
 
 /**
  * `Algorithm` is an ambient const enum, which isolatedModules cannot inline, and the
@@ -51,20 +67,20 @@ export const ARGON2_POLICY: Argon2Params = Object.freeze({
 
 /** Hash with the current policy (or explicit parameters, used for the timing dummy). */
 export async function hashPassword (password: string, params: Argon2Params = ARGON2_POLICY): Promise<string> {
-  return await hash(password, {
+  return await hashing.run(async () => await hash(password, {
     algorithm: ARGON2ID,
     memoryCost: params.memoryKib,
     timeCost: params.timeCost,
     parallelism: params.parallelism,
     outputLen: params.outputBytes
-  })
+  }))
 }
 
 /** True only for a well-formed argon2id hash of `password`; a malformed hash is false, never a throw. */
 export async function verifyPassword (phc: string, password: string): Promise<boolean> {
   if (typeof phc !== 'string' || typeof password !== 'string' || argon2idParams(phc) === null) return false
   try {
-    return await verify(phc, password)
+    return await hashing.run(async () => await verify(phc, password))
   } catch {
     return false
   }

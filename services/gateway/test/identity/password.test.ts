@@ -1,6 +1,6 @@
 import t from 'tap'
 import {
-  ARGON2_MEMORY_KIB, ARGON2_PARALLELISM, ARGON2_TIME_COST, argon2idParams, hashPassword, verifyPassword
+  ARGON2_MAX_CONCURRENT, ARGON2_MEMORY_KIB, ARGON2_PARALLELISM, ARGON2_TIME_COST, argon2Load, argon2idParams, hashPassword, verifyPassword
 } from '#gateway/identity/password.js'
 
 const PHC = /^\$argon2id\$v=19\$m=(\d+),t=(\d+),p=(\d+)\$([A-Za-z0-9+/]+)\$([A-Za-z0-9+/]+)$/
@@ -43,4 +43,22 @@ t.test('a malformed or foreign hash is false, never a throw', async t => {
   }
   t.equal(await verifyPassword(undefined as unknown as string, 'pw'), false, 'non-string hash')
   t.equal(argon2idParams(argon2i), null, 'argon2i is not accepted as argon2id')
+})
+
+t.test('at most ARGON2_MAX_CONCURRENT hashes run at once; the rest queue and all finish', async t => {
+  const phc = await hashPassword('correct horse', { memoryKib: 1024, timeCost: 1, parallelism: 1, outputBytes: 32 })
+  const n = ARGON2_MAX_CONCURRENT * 3
+  let maxActive = 0
+  let maxQueued = 0
+  const sample = setInterval(() => {
+    const { active, queued } = argon2Load()
+    maxActive = Math.max(maxActive, active)
+    maxQueued = Math.max(maxQueued, queued)
+  }, 1)
+  const results = await Promise.all(Array.from({ length: n }, async (_v, i) => await verifyPassword(phc, i % 2 === 0 ? 'correct horse' : 'wrong')))
+  clearInterval(sample)
+  t.same(results, Array.from({ length: n }, (_v, i) => i % 2 === 0), 'every verification answered, each its own answer')
+  t.ok(maxActive >= 1 && maxActive <= ARGON2_MAX_CONCURRENT, `at most ${ARGON2_MAX_CONCURRENT} at once (saw ${maxActive})`)
+  t.ok(maxQueued > 0, `the rest waited (up to ${maxQueued})`)
+  t.same(argon2Load(), { active: 0, queued: 0 }, 'every slot is given back')
 })
