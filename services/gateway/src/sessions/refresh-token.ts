@@ -3,9 +3,9 @@
  *
  *   token = <fid>.<secret>.<check>
  *     fid    22 chars  base64url(16 random bytes)  — the family's private handle
- *     secret 43 chars  base64url(32 bytes)         — randomBytes for the first token; for each
+ *     secret 43 chars  base64url(32 bytes)         — random (random-pool.ts) for the first token; for each
  *                                                    successor HMAC-SHA256(key = predecessor token,
- *                                                    msg = nonce), nonce = randomBytes(32) kept in Redis
+ *                                                    msg = nonce), nonce = 32 random bytes kept in Redis
  *     check   6 chars  base64url(SHA-256(fid.secret))[0..6] — catches typos and tampering before any I/O
  *
  * The session id (`sid` in access tokens, `id` in /auth/sessions, the Redis key) is
@@ -18,7 +18,8 @@
  * only hashes: whoever presents the predecessor within the grace window gets the
  * nonce back and recomputes the successor; nobody without the predecessor can.
  */
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
+import { RandomPool } from './random-pool.js'
 
 /** 256 bits of secret per token (SPEC "Tokens"). */
 export const SECRET_BYTES = 32
@@ -38,6 +39,8 @@ export interface ParsedRefreshToken {
   /** base64url SHA-256 of `raw`: the only form that reaches a store. */
   readonly hash: string
 }
+
+const random = new RandomPool()
 
 function b64url (buf: Buffer): string {
   return buf.toString('base64url')
@@ -82,13 +85,13 @@ export function parseRefreshToken (raw: unknown): ParsedRefreshToken | null {
 
 /** A new family's first token. */
 export function mintInitialToken (): ParsedRefreshToken {
-  const fid = b64url(randomBytes(FID_BYTES))
-  const raw = assemble(fid, b64url(randomBytes(SECRET_BYTES)))
+  const fid = b64url(random.take(FID_BYTES))
+  const raw = assemble(fid, b64url(random.take(SECRET_BYTES)))
   return Object.freeze({ raw, sid: sidForFid(fid), hash: hashToken(raw) })
 }
 
 export function newNonce (): string {
-  return b64url(randomBytes(NONCE_BYTES))
+  return b64url(random.take(NONCE_BYTES))
 }
 
 /** The successor of `predecessor` under `nonce`: deterministic, so a grace retry gets the same one. */
