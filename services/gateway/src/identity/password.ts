@@ -23,12 +23,15 @@ export const ARGON2_TIME_COST = 2
 export const ARGON2_PARALLELISM = 1
 /** Raw digest length, in bytes (256 bits). */
 export const ARGON2_OUTPUT_BYTES = 32
+/** libuv's thread pool, where @node-rs/argon2 computes: Node's default size (UV_THREADPOOL_SIZE unset). */
+const LIBUV_POOL_THREADS = 4
 /**
- * Hashes computed at once, one per core: each is single-threaded (p=1) and CPU-bound, so
- * more would not finish sooner; they would only hold 19 MiB each and take libuv's pool
- * threads (4 by default) from DNS and file work. The rest wait their turn.
+ * Hashes computed at once: one per core, and never every pool thread. Each hash is
+ * single-threaded (p=1) and CPU-bound, so more would not finish sooner; they would only
+ * hold 19 MiB each and leave no pool thread for DNS lookups and file reads. The rest wait
+ * their turn.
  */
-export const ARGON2_MAX_CONCURRENT = Math.max(1, availableParallelism())
+export const ARGON2_MAX_CONCURRENT = Math.max(1, Math.min(availableParallelism(), LIBUV_POOL_THREADS - 1))
 
 const hashing = new Slots(ARGON2_MAX_CONCURRENT)
 

@@ -14,7 +14,7 @@
  * - http-proxy's `deleteLength` pass is removed: it would set `Content-Length: 0` on a chunked
  *   DELETE/OPTIONS and then stream the body after it — upstream, a second request.
  */
-import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http'
+import { type ClientRequest, type IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Socket } from 'node:net'
 import httpProxy from 'http-proxy'
@@ -66,7 +66,11 @@ function jsonHead (body: string): Record<string, string> {
 }
 
 export class Forwarder {
-  readonly #proxy: httpProxy
+  /**
+   * One http-proxy server per route, its target and pool in the server's options: a call
+   * with options of its own costs two option copies (and a callback closure) per request.
+   */
+  readonly #proxies = new Map<ProxyRoute, httpProxy>()
   readonly #metrics: GatewayMetrics
   readonly #timeoutMs: number
   /** Both ends of every switched WebSocket, so closing the app can end them. */
@@ -75,16 +79,26 @@ export class Forwarder {
   constructor (options: ForwarderOptions) {
     this.#metrics = options.metrics
     this.#timeoutMs = options.timeoutMs
+  }
+
+  #proxyFor (route: ProxyRoute): httpProxy {
+    const known = this.#proxies.get(route)
+    if (known !== undefined) return known
     // xfwd off and changeOrigin off: the forwarding headers and Host are the gateway's own
     // (headers.ts). toProxy: the already-normalised `req.url` is used as is, not re-parsed.
-    this.#proxy = httpProxy.createProxyServer({ xfwd: false, changeOrigin: false, selfHandleResponse: true, toProxy: true, ws: true })
-    const proxy = this.#proxy as unknown as { webPasses: Array<{ name: string }> }
-    proxy.webPasses = proxy.webPasses.filter(pass => pass.name !== 'deleteLength')
-    // Every call passes its own callback; this only keeps EventEmitter3 from throwing.
-    this.#proxy.on('error', () => {})
-    this.#proxy.on('proxyReq', (proxyReq, req, res) => { this.#onUpstreamRequest(proxyReq, req, res) })
-    this.#proxy.on('proxyRes', (proxyRes, req, res) => { this.#onUpstreamResponse(proxyRes, req, res) })
-    this.#proxy.on('proxyReqWs', (proxyReq, req, socket) => { this.#onUpstreamUpgradeRequest(proxyReq, req, socket) })
+    const proxy = httpProxy.createProxyServer({ target: route.target, agent: route.agent, xfwd: false, changeOrigin: false, selfHandleResponse: true, toProxy: true, ws: true })
+    const passes = proxy as unknown as { webPasses: Array<{ name: string }> }
+    passes.webPasses = passes.webPasses.filter(pass => pass.name !== 'deleteLength')
+    // Web requests report failures here (WebSocket calls pass a callback of their own).
+    proxy.on('error', (err, req, res) => {
+      const exchange = (req as ExchangeCarrier)[EXCHANGE]
+      if (exchange !== undefined && res instanceof ServerResponse) this.#onWebError(exchange, err, req, res)
+    })
+    proxy.on('proxyReq', (proxyReq, req, res) => { this.#onUpstreamRequest(proxyReq, req, res) })
+    proxy.on('proxyRes', (proxyRes, req, res) => { this.#onUpstreamResponse(proxyRes, req, res) })
+    proxy.on('proxyReqWs', (proxyReq, req, socket) => { this.#onUpstreamUpgradeRequest(proxyReq, req, socket) })
+    this.#proxies.set(route, proxy)
+    return proxy
   }
 
   web (exchange: Exchange, req: IncomingMessage, res: ServerResponse): void {
@@ -98,14 +112,13 @@ export class Forwarder {
       exchange.failed = true
       exchange.upstreamRequest?.destroy()
     })
-    const { route } = exchange
-    this.#proxy.web(req, res, { target: route.target, agent: route.agent }, (err) => { this.#onWebError(exchange, err, req, res) })
+    this.#proxyFor(exchange.route).web(req, res)
   }
 
   ws (exchange: Exchange, req: IncomingMessage, socket: Duplex, head: Buffer): void {
     (req as ExchangeCarrier)[EXCHANGE] = exchange
     // A fresh connection per WebSocket: a switched socket never returns to a pool.
-    this.#proxy.ws(req, socket, head, { target: exchange.route.target, agent: false }, (err) => { this.#onWsError(exchange, err, socket) })
+    this.#proxyFor(exchange.route).ws(req, socket, head, { agent: false }, (err) => { this.#onWsError(exchange, err, socket) })
   }
 
   /** End switched WebSockets: they would hold the server open. */
