@@ -74,6 +74,11 @@ export interface AccessRequirement {
   readonly kind?: TokenKind
 }
 
+/** The token carries every one of `scopes`. */
+export function hasScopes (token: AccessToken, scopes: readonly string[]): boolean {
+  return scopes.every(s => token.scopes.has(s))
+}
+
 function quoted (value: string): string {
   return `"${value}"`
 }
@@ -157,8 +162,9 @@ export class AccessTokenVerifier {
   /**
    * The token in `authorization` when it is already in the verified-token cache under its
    * exact string, is not revoked and satisfies `accept`; otherwise undefined, and
-   * `verifyAuthorization` must decide and explain. Synchronous and side-effect free but for
-   * the cache-hit count of a token it returns: the gateway's proxy fast lane asks it.
+   * `verifyAuthorization` must decide and explain. Synchronous, and it never throws or
+   * counts a refusal (only the cache hit of a token it returns): the gateway's proxy fast
+   * lane asks it, and leaves every other answer to the full path.
    */
   cachedAuthorization (authorization: string | undefined, accept: (token: AccessToken) => boolean): AccessToken | undefined {
     const credentials = readBearer(authorization)
@@ -212,7 +218,7 @@ export class AccessTokenVerifier {
     if (requirement.kind !== undefined && token.kind !== requirement.kind) {
       throw sharedError(requirement.kind === 'service' ? 'AT_SERVICE_TOKEN_REQUIRED' : 'AT_USER_TOKEN_REQUIRED', { headers: { 'www-authenticate': header } })
     }
-    if (!scopes.every(s => token.scopes.has(s))) throw sharedError('AT_INSUFFICIENT_SCOPE', { headers: { 'www-authenticate': header } })
+    if (!hasScopes(token, scopes)) throw sharedError('AT_INSUFFICIENT_SCOPE', { headers: { 'www-authenticate': header } })
   }
 
   /** Keys are usable: in-process keys always; a JWKS when cached or reachable now. */

@@ -4,10 +4,10 @@
  * (CLOCK): a hit only marks its entry, and a marked entry at the old end is moved to the
  * new end instead of being evicted. A hit therefore writes no key into the map: re-inserting
  * on every hit kept each request's copy of the token string alive past the young
- * generation, which cost the proxy hop more GC time than the lookup itself (profiled). Entries die at the token's
- * `exp`; after that the token goes back through full verification (and its clock
- * tolerance). Keys are canonical token strings (see token-format.ts); revocation is
- * never decided here — callers check `sid`/`jti` on every hit.
+ * generation, which cost the proxy hop more GC time than the lookup itself (profiled).
+ * Entries die at the token's `exp`; after that the token goes back through full
+ * verification (and its clock tolerance). Keys are canonical token strings (see
+ * token-format.ts); revocation is never decided here — callers check `sid`/`jti` on every hit.
  */
 import { type Clock, systemClock } from './clock.js'
 

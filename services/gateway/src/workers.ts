@@ -106,7 +106,6 @@ export async function runWorkerPool (config: GatewayConfig, workerGraceMs: numbe
     if (restarts.length > WORKER_MAX_RESTARTS) {
       log.fatal({ worker: worker.process.pid, code, signal, restarts: restarts.length }, 'gateway workers keep dying; stopping the pool')
       stop('crash loop', 1)
-      if (remaining === 0) process.exit(1)
       return
     }
     log.error({ worker: worker.process.pid, code, signal }, 'gateway worker died; starting another')

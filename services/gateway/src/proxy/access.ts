@@ -9,7 +9,7 @@
  */
 import { errors as joseErrors, type JWTVerifyGetKey } from 'jose'
 import type { Clock } from '#shared/clock.js'
-import { type AccessToken, AccessTokenVerifier } from '#shared/access-token-verifier.js'
+import { type AccessToken, AccessTokenVerifier, hasScopes } from '#shared/access-token-verifier.js'
 import { sharedError } from '#shared/http-errors.js'
 import type { RouteConfig } from '../config.js'
 import type { SigningKeys } from '../keys/signing-keys.js'
@@ -68,7 +68,7 @@ export class ProxyAccess {
    * `admit` would return it, undefined when `admit` must decide (and explain a refusal).
    */
   admitCached (authorization: string | undefined, route: RouteConfig): AccessToken | undefined {
-    return this.verifier.cachedAuthorization(authorization, token => hasAudience(token, route.audience) && route.scopes.every(s => token.scopes.has(s)))
+    return this.verifier.cachedAuthorization(authorization, token => hasAudience(token, route.audience) && hasScopes(token, route.scopes))
   }
 
   async admit (authorization: string | undefined, route: RouteConfig): Promise<AccessToken> {

@@ -6,18 +6,14 @@
  */
 import t from 'tap'
 import { ManualClock } from '#shared/clock.js'
-import type { AddressInfo } from 'node:net'
-import { buildProxyApp, echoUpstream, route, send, type ProxyAppOptions } from './harness.js'
+import { echoUpstream, proxyGateway, route, send, type ProxyAppOptions } from './harness.js'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
-async function laneGateway (t: { teardown (fn: () => unknown): void }, options: ProxyAppOptions) {
-  const gw = await buildProxyApp(options)
-  t.teardown(() => gw.app.close())
+async function laneGateway (t: Parameters<typeof proxyGateway>[0], options: ProxyAppOptions) {
   const seenByFastify: string[] = []
-  gw.app.addHook('onRequest', async (request) => { seenByFastify.push(request.url) })
-  await gw.app.listen({ port: 0, host: '127.0.0.1' })
-  return { ...gw, seenByFastify, port: (gw.app.server.address() as AddressInfo).port }
+  const gw = await proxyGateway(t, options, (app) => { app.addHook('onRequest', async (request) => { seenByFastify.push(request.url) }) })
+  return { ...gw, seenByFastify }
 }
 
 t.test('a token seen before takes the lane, with the same forwarding as the gate', async (t) => {

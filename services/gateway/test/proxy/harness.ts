@@ -77,9 +77,11 @@ export interface ListeningProxy extends ProxyApp {
   readonly port: number
 }
 
-export async function proxyGateway (t: Teardown, options: ProxyAppOptions): Promise<ListeningProxy> {
+/** `beforeListen` may add hooks, which Fastify refuses once it listens. */
+export async function proxyGateway (t: Teardown, options: ProxyAppOptions, beforeListen?: (app: FastifyInstance) => void): Promise<ListeningProxy> {
   const built = await buildProxyApp(options)
   t.teardown(() => built.app.close())
+  beforeListen?.(built.app)
   await built.app.listen({ port: 0, host: '127.0.0.1' })
   return { ...built, port: (built.app.server.address() as AddressInfo).port }
 }
