@@ -19,7 +19,7 @@ const USAGE = `usage: latchkey <command>
   resource                        run the resource service (:8081)
   dev                             run both on embedded defaults and print a walkthrough
                                   (RESOURCE_PORT sets the resource's port in dev)
-  keys generate [--alg EdDSA|ES256|RS256] [--out FILE] [--append|--prepend]
+  keys generate [--alg ES256|EdDSA|RS256] [--out FILE] [--append|--prepend]
                                   write a private JWKS (the first key signs)
   keys list|promote <kid>|retire <kid> --file FILE
                                   inspect a key file; make a key the signing one; drop one

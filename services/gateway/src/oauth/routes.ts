@@ -9,8 +9,13 @@ import { registerFormParser } from './form-body.js'
 import { registerRevokeRoute } from './revoke-route.js'
 import { registerTokenRoute, type TokenRouteOptions } from './token-route.js'
 import { registerDiscoveryRoute } from './discovery-route.js'
+import type { SigningKeys } from '../keys/signing-keys.js'
 
-async function oauthRoutes (app: FastifyInstance, opts: TokenRouteOptions): Promise<void> {
+export interface OAuthRoutesOptions extends TokenRouteOptions {
+  readonly keys: SigningKeys
+}
+
+async function oauthRoutes (app: FastifyInstance, opts: OAuthRoutesOptions): Promise<void> {
   // RFC 6749 §5.1: no-store on every answer, including those refused before a handler runs
   // (a repeated parameter is caught by the body parser).
   app.addHook('onRequest', async (_req, reply) => { noStore(reply) })
@@ -18,7 +23,7 @@ async function oauthRoutes (app: FastifyInstance, opts: TokenRouteOptions): Prom
   registerFormParser(app)
   registerTokenRoute(app, opts)
   registerRevokeRoute(app, opts)
-  registerDiscoveryRoute(app, opts.config)
+  registerDiscoveryRoute(app, opts)
 }
 
 export default fp(oauthRoutes, { name: 'latchkey-oauth-routes', fastify: '5.x', encapsulate: true })
