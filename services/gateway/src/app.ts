@@ -156,7 +156,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   await app.register(healthRoutes, { readiness })
   await app.register(jwksRoute, { keys })
   await app.register(authRoutes, { config, store: familyStore, users, issuer, verifier, clock, events, limiter, revoked })
-  await app.register(oauthRoutes, { config, store: familyStore, users, clients, issuer, events, limiter, keys })
+  await app.register(oauthRoutes, { config, store: familyStore, users, clients, issuer, events, limiter, keys, revoked, clock })
   await app.register(proxyPlugin, { routes: config.routes, keys, issuer: config.issuer, metrics, revoked, clock, genReqId })
   if (config.demoPage) await app.register(demoPagePlugin)
 

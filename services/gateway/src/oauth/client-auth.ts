@@ -14,8 +14,14 @@ export const CLIENT_AUTH_METHODS = ['client_secret_basic', 'client_secret_post']
 /** RFC 6749 §5.2: a 401 invalid_client answers with the scheme the client should use. */
 export const BASIC_CHALLENGE = 'Basic realm="latchkey", charset="UTF-8"'
 
-export function invalidClient (cause?: unknown): Error {
-  return gatewayError('GW_INVALID_CLIENT', { cause, headers: { 'WWW-Authenticate': BASIC_CHALLENGE } })
+/**
+ * 401 invalid_client. §5.2 asks for a `WWW-Authenticate` challenge when the client tried the
+ * Authorization header (or sent no credentials); a client that authenticated in the body
+ * (`client_secret_post`) gets none: a Basic challenge there makes standard clients
+ * (oauth4webapi, openid-client) report a challenge instead of the invalid_client error.
+ */
+export function invalidClient (cause?: unknown, options: { challenge?: boolean } = {}): Error {
+  return gatewayError('GW_INVALID_CLIENT', { cause, headers: options.challenge === false ? {} : { 'WWW-Authenticate': BASIC_CHALLENGE } })
 }
 
 interface PresentedCredentials { id: string, secret: string }
@@ -52,14 +58,15 @@ export function authenticateClient (req: FastifyRequest, form: FormParams, clien
   let presented: PresentedCredentials | undefined = basic
   if (presented === undefined && postSecret !== undefined) {
     const id = param(form, 'client_id')
-    if (id === undefined) throw invalidClient()
+    if (id === undefined) throw invalidClient(undefined, { challenge: false })
     presented = { id, secret: postSecret }
   }
   if (presented === undefined) return null
+  const challenge = basic !== undefined
   // A body client_id must agree with the Basic one (RFC 6749 §3.2.1 lets clients send both).
   const bodyId = param(form, 'client_id')
-  if (bodyId !== undefined && bodyId !== presented.id) throw invalidClient()
+  if (bodyId !== undefined && bodyId !== presented.id) throw invalidClient(undefined, { challenge })
   const client = clients.authenticate(presented.id, presented.secret)
-  if (client === null) throw invalidClient()
+  if (client === null) throw invalidClient(undefined, { challenge })
   return client
 }

@@ -10,6 +10,7 @@ import type { ClientDirectory } from '../identity/clients-file.js'
 import type { UserDirectory } from '../identity/user-directory.js'
 import type { SigningKeys } from '../keys/signing-keys.js'
 import { CLIENT_AUTH_METHODS } from './client-auth.js'
+import { INTROSPECTION_PATH } from './introspect-route.js'
 import { GRANT_TYPES_SUPPORTED } from './token-route.js'
 
 /** Metadata changes only with a deploy or a reload; let clients cache it briefly. */
@@ -31,6 +32,7 @@ export function authorizationServerMetadata (sources: DiscoverySources): Record<
     token_endpoint: `${base}/oauth/token`,
     jwks_uri: `${base}/.well-known/jwks.json`,
     revocation_endpoint: `${base}/oauth/revoke`,
+    introspection_endpoint: `${base}${INTROSPECTION_PATH}`,
     grant_types_supported: [...GRANT_TYPES_SUPPORTED],
     // RFC 8414 §2 makes this REQUIRED and validators (authlib) refuse []. There is no
     // authorization endpoint, so no response type issues anything: `none` (OAuth 2.0
@@ -40,6 +42,8 @@ export function authorizationServerMetadata (sources: DiscoverySources): Record<
     scopes_supported: [...new Set([...users.scopes(), ...clients.scopes()])].sort(),
     token_endpoint_auth_methods_supported: [...CLIENT_AUTH_METHODS],
     revocation_endpoint_auth_methods_supported: [...CLIENT_AUTH_METHODS, 'none'],
+    // RFC 7662 §2.1: introspection always needs an authenticated client.
+    introspection_endpoint_auth_methods_supported: [...CLIENT_AUTH_METHODS],
     // Only what verifiers can meet: the algorithms of the keys in the JWKS right now.
     access_token_signing_alg_values_supported: [...new Set(keys.publicJwks.keys.map(k => k.alg))]
   }

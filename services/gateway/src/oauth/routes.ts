@@ -9,10 +9,16 @@ import { registerFormParser } from './form-body.js'
 import { registerRevokeRoute } from './revoke-route.js'
 import { registerTokenRoute, type TokenRouteOptions } from './token-route.js'
 import { registerDiscoveryRoute } from './discovery-route.js'
+import { registerIntrospectRoute } from './introspect-route.js'
+import type { Clock } from '#shared/clock.js'
 import type { SigningKeys } from '../keys/signing-keys.js'
+import type { RevokedSids } from '../proxy/access.js'
 
 export interface OAuthRoutesOptions extends TokenRouteOptions {
   readonly keys: SigningKeys
+  /** The edge-revocation set: introspection answers inactive for its sessions. */
+  readonly revoked: RevokedSids
+  readonly clock: Clock
 }
 
 async function oauthRoutes (app: FastifyInstance, opts: OAuthRoutesOptions): Promise<void> {
@@ -23,6 +29,7 @@ async function oauthRoutes (app: FastifyInstance, opts: OAuthRoutesOptions): Pro
   registerFormParser(app)
   registerTokenRoute(app, opts)
   registerRevokeRoute(app, opts)
+  registerIntrospectRoute(app, opts)
   registerDiscoveryRoute(app, opts)
 }
 

@@ -28,9 +28,10 @@ export interface ProxyAccessOptions {
 
 /**
  * Keys by kid from the gateway's own, already-imported key set; the alg is pinned to the
- * key's, so a token header cannot choose it (RFC 8725 §3.1).
+ * key's, so a token header cannot choose it (RFC 8725 §3.1). Asked per verification, so a
+ * reloaded key set is seen at once. Also used by introspection (oauth/introspect-route.ts).
  */
-function localKeys (keys: SigningKeys): JWTVerifyGetKey {
+export function localKeys (keys: SigningKeys): JWTVerifyGetKey {
   return (header) => {
     const entry = header.kid === undefined ? undefined : keys.verificationKey(header.kid)
     if (entry === undefined) throw new joseErrors.JWKSNoMatchingKey()

@@ -23,7 +23,7 @@ t.test('token endpoint errors', async (t) => {
     { name: 'wrong secret (Basic)', body: 'grant_type=client_credentials', auth: basic('svc-a', 'wrong'), status: 401, error: 'invalid_client', basicChallenge: true },
     { name: 'unknown client (Basic)', body: 'grant_type=client_credentials', auth: basic('nobody', 'x'), status: 401, error: 'invalid_client', basicChallenge: true },
     { name: 'malformed Basic header', body: 'grant_type=client_credentials', auth: 'Basic !!!', status: 401, error: 'invalid_client', basicChallenge: true },
-    { name: 'wrong secret (post)', body: 'grant_type=client_credentials&client_id=svc-a&client_secret=wrong', status: 401, error: 'invalid_client', basicChallenge: true },
+    { name: 'wrong secret (post): no Basic challenge', body: 'grant_type=client_credentials&client_id=svc-a&client_secret=wrong', status: 401, error: 'invalid_client' },
     { name: 'two auth methods at once', body: `grant_type=client_credentials&client_id=svc-a&client_secret=${encodeURIComponent(clients.secrets['svc-a'] as string)}`, auth: svcA, status: 400, error: 'invalid_request' },
     { name: 'Basic id and body client_id disagree', body: 'grant_type=client_credentials&client_id=web', auth: svcA, status: 401, error: 'invalid_client', basicChallenge: true },
     { name: 'scope beyond the client\'s', body: 'grant_type=client_credentials&scope=notes:write', auth: svcA, status: 400, error: 'invalid_scope' },
