@@ -19,7 +19,7 @@ import jwksRoute from './keys/jwks-route.js'
 import proxyPlugin from './proxy/plugin.js'
 import { demoPagePlugin } from './ui/demo-page.js'
 import { loadSigningKeys, type SigningKeys } from './keys/signing-keys.js'
-import { installErrorHandling } from './ops/error-handler.js'
+import { frameworkErrors, installErrorHandling } from './ops/error-handler.js'
 import { createGatewayEvents, type GatewayEvents } from './ops/events.js'
 import healthRoutes, { type Readiness } from './ops/health-routes.js'
 import type { FamilyLimits, FamilyStore } from './sessions/family-store.js'
@@ -96,6 +96,8 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
     bodyLimit: BODY_LIMIT_BYTES,
     trustProxy: false,
     return503OnClosing: true,
+    // Pre-routing errors (a URL that does not decode) in the JSON error shape, no URL echoed.
+    frameworkErrors,
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } }
   })
 

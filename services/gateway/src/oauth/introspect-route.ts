@@ -84,8 +84,15 @@ function refreshTokenInfo (family: Family, issuer: string): IntrospectionRespons
   }
 }
 
-export function registerIntrospectRoute (app: FastifyInstance, opts: IntrospectRouteOptions): void {
-  const { config, store, clients, keys, revoked, clock } = opts
+/** A live access token of this gateway whose `aud` is among `audiences`, else null. */
+export type AccessTokenCheck = (token: string, audiences: readonly string[]) => Promise<AccessToken | null>
+
+/**
+ * The shared verifier with the gateway's own keys (asked per verification) and the
+ * edge-revocation set, one instance (and verified-token cache) per audience set asked for.
+ */
+export function createAccessTokenCheck (opts: Pick<IntrospectRouteOptions, 'config' | 'keys' | 'revoked' | 'clock'>): AccessTokenCheck {
+  const { config, keys, revoked, clock } = opts
   const verifiers = new Map<string, AccessTokenVerifier>()
 
   function verifierFor (audiences: readonly string[]): AccessTokenVerifier {
@@ -106,15 +113,19 @@ export function registerIntrospectRoute (app: FastifyInstance, opts: IntrospectR
     return verifier
   }
 
-  async function introspectAccessToken (token: string, audiences: readonly string[]): Promise<IntrospectionResponse> {
-    if (audiences.length === 0) return INACTIVE
+  return async (token, audiences) => {
+    if (audiences.length === 0) return null
     try {
-      return accessTokenInfo(await verifierFor(audiences).verify(token))
+      return await verifierFor(audiences).verify(token)
     } catch (err) {
-      if (isLatchkeyError(err) && INACTIVE_CODES.has(err.code)) return INACTIVE
+      if (isLatchkeyError(err) && INACTIVE_CODES.has(err.code)) return null
       throw err
     }
   }
+}
+
+export function registerIntrospectRoute (app: FastifyInstance, opts: IntrospectRouteOptions & { readonly checkAccessToken: AccessTokenCheck }): void {
+  const { config, store, clients, revoked, checkAccessToken } = opts
 
   app.post(INTROSPECTION_PATH, async (req) => {
     const form: FormParams = (req.body as FormParams | undefined) ?? {}
@@ -124,7 +135,10 @@ export function registerIntrospectRoute (app: FastifyInstance, opts: IntrospectR
     const token = requireParam(form, 'token')
     // `token_type_hint` (§2.1) needs no lookup: the two kinds have disjoint formats.
     const presented = parseRefreshToken(token)
-    if (presented === null) return await introspectAccessToken(token, client.audiences)
+    if (presented === null) {
+      const live = await checkAccessToken(token, client.audiences)
+      return live === null ? INACTIVE : accessTokenInfo(live)
+    }
     const family = await store.lookup(presented)
     if (family === null || family.clientId !== client.id || revoked.has(family.sid)) return INACTIVE
     return refreshTokenInfo(family, config.issuer)

@@ -42,14 +42,28 @@ function narrowScope (requested: string | undefined, allowed: readonly string[])
   return formatScope([...new Set(tokens)])
 }
 
-/** RFC 8707 §2: `resource` (or the common `audience`) picks one of the client's audiences. */
-function pickAudience (form: FormParams, client: Client): string {
+/** The audience asked for with RFC 8707 `resource` or the common `audience`, if any. */
+function requestedAudience (form: FormParams): string | undefined {
   const audience = param(form, 'audience')
   const resource = param(form, 'resource')
   if (audience !== undefined && resource !== undefined && audience !== resource) {
     throw gatewayError('GW_OAUTH_INVALID_REQUEST', { description: 'audience and resource disagree.' })
   }
-  const wanted = audience ?? resource
+  return audience ?? resource
+}
+
+/**
+ * RFC 8707 §2 on the grants that issue user tokens (password, refresh_token): their
+ * audience is always AUDIENCE, so asking for anything else is `invalid_target`, not ignored.
+ */
+function requireUserAudience (form: FormParams, audience: string): void {
+  const wanted = requestedAudience(form)
+  if (wanted !== undefined && wanted !== audience) throw gatewayError('GW_INVALID_TARGET')
+}
+
+/** RFC 8707 §2: `resource` (or the common `audience`) picks one of the client's audiences. */
+function pickAudience (form: FormParams, client: Client): string {
+  const wanted = requestedAudience(form)
   if (wanted === undefined) {
     const first = client.audiences[0]
     if (first === undefined) throw gatewayError('GW_INVALID_TARGET')
@@ -69,6 +83,8 @@ export function registerTokenRoute (app: FastifyInstance, opts: TokenRouteOption
   const { config, store, users, clients, issuer, events, limiter } = opts
 
   async function refreshGrant (req: FastifyRequest, form: FormParams, client: Client | null): Promise<TokenBody> {
+    // Before the rotation: a refused request must not have used up the refresh token.
+    requireUserAudience(form, config.audience)
     const presented = parseRefreshToken(requireParam(form, 'refresh_token'))
     if (presented === null) {
       events.refreshed(req, 'invalid')
@@ -113,6 +129,7 @@ export function registerTokenRoute (app: FastifyInstance, opts: TokenRouteOption
 
   async function passwordGrant (req: FastifyRequest, form: FormParams, presented: Client | null): Promise<TokenBody> {
     const client = requireGrant(presented, 'password')
+    requireUserAudience(form, config.audience)
     const username = requireParam(form, 'username')
     const password = requireParam(form, 'password')
     await limiter.check(req, username)

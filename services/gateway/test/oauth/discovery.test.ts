@@ -31,6 +31,8 @@ t.test('no key file: an ephemeral ES256 key signs, and only ES256 is listed', as
   const { as, headers } = await discover(gw.base)
   t.same(as.access_token_signing_alg_values_supported, ['ES256'])
   t.same(as.response_types_supported, ['none'], 'never empty (authlib refuses [])')
+  t.equal(as.introspection_endpoint, `${gw.base}/oauth/introspect`)
+  t.same(as.introspection_endpoint_auth_methods_supported, ['client_secret_basic', 'client_secret_post'])
   t.same(as.scopes_supported, ['internal:read', 'notes:read', 'notes:write'], 'users\' and clients\' scopes')
   t.equal(headers.get('cache-control'), 'public, max-age=300')
   t.equal(headers.get('pragma'), null, 'no Pragma: no-cache beside a public cache header')
