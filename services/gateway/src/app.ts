@@ -27,6 +27,7 @@ import { MemoryFamilyStore } from './sessions/memory-family-store.js'
 import { RedisFamilyStore } from './sessions/redis-family-store.js'
 import { connectRedis, createRedisClient } from './sessions/redis-connection.js'
 import { LocalRevokedSessions, RedisRevocationBus, REVOCATION_SLACK_MS, type RevokedSessions } from './sessions/revocation.js'
+import { SessionService, type EdgeRevocation } from './sessions/service.js'
 
 /** Server-side timeouts: a slow-loris client must not hold a socket forever. */
 export const CONNECTION_TIMEOUT_MS = 10_000
@@ -48,6 +49,8 @@ export interface GatewayDeps {
   readonly events: GatewayEvents
   /** Sessions revoked within the last access TTL, known to this replica. */
   readonly revoked: RevokedSessions
+  /** Tells every replica (this one included) of revoked sessions; `revoked` is what it feeds. */
+  readonly edge: EdgeRevocation
 }
 
 export interface BuildGatewayOptions {
@@ -127,21 +130,24 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   const familyStore = store
   const revokedTtlMs = config.accessTokenTtlS * 1000 + REVOCATION_SLACK_MS
   let revoked = overrides.revoked
-  if (revoked === undefined) {
+  let edge = overrides.edge
+  if (revoked === undefined || edge === undefined) {
     if (redis === undefined) {
       const local = new LocalRevokedSessions({ clock, ttlMs: revokedTtlMs })
-      events.onRevoked((sids) => { for (const sid of sids) local.add(sid) })
       app.addHook('onClose', async () => { local.close() })
-      revoked = local
+      revoked ??= local
+      // One process: remembering the sid here is the whole broadcast.
+      edge ??= { publish: async (sids) => { for (const sid of sids) local.add(sid) } }
     } else {
       const bus = new RedisRevocationBus({ client: redis, keyPrefix: config.redisKeyPrefix, clock, ttlMs: revokedTtlMs, log: app.log })
-      events.onRevoked((sids) => { void bus.publish(sids) })
       if (!(await bus.start())) app.log.warn('revoked sessions not loaded yet (Redis not answering); loading on reconnect')
       app.addHook('onClose', async () => { await bus.close() })
-      revoked = bus
+      revoked ??= bus
+      // Awaited by every revocation; rejects (GW_STORE_UNAVAILABLE → 503) when it cannot be made durable.
+      edge ??= { publish: async (sids) => { await bus.publish(sids) } }
     }
   }
-  const deps: GatewayDeps = { clock, store: familyStore, keys, users, clients, metrics, events, revoked }
+  const deps: GatewayDeps = { clock, store: familyStore, keys, users, clients, metrics, events, revoked, edge }
   const readiness: Readiness = { draining: false, check: () => familyStore.ping() }
   app.decorate('latchkey', { demoPassword, readiness, deps })
   // Draining: tell keep-alive clients to reconnect (to another replica) after this answer.
@@ -149,14 +155,15 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
 
   const issuer = new AccessTokenIssuer({ keys, issuer: config.issuer, ttlS: config.accessTokenTtlS, clock })
   const verifier = new AccessTokenVerifier({ keys, issuer: config.issuer, clock })
+  const sessions = new SessionService({ store: familyStore, edge, events, users, clients, issuer, audience: config.audience, clock, log: app.log })
 
   installErrorHandling(app)
   await app.register(metricsPlugin, { metrics, text: options.metricsSource?.(metrics.registry) })
   const limiter = await createLoginLimiter(app, config.loginLimits, redis, events)
   await app.register(healthRoutes, { readiness })
   await app.register(jwksRoute, { keys })
-  await app.register(authRoutes, { config, store: familyStore, users, issuer, verifier, clock, events, limiter, revoked })
-  await app.register(oauthRoutes, { config, store: familyStore, users, clients, issuer, events, limiter })
+  await app.register(authRoutes, { config, sessions, users, verifier, clock, events, limiter, revoked })
+  await app.register(oauthRoutes, { config, sessions, users, clients, issuer, events, limiter })
   await app.register(proxyPlugin, { routes: config.routes, keys, issuer: config.issuer, metrics, revoked, clock, genReqId })
   if (config.demoPage) await app.register(demoPagePlugin)
 
