@@ -67,6 +67,8 @@ export interface GatewayInfo {
   readonly demoPassword: string | undefined
   readonly readiness: Readiness
   readonly deps: GatewayDeps
+  /** Every session change goes through here (routes, admin API, tests). */
+  readonly sessions: SessionService
 }
 
 declare module 'fastify' {
@@ -149,13 +151,13 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   }
   const deps: GatewayDeps = { clock, store: familyStore, keys, users, clients, metrics, events, revoked, edge }
   const readiness: Readiness = { draining: false, check: () => familyStore.ping() }
-  app.decorate('latchkey', { demoPassword, readiness, deps })
   // Draining: tell keep-alive clients to reconnect (to another replica) after this answer.
   app.addHook('onSend', async (_req, reply) => { if (readiness.draining) reply.header('Connection', 'close') })
 
   const issuer = new AccessTokenIssuer({ keys, issuer: config.issuer, ttlS: config.accessTokenTtlS, clock })
   const verifier = new AccessTokenVerifier({ keys, issuer: config.issuer, clock })
   const sessions = new SessionService({ store: familyStore, edge, events, users, clients, issuer, audience: config.audience, clock, log: app.log })
+  app.decorate('latchkey', { demoPassword, readiness, deps, sessions })
 
   installErrorHandling(app)
   await app.register(metricsPlugin, { metrics, text: options.metricsSource?.(metrics.registry) })

@@ -175,7 +175,7 @@ interface Entry {
 }
 
 export class ClientDirectory {
-  readonly #byId: ReadonlyMap<string, Entry>
+  #byId: ReadonlyMap<string, Entry>
   /** Stands in for an unknown id so that it costs one HMAC and one compare too. */
   readonly #dummy: SecretHash = { salt: randomBytes(SALT_BYTES), digest: randomBytes(DIGEST_BYTES) }
 
@@ -205,6 +205,11 @@ export class ClientDirectory {
 
   get (id: string): Client | undefined {
     return this.#byId.get(id)?.client
+  }
+
+  /** Take `next`'s clients in place: everything holding this directory sees them at once. */
+  replace (next: ClientDirectory): void {
+    this.#byId = next.#byId
   }
 
   /** The client if `secret` is its secret, else null; constant-time, never throws on input. */
