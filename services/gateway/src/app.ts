@@ -16,6 +16,7 @@ import oauthRoutes from './oauth/routes.js'
 import metricsPlugin, { createGatewayMetrics, type GatewayMetrics } from './ops/metrics.js'
 import { AccessTokenIssuer, AccessTokenVerifier } from './keys/access-token.js'
 import jwksRoute from './keys/jwks-route.js'
+import adminRoutes from './ops/admin-routes.js'
 import proxyPlugin from './proxy/plugin.js'
 import { demoPagePlugin } from './ui/demo-page.js'
 import { loadSigningKeys, type SigningKeys } from './keys/signing-keys.js'
@@ -85,6 +86,11 @@ export function familyLimits (config: GatewayConfig): FamilyLimits {
   }
 }
 
+/** How long a replica remembers a revoked sid: one access-token lifetime, plus the verifier's slack. */
+export function revocationTtlMs (config: GatewayConfig): number {
+  return config.accessTokenTtlS * 1000 + REVOCATION_SLACK_MS
+}
+
 export async function buildGatewayApp (config: GatewayConfig, options: BuildGatewayOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
     logger: {
@@ -130,7 +136,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
     }
   }
   const familyStore = store
-  const revokedTtlMs = config.accessTokenTtlS * 1000 + REVOCATION_SLACK_MS
+  const revokedTtlMs = revocationTtlMs(config)
   let revoked = overrides.revoked
   let edge = overrides.edge
   if (revoked === undefined || edge === undefined) {
@@ -156,7 +162,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
 
   const issuer = new AccessTokenIssuer({ keys, issuer: config.issuer, ttlS: config.accessTokenTtlS, clock })
   const verifier = new AccessTokenVerifier({ keys, issuer: config.issuer, clock })
-  const sessions = new SessionService({ store: familyStore, edge, events, users, clients, issuer, audience: config.audience, clock, log: app.log })
+  const sessions = new SessionService({ store: familyStore, edge, events, users, clients, issuer, audience: config.audience, log: app.log })
   app.decorate('latchkey', { demoPassword, readiness, deps, sessions })
 
   installErrorHandling(app)
@@ -166,6 +172,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   await app.register(jwksRoute, { keys })
   await app.register(authRoutes, { config, sessions, users, verifier, clock, events, limiter, revoked })
   await app.register(oauthRoutes, { config, sessions, users, clients, issuer, events, limiter })
+  await app.register(adminRoutes, { config, sessions, users, verifier, revoked })
   await app.register(proxyPlugin, { routes: config.routes, keys, issuer: config.issuer, metrics, revoked, clock, genReqId })
   if (config.demoPage) await app.register(demoPagePlugin)
 

@@ -13,7 +13,7 @@ import type { AccessTokenVerifier } from '../keys/access-token.js'
 import type { GatewayEvents } from '../ops/events.js'
 import type { LoginLimiter } from './login-limiter.js'
 import type { RevokedSessions } from '../sessions/revocation.js'
-import { BROWSER_CLIENT_ID, type SessionService } from '../sessions/service.js'
+import { BROWSER_CLIENT_ID, sessionView, type SessionService } from '../sessions/service.js'
 import { authenticateBearer } from './bearer.js'
 import { clearAllRefreshCookies, clearRefreshCookie, refreshCookieValues, setRefreshCookie } from './cookie.js'
 import { corsHeaders, createOriginPolicy, crossSiteGuard } from './origin-guard.js'
@@ -124,14 +124,11 @@ async function authRoutes (app: FastifyInstance, opts: AuthRoutesOptions): Promi
     const claims = await authenticateBearer(req, verifier, config.audience, revoked)
     const families = await sessions.list(claims.sub)
     reply.header('Cache-Control', 'no-store')
-    return families.map(f => ({
-      id: f.sid,
-      created_at: new Date(f.createdAt).toISOString(),
-      last_used_at: new Date(f.lastUsedAt).toISOString(),
-      user_agent: f.userAgent,
-      ip: f.ip,
-      current: f.sid === claims.sid
-    }))
+    // No client_id here: a browser's own list has always been these six fields.
+    return families.map(f => {
+      const { client_id: _client, ...view } = sessionView(f)
+      return { ...view, current: f.sid === claims.sid }
+    })
   })
 
   app.delete('/auth/sessions/:id', {

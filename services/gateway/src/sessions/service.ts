@@ -15,7 +15,6 @@
  * token carries only the scopes the family, the user and the client all still hold.
  */
 import type { FastifyBaseLogger } from 'fastify'
-import type { Clock } from '#shared/clock.js'
 import type { Client } from '../identity/clients-file.js'
 import { formatScope, parseScope } from '../identity/scope.js'
 import type { User } from '../identity/user-directory.js'
@@ -67,18 +66,41 @@ export type RefreshResult =
   /** Missing, unknown, expired, revoked or reused token, or a user or client no longer allowed. */
   | { readonly ok: false }
 
-export interface SessionServiceOptions {
+export interface SessionRevocationsOptions {
   readonly store: FamilyStore
   readonly edge: EdgeRevocation
   readonly events: GatewayEvents
+  /** Audit lines of revocations that have no request (CLI, reload). */
+  readonly log: Caller['log']
+}
+
+export interface SessionServiceOptions extends SessionRevocationsOptions {
   readonly users: SessionUsers
   readonly clients: SessionClients
   readonly issuer: AccessTokenIssuer
   /** The audience of user access tokens. */
   readonly audience: string
-  readonly clock: Clock
-  /** Audit lines of revocations that have no request (CLI, reload). */
-  readonly log: Caller['log']
+}
+
+/** A live session as the sessions APIs show it (`/auth/sessions`, admin API, CLI). */
+export interface SessionView {
+  readonly id: string
+  readonly client_id: string
+  readonly created_at: string
+  readonly last_used_at: string
+  readonly user_agent: string
+  readonly ip: string
+}
+
+export function sessionView (f: Family): SessionView {
+  return {
+    id: f.sid,
+    client_id: f.clientId,
+    created_at: new Date(f.createdAt).toISOString(),
+    last_used_at: new Date(f.lastUsedAt).toISOString(),
+    user_agent: f.userAgent,
+    ip: f.ip
+  }
 }
 
 /** `scope` as a list; a stored scope is valid by construction, so an invalid one counts as none. */
@@ -86,35 +108,87 @@ function scopeList (scope: string | readonly string[]): readonly string[] {
   return typeof scope === 'string' ? (parseScope(scope) ?? []) : scope
 }
 
-export class SessionService {
-  readonly #store: FamilyStore
+/**
+ * Listing and ending sessions: all that a process which only administers them needs (the
+ * CLI holds no signing key and issues nothing).
+ */
+export class SessionRevocations {
+  protected readonly store: FamilyStore
+  protected readonly events: GatewayEvents
   readonly #edge: EdgeRevocation
-  readonly #events: GatewayEvents
+  readonly #system: Caller
+
+  constructor (options: SessionRevocationsOptions) {
+    this.store = options.store
+    this.events = options.events
+    this.#edge = options.edge
+    this.#system = { log: options.log }
+  }
+
+  /** Logout, RFC 7009: the family `raw` belongs to, if it is `clientId`'s. Null when nothing was revoked. */
+  async revokeByToken (raw: string | undefined, options: { clientId: string, reason: 'logout' | 'revoke' }, caller: Caller = this.#system): Promise<RevokedFamily | null> {
+    const presented = parseRefreshToken(raw)
+    if (presented === null) return null
+    const revoked = await this.store.revokeByToken(presented, { clientId: options.clientId })
+    if (revoked !== null) await this.broadcast(caller, options.reason, [revoked.sid], revoked.userId)
+    return revoked
+  }
+
+  /** One session of `userId`; false when it is not a live session of that user. */
+  async revokeSession (userId: string, sid: string, reason: RevokeReason, caller: Caller = this.#system): Promise<boolean> {
+    if (!(await this.store.revokeSession(userId, sid))) return false
+    await this.broadcast(caller, reason, [sid], userId)
+    return true
+  }
+
+  /** Every session of `userId`; returns the revoked sids. */
+  async revokeAllForUser (userId: string, reason: RevokeReason, caller: Caller = this.#system): Promise<string[]> {
+    const sids = await this.store.revokeAllForUser(userId)
+    await this.broadcast(caller, reason, sids, userId)
+    return sids
+  }
+
+  /** The user's live sessions, newest first. */
+  async list (userId: string): Promise<Family[]> {
+    return this.store.listForUser(userId)
+  }
+
+  /** The audit line, then every replica's edge. */
+  protected async broadcast (caller: Caller, reason: RevokeReason, sids: readonly string[], userId: string): Promise<void> {
+    if (sids.length === 0) return
+    this.events.sessionsRevoked(caller, reason, sids, userId)
+    await this.publish(sids)
+  }
+
+  /** Every replica's edge; resolves once the broadcast is durable, rejects (503) when it cannot be. */
+  protected async publish (sids: readonly string[]): Promise<void> {
+    await this.#edge.publish(sids)
+  }
+}
+
+/** Sign-in and refresh on top of the revocations: what the gateway's routes use. */
+export class SessionService extends SessionRevocations {
   readonly #users: SessionUsers
   readonly #clients: SessionClients
   readonly #issuer: AccessTokenIssuer
   readonly #audience: string
-  readonly #system: Caller
 
   constructor (options: SessionServiceOptions) {
-    this.#store = options.store
-    this.#edge = options.edge
-    this.#events = options.events
+    super(options)
     this.#users = options.users
     this.#clients = options.clients
     this.#issuer = options.issuer
     this.#audience = options.audience
-    this.#system = { log: options.log }
   }
 
   /** Start a family for a user who has just proved who they are (login, password grant). */
   async create (caller: Caller, input: { user: User, clientId: string, scope: string, seen: Seen, grant: 'login' | 'password' }): Promise<IssuedSession> {
-    const { token, family } = await this.#store.create({
+    const { token, family } = await this.store.create({
       userId: input.user.id, clientId: input.clientId, scope: input.scope, userAgent: input.seen.userAgent ?? '', ip: input.seen.ip
     })
     const body = await accessTokenForFamily(this.#issuer, family, this.#audience)
-    this.#events.loginSucceeded(caller, input.user.id, family.sid)
-    this.#events.tokenIssued(input.grant)
+    this.events.loginSucceeded(caller, input.user.id, family.sid)
+    this.events.tokenIssued(input.grant)
     return { refreshToken: token.raw, family, body }
   }
 
@@ -127,18 +201,18 @@ export class SessionService {
   async refresh (caller: Caller, raw: string | undefined, options: { clientId: string, seen: Seen, narrow?: (allowed: readonly string[]) => string }): Promise<RefreshResult> {
     const presented = parseRefreshToken(raw)
     if (presented === null) {
-      this.#events.refreshed(caller, 'invalid')
+      this.events.refreshed(caller, 'invalid')
       return { ok: false }
     }
-    const result = await this.#store.rotate(presented, { ip: options.seen.ip, userAgent: options.seen.userAgent ?? '', clientId: options.clientId })
+    const result = await this.store.rotate(presented, { ip: options.seen.ip, userAgent: options.seen.userAgent ?? '', clientId: options.clientId })
     if (result.kind === 'reuse') {
       // SPEC rule 2: the store has revoked the family; its access tokens die at the edge too.
-      this.#events.reuseDetected(caller, result.sid, result.userId)
-      await this.#edge.publish([result.sid])
+      this.events.reuseDetected(caller, result.sid, result.userId)
+      await this.publish([result.sid])
       return { ok: false }
     }
     if (result.kind === 'invalid') {
-      this.#events.refreshed(caller, 'invalid')
+      this.events.refreshed(caller, 'invalid')
       return { ok: false }
     }
     const { family } = result
@@ -146,43 +220,15 @@ export class SessionService {
     const client = family.clientId === BROWSER_CLIENT_ID ? undefined : this.#clients.get(family.clientId)
     if (user === undefined || (family.clientId !== BROWSER_CLIENT_ID && client === undefined)) {
       await this.#revokeFamily(caller, family, user === undefined ? 'user_gone' : 'client_gone')
-      this.#events.refreshed(caller, 'invalid', family.sid)
+      this.events.refreshed(caller, 'invalid', family.sid)
       return { ok: false }
     }
     const allowed = this.#currentScope(family, user, client)
     const scope = options.narrow === undefined ? formatScope(allowed) : options.narrow(allowed)
     const body = await accessTokenForFamily(this.#issuer, { ...family, scope }, this.#audience)
-    this.#events.refreshed(caller, result.kind, family.sid)
-    this.#events.tokenIssued('refresh_token')
+    this.events.refreshed(caller, result.kind, family.sid)
+    this.events.tokenIssued('refresh_token')
     return { ok: true, refreshToken: result.token.raw, family, body }
-  }
-
-  /** Logout, RFC 7009: the family `raw` belongs to, if it is `clientId`'s. Null when nothing was revoked. */
-  async revokeByToken (raw: string | undefined, options: { clientId: string, reason: 'logout' | 'revoke' }, caller: Caller = this.#system): Promise<RevokedFamily | null> {
-    const presented = parseRefreshToken(raw)
-    if (presented === null) return null
-    const revoked = await this.#store.revokeByToken(presented, { clientId: options.clientId })
-    if (revoked !== null) await this.#broadcast(caller, options.reason, [revoked.sid], revoked.userId)
-    return revoked
-  }
-
-  /** One session of `userId`; false when it is not a live session of that user. */
-  async revokeSession (userId: string, sid: string, reason: RevokeReason, caller: Caller = this.#system): Promise<boolean> {
-    if (!(await this.#store.revokeSession(userId, sid))) return false
-    await this.#broadcast(caller, reason, [sid], userId)
-    return true
-  }
-
-  /** Every session of `userId`; returns the revoked sids. */
-  async revokeAllForUser (userId: string, reason: RevokeReason, caller: Caller = this.#system): Promise<string[]> {
-    const sids = await this.#store.revokeAllForUser(userId)
-    await this.#broadcast(caller, reason, sids, userId)
-    return sids
-  }
-
-  /** The user's live sessions, newest first. */
-  async list (userId: string): Promise<Family[]> {
-    return this.#store.listForUser(userId)
   }
 
   /** Family ∩ user's current scopes (∩ the client's, for a client's family), in the family's order. */
@@ -193,15 +239,9 @@ export class SessionService {
   }
 
   async #revokeFamily (caller: Caller, family: Family, reason: RevokeReason): Promise<void> {
-    await this.#store.revokeSession(family.userId, family.sid)
+    await this.store.revokeSession(family.userId, family.sid)
     // Broadcast even if the store found nothing left to revoke: the access tokens already
     // issued to this family must stop at the edge either way.
-    await this.#broadcast(caller, reason, [family.sid], family.userId)
-  }
-
-  async #broadcast (caller: Caller, reason: RevokeReason, sids: readonly string[], userId: string): Promise<void> {
-    if (sids.length === 0) return
-    this.#events.sessionsRevoked(caller, reason, sids, userId)
-    await this.#edge.publish(sids)
+    await this.broadcast(caller, reason, [family.sid], family.userId)
   }
 }
