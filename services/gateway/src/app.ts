@@ -11,7 +11,7 @@ import type { GatewayConfig } from './config.js'
 import authRoutes from './auth/routes.js'
 import { ClientDirectory } from './identity/clients-file.js'
 import { UserDirectory } from './identity/user-directory.js'
-import { createLoginLimiter } from './auth/login-limiter.js'
+import { createLoginLimiter, MemoryAttemptCounter, RedisAttemptCounter, type AttemptCounter } from './auth/login-limiter.js'
 import oauthRoutes from './oauth/routes.js'
 import metricsPlugin, { createGatewayMetrics, type GatewayMetrics } from './ops/metrics.js'
 import { AccessTokenIssuer, AccessTokenVerifier } from './keys/access-token.js'
@@ -167,7 +167,15 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
 
   installErrorHandling(app)
   await app.register(metricsPlugin, { metrics, text: options.metricsSource?.(metrics.registry) })
-  const limiter = await createLoginLimiter(app, config.loginLimits, redis, events)
+  let attempts: AttemptCounter
+  if (redis === undefined) {
+    const local = new MemoryAttemptCounter(clock, config.loginLimits.windowS * 1000)
+    app.addHook('onClose', async () => { local.close() })
+    attempts = local
+  } else {
+    attempts = new RedisAttemptCounter(redis)
+  }
+  const limiter = createLoginLimiter(config.loginLimits, attempts, events)
   await app.register(healthRoutes, { readiness })
   await app.register(jwksRoute, { keys })
   await app.register(authRoutes, { config, sessions, users, verifier, clock, events, limiter, revoked })

@@ -92,6 +92,7 @@ async function authRoutes (app: FastifyInstance, opts: AuthRoutesOptions): Promi
       events.loginFailed(req, username)
       throw gatewayError('GW_INVALID_CREDENTIALS')
     }
+    await limiter.succeeded(req, username)
     // A refresh cookie sent with a login is ignored: login always starts a new family.
     const issued = await sessions.create(req, { user, clientId: BROWSER_CLIENT_ID, scope: user.scope, seen: seenOf(req), grant: 'login' })
     setRefreshCookie(reply, issued.refreshToken, familyRemainingS(issued.family, clock), secure)

@@ -104,6 +104,7 @@ export function registerTokenRoute (app: FastifyInstance, opts: TokenRouteOption
       events.loginFailed(req, username)
       throw gatewayError('GW_OAUTH_INVALID_CREDENTIALS')
     }
+    await limiter.succeeded(req, username)
     const userScopes = user.scope.split(' ').filter(Boolean)
     const allowed = client.scope.length === 0 ? userScopes : userScopes.filter(s => client.scope.includes(s))
     const scope = narrowScope(param(form, 'scope'), allowed)
