@@ -56,7 +56,9 @@ for (const [name, env] of [['memory', {}], ['redis', { REDIS_URL: redis.url, RED
   })
 
   t.test(`${name}: a success clears the user's failures; the IP counts only failures`, async (t) => {
-    const gw = await buildTestGateway(t, { ...env, ...LIMITS })
+    // A window long enough that nothing expires on a slow machine, under its own key prefix.
+    const own = name === 'redis' ? { REDIS_KEY_PREFIX: `${redis.prefix}successes:` } : {}
+    const gw = await buildTestGateway(t, { ...env, ...LIMITS, LOGIN_ATTEMPT_WINDOW: '60', ...own })
     const attempt = (username: string, password: string, ip = '10.4.4.4') =>
       gw.app.inject({ method: 'POST', url: '/auth/login', payload: { username, password }, remoteAddress: ip })
     // Per user 3: two failures, a success, two failures, a success... never limited.
