@@ -7,7 +7,9 @@
  */
 import t from 'tap'
 import { addClient, ClientDirectory } from '#gateway/identity/clients-file.js'
+import { runSessionsCommand } from '#gateway/cli/sessions.js'
 import { latchkey } from '../../../../test/helpers/processes.js'
+import { memoryIo } from '../keys/helpers.js'
 import { login, refresh } from '../helpers/gateway.js'
 import { claimsOf } from '../helpers/listening.js'
 import { proxiedStatus, replicaPair, type ReplicaPair } from '../helpers/replicas.js'
@@ -90,9 +92,14 @@ t.test('latchkey sessions list|revoke --user: every session of the user refused 
   t.equal(await proxiedStatus(b.app, bob.body.access_token as string), 200, 'bob is untouched')
 
   t.same(await a.app.latchkey.sessions.list(claimsOf(tokens[0] as string).sub as string), [], 'no live session of alice left')
-  const noRedis = latchkey(t, ['sessions', 'list', '--user', 'alice'], { USERS_FILE: pair.usersFile })
-  t.equal(await noRedis.exited, 2)
-  t.match(noRedis.stderr, /no Redis configured/)
+  // Usage answers need no process of their own.
+  const noRedis = memoryIo()
+  t.equal(await runSessionsCommand(['list', '--user', 'alice'], noRedis.io, { USERS_FILE: pair.usersFile }), 2)
+  t.match(noRedis.stderr(), /no Redis configured/)
+  const nobody = memoryIo()
+  t.equal(await runSessionsCommand(['revoke', '--user', 'mallory'], nobody.io, env), 1)
+  t.match(nobody.stderr(), /no user "mallory"/)
+  t.equal(await runSessionsCommand(['list', '--user', 'alice', '--session', 'x'], memoryIo().io, env), 2, '--session is for revoke')
 })
 
 t.test('admin API: lists and ends sessions at every replica within 1 s; only service tokens with latchkey:admin', async (t) => {
