@@ -207,9 +207,9 @@ export class ClientDirectory {
     return this.#byId.get(id)?.client
   }
 
-  /** Take `next`'s clients in place: everything holding this directory sees them at once. */
-  replace (next: ClientDirectory): void {
-    this.#byId = next.#byId
+  /** Put `clients` in force in place: everything holding this directory sees them at once. */
+  replace (clients: readonly StoredClient[]): void {
+    this.#byId = new ClientDirectory(clients).#byId
   }
 
   /** The client if `secret` is its secret, else null; constant-time, never throws on input. */

@@ -82,8 +82,9 @@ export class UserDirectory {
     return this.#byName.size
   }
 
-  /** Take `next`'s users in place: everything holding this directory sees them at once. */
-  replace (next: UserDirectory): void {
+  /** Put `users` in force in place: everything holding this directory sees them at once. */
+  async replace (users: readonly StoredUser[]): Promise<void> {
+    const next = await UserDirectory.fromUsers(users)
     this.#byName = next.#byName
     this.#byId = next.#byId
     this.#dummyHash = next.#dummyHash

@@ -6,7 +6,7 @@
  * runs as its own process.
  */
 import t from 'tap'
-import { addClient, ClientDirectory } from '#gateway/identity/clients-file.js'
+import { addClient, readClientsFile } from '#gateway/identity/clients-file.js'
 import { runSessionsCommand } from '#gateway/cli/sessions.js'
 import { latchkey } from '../../../../test/helpers/processes.js'
 import { memoryIo } from '../keys/helpers.js'
@@ -38,7 +38,7 @@ async function allRefused (pair: ReplicaPair, tokens: readonly string[]): Promis
 /** An admin client (latchkey:admin) in the clients file, loaded by both replicas. */
 async function withAdminClient (pair: ReplicaPair): Promise<string> {
   const { secret } = await addClient(pair.clientsFile, { id: 'ops', scope: 'latchkey:admin', audiences: ['latchkey-api'], grants: ['client_credentials'] })
-  const loaded = await ClientDirectory.load(pair.clientsFile)
+  const loaded = await readClientsFile(pair.clientsFile)
   pair.a.clients.replace(loaded)
   pair.b.clients.replace(loaded)
   return secret

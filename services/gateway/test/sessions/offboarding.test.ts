@@ -5,9 +5,8 @@
  * refreshed token; a removed client is refused at once and its families die on refresh.
  */
 import t from 'tap'
-import { ClientDirectory, readClientsFile } from '#gateway/identity/clients-file.js'
-import { UserDirectory } from '#gateway/identity/user-directory.js'
-import { readUsersFile } from '#gateway/identity/users-file.js'
+import { readClientsFile } from '#gateway/identity/clients-file.js'
+import { readUsersFile, type StoredUser } from '#gateway/identity/users-file.js'
 import { buildTestGateway, login, refresh, TEST_PASSWORD } from '../helpers/gateway.js'
 import { claimsOf, testClients } from '../helpers/listening.js'
 import { msUntilRefused, proxiedStatus, replicaPair } from '../helpers/replicas.js'
@@ -15,8 +14,8 @@ import { msUntilRefused, proxiedStatus, replicaPair } from '../helpers/replicas.
 const FORM = { 'content-type': 'application/x-www-form-urlencoded' }
 const basic = (id: string, secret: string): string => `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`
 
-async function usersWithout (file: string, username: string): Promise<UserDirectory> {
-  return UserDirectory.fromUsers((await readUsersFile(file)).filter(u => u.username !== username))
+async function usersWithout (file: string, username: string): Promise<StoredUser[]> {
+  return (await readUsersFile(file)).filter(u => u.username !== username)
 }
 
 t.test('a removed user: next refresh 401, her access token refused at both replicas within 1 s', async (t) => {
@@ -28,8 +27,8 @@ t.test('a removed user: next refresh 401, her access token refused at both repli
   t.equal(await proxiedStatus(b.app, access), 200, 'and at B')
 
   const gone = await usersWithout(usersFile, 'alice')
-  a.users.replace(gone)
-  b.users.replace(gone)
+  await a.users.replace(gone)
+  await b.users.replace(gone)
   const started = Date.now()
   const res = await refresh(a.app, alice.refresh)
   t.equal(res.res.statusCode, 401)
@@ -41,8 +40,7 @@ t.test('a removed user: next refresh 401, her access token refused at both repli
   t.ok(a.logs.some(l => l.event === 'session_revoked' && l.reason === 'user_gone'), 'audit line says why')
 
   // The family is revoked in Redis, not merely refused: putting her back does not revive it.
-  const back = (await UserDirectory.load(usersFile)).directory
-  a.users.replace(back)
+  await a.users.replace(await readUsersFile(usersFile))
   t.equal((await refresh(a.app, alice.refresh)).res.statusCode, 401, 'the family stays revoked')
   t.same(await a.app.latchkey.sessions.list(claimsOf(access).sub as string), [], 'no live session left')
 
@@ -62,7 +60,7 @@ t.test('a scope cut shows in the next refreshed token (cookie flow and refresh_t
   t.equal(grant.json().scope, 'notes:read notes:write')
 
   const stored = await readUsersFile(usersFile)
-  a.users.replace(await UserDirectory.fromUsers(stored.map(u => u.username === 'alice' ? { ...u, scope: 'notes:read' } : u)))
+  await a.users.replace(stored.map(u => u.username === 'alice' ? { ...u, scope: 'notes:read' } : u))
 
   const viaCookie = await refresh(a.app, cookie.refresh)
   t.equal(viaCookie.res.statusCode, 200)
@@ -82,9 +80,9 @@ t.test('a scope cut shows in the next refreshed token (cookie flow and refresh_t
   t.equal(widen.json().error, 'invalid_scope')
 
   // The client's scope is cut too: its family's token keeps only what all three hold.
-  a.users.replace((await UserDirectory.load(usersFile)).directory)
+  await a.users.replace(stored)
   const clients = await readClientsFile(clientsFile)
-  a.clients.replace(ClientDirectory.fromClients(clients.map(c => c.id === 'web' ? { ...c, scope: ['notes:write'] } : c)))
+  a.clients.replace(clients.map(c => c.id === 'web' ? { ...c, scope: ['notes:write'] } : c))
   const aliceGrant = await refreshGrant(viaGrant.json().refresh_token as string)
   t.equal(aliceGrant.statusCode, 200)
   t.equal(aliceGrant.json().scope, 'notes:write', "family ∩ alice's scopes ∩ web's scopes")
@@ -103,7 +101,7 @@ t.test('a removed client: client_credentials and its refresh tokens get invalid_
   })
   t.equal(grant.statusCode, 200)
   const remaining = (await readClientsFile(clientsFile)).filter(c => c.id !== 'svc-a' && c.id !== 'web')
-  a.clients.replace(ClientDirectory.fromClients(remaining))
+  a.clients.replace(remaining)
   const refused = await cc()
   t.equal(refused.statusCode, 401)
   t.equal(refused.json().error, 'invalid_client')
@@ -124,7 +122,7 @@ t.test('a family whose client is gone dies on its next refresh, at the edge too 
   })
   const body = grant.json() as { access_token: string, refresh_token: string }
   const sid = claimsOf(body.access_token).sid as string
-  gw.app.latchkey.deps.clients.replace(ClientDirectory.fromClients((await readClientsFile(clients.file)).filter(c => c.id !== 'web')))
+  gw.app.latchkey.deps.clients.replace((await readClientsFile(clients.file)).filter(c => c.id !== 'web'))
   // The client authenticated a moment ago (a request in flight while the file changed).
   const result = await gw.app.latchkey.sessions.refresh({ log: gw.app.log }, body.refresh_token, { clientId: 'web', seen: { ip: '127.0.0.1', userAgent: 'test' } })
   t.equal(result.ok, false)
