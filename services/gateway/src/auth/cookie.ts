@@ -34,7 +34,8 @@ export function refreshCookieValues (req: FastifyRequest): string[] {
   for (const pair of header.split(';')) {
     const eq = pair.indexOf('=')
     if (eq < 0 || pair.slice(0, eq).trim() !== REFRESH_COOKIE) continue
-    values.push(pair.slice(eq + 1).trim())
+    // RFC 6265 §4.1.1: a cookie-value may be wrapped in DQUOTEs, as cookie parsers accept.
+    values.push(pair.slice(eq + 1).trim().replace(/^"(.*)"$/, '$1'))
   }
   return values
 }
