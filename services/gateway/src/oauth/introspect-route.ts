@@ -15,7 +15,7 @@
  *   meant for it and nothing else; a refresh token only if it was issued to this same
  *   client (RFC 6749 §6 binds refresh tokens to their client), never a browser session's.
  * - Refresh tokens: active while the presented token is the current one of a live family
- *   (`FamilyStore.lookup`, read-only: introspection never rotates or extends a session).
+ *   (`FamilyStore.lookup` through the session service, read-only: introspection never rotates or extends a session).
  */
 import type { FastifyInstance } from 'fastify'
 import type { Clock } from '#shared/clock.js'
@@ -25,7 +25,8 @@ import type { GatewayConfig } from '../config.js'
 import type { ClientDirectory } from '../identity/clients-file.js'
 import type { SigningKeys } from '../keys/signing-keys.js'
 import { localKeys, type RevokedSids } from '../proxy/access.js'
-import type { Family, FamilyStore } from '../sessions/family-store.js'
+import type { Family } from '../sessions/family-store.js'
+import type { SessionRevocations } from '../sessions/service.js'
 import { parseRefreshToken } from '../sessions/refresh-token.js'
 import { authenticateClient, invalidClient } from './client-auth.js'
 import { requireParam, type FormParams } from './form-body.js'
@@ -40,7 +41,7 @@ const INACTIVE = Object.freeze({ active: false })
 
 export interface IntrospectRouteOptions {
   readonly config: GatewayConfig
-  readonly store: FamilyStore
+  readonly sessions: SessionRevocations
   readonly clients: ClientDirectory
   readonly keys: SigningKeys
   readonly revoked: RevokedSids
@@ -125,7 +126,7 @@ export function createAccessTokenCheck (opts: Pick<IntrospectRouteOptions, 'conf
 }
 
 export function registerIntrospectRoute (app: FastifyInstance, opts: IntrospectRouteOptions & { readonly checkAccessToken: AccessTokenCheck }): void {
-  const { config, store, clients, revoked, checkAccessToken } = opts
+  const { config, sessions, clients, revoked, checkAccessToken } = opts
 
   app.post(INTROSPECTION_PATH, async (req) => {
     const form: FormParams = (req.body as FormParams | undefined) ?? {}
@@ -139,7 +140,7 @@ export function registerIntrospectRoute (app: FastifyInstance, opts: IntrospectR
       const live = await checkAccessToken(token, client.audiences)
       return live === null ? INACTIVE : accessTokenInfo(live)
     }
-    const family = await store.lookup(presented)
+    const family = await sessions.lookup(presented)
     if (family === null || family.clientId !== client.id || revoked.has(family.sid)) return INACTIVE
     return refreshTokenInfo(family, config.issuer)
   })

@@ -14,10 +14,8 @@ import type { FastifyInstance } from 'fastify'
 import type { GatewayConfig } from '../config.js'
 import { gatewayError } from '../errors.js'
 import type { ClientDirectory } from '../identity/clients-file.js'
-import type { GatewayEvents } from '../ops/events.js'
-import type { FamilyStore } from '../sessions/family-store.js'
 import { parseRefreshToken } from '../sessions/refresh-token.js'
-import { BROWSER_CLIENT_ID } from '../auth/routes.js'
+import { BROWSER_CLIENT_ID, type SessionService } from '../sessions/service.js'
 import { noStore } from '../auth/token-response.js'
 import { authenticateClient, invalidClient } from './client-auth.js'
 import { requireParam, type FormParams } from './form-body.js'
@@ -25,14 +23,13 @@ import type { AccessTokenCheck } from './introspect-route.js'
 
 export interface RevokeRouteOptions {
   readonly config: GatewayConfig
-  readonly store: FamilyStore
+  readonly sessions: SessionService
   readonly clients: ClientDirectory
-  readonly events: GatewayEvents
   readonly checkAccessToken: AccessTokenCheck
 }
 
 export function registerRevokeRoute (app: FastifyInstance, opts: RevokeRouteOptions): void {
-  const { config, store, clients, events, checkAccessToken } = opts
+  const { config, sessions, clients, checkAccessToken } = opts
   app.post('/oauth/revoke', async (req, reply) => {
     noStore(reply)
     const form: FormParams = (req.body as FormParams | undefined) ?? {}
@@ -47,14 +44,13 @@ export function registerRevokeRoute (app: FastifyInstance, opts: RevokeRouteOpti
       return reply.code(200).send()
     }
     const owner = client?.id ?? BROWSER_CLIENT_ID
-    const family = await store.lookup(presented)
+    const family = await sessions.lookup(presented)
     if (family !== null && family.clientId !== owner) {
       if (client === null) throw invalidClient()
       throw gatewayError('GW_TOKEN_OF_ANOTHER_CLIENT')
     }
     // The store checks the owner again, atomically with the revocation.
-    const revoked = await store.revokeByToken(presented, { clientId: owner })
-    if (revoked !== null) events.revoked(req, 'revoke', [revoked.sid], revoked.userId)
+    await sessions.revokeByToken(token, { clientId: owner, reason: 'revoke' }, req)
     return reply.code(200).send()
   })
 }
