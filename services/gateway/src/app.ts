@@ -13,6 +13,10 @@ import { ClientDirectory } from './identity/clients-file.js'
 import { UserDirectory } from './identity/user-directory.js'
 import { createLoginLimiter } from './auth/login-limiter.js'
 import oauthRoutes from './oauth/routes.js'
+import { ClientAssertionVerifier } from './oauth/client-assertion.js'
+import { ClientAuthenticator } from './oauth/client-auth.js'
+import { type JtiReplayStore, MemoryJtiReplayStore } from './oauth/jti-replay-store.js'
+import { RedisJtiReplayStore } from './oauth/redis-jti-replay-store.js'
 import metricsPlugin, { createGatewayMetrics, type GatewayMetrics } from './ops/metrics.js'
 import { AccessTokenIssuer, AccessTokenVerifier } from './keys/access-token.js'
 import jwksRoute from './keys/jwks-route.js'
@@ -48,6 +52,8 @@ export interface GatewayDeps {
   readonly events: GatewayEvents
   /** Sessions revoked within the last access TTL, known to this replica. */
   readonly revoked: RevokedSessions
+  /** Client-assertion ids already used (RFC 7523 §3), until their exp. */
+  readonly replay: JtiReplayStore
 }
 
 export interface BuildGatewayOptions {
@@ -141,7 +147,15 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
       revoked = bus
     }
   }
-  const deps: GatewayDeps = { clock, store: familyStore, keys, users, clients, metrics, events, revoked }
+  let replay = overrides.replay
+  if (replay === undefined) {
+    replay = redis === undefined
+      ? new MemoryJtiReplayStore({ clock })
+      : new RedisJtiReplayStore({ client: redis, clock, keyPrefix: config.redisKeyPrefix })
+    const owned = replay
+    app.addHook('onClose', async () => { await owned.close() })
+  }
+  const deps: GatewayDeps = { clock, store: familyStore, keys, users, clients, metrics, events, revoked, replay }
   const readiness: Readiness = { draining: false, check: () => familyStore.ping() }
   app.decorate('latchkey', { demoPassword, readiness, deps })
   // Draining: tell keep-alive clients to reconnect (to another replica) after this answer.
@@ -156,7 +170,9 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   await app.register(healthRoutes, { readiness })
   await app.register(jwksRoute, { keys })
   await app.register(authRoutes, { config, store: familyStore, users, issuer, verifier, clock, events, limiter, revoked })
-  await app.register(oauthRoutes, { config, store: familyStore, users, clients, issuer, events, limiter })
+  const assertions = new ClientAssertionVerifier({ clients, issuer: config.issuer, replay, clock })
+  const clientAuth = new ClientAuthenticator({ clients, issuer: config.issuer, assertions })
+  await app.register(oauthRoutes, { config, store: familyStore, users, clients, issuer, events, limiter, clientAuth })
   await app.register(proxyPlugin, { routes: config.routes, keys, issuer: config.issuer, metrics, revoked, clock, genReqId })
   if (config.demoPage) await app.register(demoPagePlugin)
 

@@ -17,7 +17,7 @@ import { parseRefreshToken } from '../sessions/refresh-token.js'
 import { BROWSER_CLIENT_ID, USER_AGENT_MAX_CHARS } from '../auth/routes.js'
 import type { LoginLimiter } from '../auth/login-limiter.js'
 import { accessTokenForFamily, noStore, type TokenBody } from '../auth/token-response.js'
-import { authenticateClient, invalidClient } from './client-auth.js'
+import { type ClientAuthenticator, invalidClient } from './client-auth.js'
 import { param, requireParam, type FormParams } from './form-body.js'
 
 export const GRANT_TYPES_SUPPORTED = ['refresh_token', 'client_credentials', 'password'] as const
@@ -30,6 +30,7 @@ export interface TokenRouteOptions {
   readonly issuer: AccessTokenIssuer
   readonly events: GatewayEvents
   readonly limiter: LoginLimiter
+  readonly clientAuth: ClientAuthenticator
 }
 
 /** The requested scope as a subset of `allowed`, or all of `allowed` when none is asked (§3.3). */
@@ -66,7 +67,7 @@ function requireGrant (client: Client | null, grant: string): Client {
 }
 
 export function registerTokenRoute (app: FastifyInstance, opts: TokenRouteOptions): void {
-  const { config, store, users, clients, issuer, events, limiter } = opts
+  const { config, store, users, issuer, events, limiter, clientAuth } = opts
 
   async function refreshGrant (req: FastifyRequest, form: FormParams, client: Client | null): Promise<TokenBody> {
     const presented = parseRefreshToken(requireParam(form, 'refresh_token'))
@@ -139,7 +140,7 @@ export function registerTokenRoute (app: FastifyInstance, opts: TokenRouteOption
     const grantType = param(form, 'grant_type')
     if (grantType === undefined) throw gatewayError('GW_OAUTH_INVALID_REQUEST', { description: 'Missing parameter grant_type.' })
     if (!(GRANT_TYPES_SUPPORTED as readonly string[]).includes(grantType)) throw gatewayError('GW_UNSUPPORTED_GRANT_TYPE')
-    const client = authenticateClient(req, form, clients)
+    const client = await clientAuth.authenticate(req, form)
     switch (grantType) {
       case 'refresh_token': return refreshGrant(req, form, client)
       case 'client_credentials': return clientCredentialsGrant(form, client)
