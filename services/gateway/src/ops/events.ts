@@ -7,7 +7,7 @@ import type { FastifyRequest } from 'fastify'
 import type { GatewayMetrics } from './metrics.js'
 
 export type RefreshOutcome = 'rotated' | 'grace' | 'invalid'
-export type Grant = 'login' | 'refresh_token' | 'client_credentials' | 'password'
+export type Grant = 'login' | 'refresh_token' | 'client_credentials' | 'password' | 'token_exchange'
 export type RevokeReason = 'logout' | 'logout_all' | 'session_delete' | 'reuse' | 'revoke'
 
 /** Called with the sids of families that were revoked (edge revocation subscribes here). */
