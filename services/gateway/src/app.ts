@@ -15,6 +15,7 @@ import { createLoginLimiter } from './auth/login-limiter.js'
 import oauthRoutes from './oauth/routes.js'
 import { ClientAssertionVerifier } from './oauth/client-assertion.js'
 import { ClientAuthenticator } from './oauth/client-auth.js'
+import { createClientAuthThrottle } from './oauth/client-auth-limiter.js'
 import { TokenExchange } from './oauth/token-exchange.js'
 import { type JtiReplayStore, MemoryJtiReplayStore } from './oauth/jti-replay-store.js'
 import { RedisJtiReplayStore } from './oauth/redis-jti-replay-store.js'
@@ -172,7 +173,8 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   await app.register(jwksRoute, { keys })
   await app.register(authRoutes, { config, store: familyStore, users, issuer, verifier, clock, events, limiter, revoked })
   const assertions = new ClientAssertionVerifier({ clients, issuer: config.issuer, replay, clock })
-  const clientAuth = new ClientAuthenticator({ clients, issuer: config.issuer, assertions })
+  const throttle = createClientAuthThrottle(app, config.clientAuthLimits, events, clock)
+  const clientAuth = new ClientAuthenticator({ clients, issuer: config.issuer, assertions, throttle })
   const exchange = new TokenExchange({ keys, issuer: config.issuer, accessTokens: issuer, revoked, clock })
   await app.register(oauthRoutes, { config, store: familyStore, users, clients, issuer, events, limiter, clientAuth, exchange })
   await app.register(proxyPlugin, { routes: config.routes, keys, issuer: config.issuer, metrics, revoked, clock, genReqId })

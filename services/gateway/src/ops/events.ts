@@ -8,6 +8,8 @@ import type { GatewayMetrics } from './metrics.js'
 
 export type RefreshOutcome = 'rotated' | 'grace' | 'invalid'
 export type Grant = 'login' | 'refresh_token' | 'client_credentials' | 'password' | 'token_exchange'
+/** Which brute-force limit refused: login (ip, username) or client authentication (client_ip, client_id). */
+export type RateLimit = 'ip' | 'username' | 'client_ip' | 'client_id'
 export type RevokeReason = 'logout' | 'logout_all' | 'session_delete' | 'reuse' | 'revoke'
 
 /** Called with the sids of families that were revoked (edge revocation subscribes here). */
@@ -18,7 +20,7 @@ export interface GatewayEvents {
   loginFailed (req: FastifyRequest, username: string): void
   refreshed (req: FastifyRequest, outcome: RefreshOutcome, sid?: string): void
   tokenIssued (grant: Grant): void
-  rateLimited (req: FastifyRequest, limit: 'ip' | 'username'): void
+  rateLimited (req: FastifyRequest, limit: RateLimit): void
   reuseDetected (req: FastifyRequest, sid: string, userId: string): void
   revoked (req: FastifyRequest, reason: RevokeReason, sids: readonly string[], userId: string): void
   onRevoked (listener: RevocationListener): void
