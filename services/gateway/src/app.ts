@@ -13,6 +13,12 @@ import { ClientDirectory } from './identity/clients-file.js'
 import { UserDirectory } from './identity/user-directory.js'
 import { createLoginLimiter, MemoryAttemptCounter, RedisAttemptCounter, type AttemptCounter } from './auth/login-limiter.js'
 import oauthRoutes from './oauth/routes.js'
+import { ClientAssertionVerifier } from './oauth/client-assertion.js'
+import { ClientAuthenticator } from './oauth/client-auth.js'
+import { createClientAuthThrottle } from './oauth/client-auth-limiter.js'
+import { TokenExchange } from './oauth/token-exchange.js'
+import { type JtiReplayStore, MemoryJtiReplayStore } from './oauth/jti-replay-store.js'
+import { RedisJtiReplayStore } from './oauth/redis-jti-replay-store.js'
 import metricsPlugin, { createGatewayMetrics, type GatewayMetrics } from './ops/metrics.js'
 import { AccessTokenIssuer, AccessTokenVerifier } from './keys/access-token.js'
 import jwksRoute from './keys/jwks-route.js'
@@ -52,6 +58,8 @@ export interface GatewayDeps {
   readonly revoked: RevokedSessions
   /** Tells every replica (this one included) of revoked sessions; `revoked` is what it feeds. */
   readonly edge: EdgeRevocation
+  /** Client-assertion ids already used (RFC 7523 §3), until their exp. */
+  readonly replay: JtiReplayStore
 }
 
 export interface BuildGatewayOptions {
@@ -157,7 +165,15 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
       edge ??= { publish: async (sids) => { await bus.publish(sids) } }
     }
   }
-  const deps: GatewayDeps = { clock, store: familyStore, keys, users, clients, metrics, events, revoked, edge }
+  let replay = overrides.replay
+  if (replay === undefined) {
+    replay = redis === undefined
+      ? new MemoryJtiReplayStore({ clock })
+      : new RedisJtiReplayStore({ client: redis, clock, keyPrefix: config.redisKeyPrefix })
+    const owned = replay
+    app.addHook('onClose', async () => { await owned.close() })
+  }
+  const deps: GatewayDeps = { clock, store: familyStore, keys, users, clients, metrics, events, revoked, edge, replay }
   const readiness: Readiness = { draining: false, check: () => familyStore.ping() }
   // Draining: tell keep-alive clients to reconnect (to another replica) after this answer.
   app.addHook('onSend', async (_req, reply) => { if (readiness.draining) reply.header('Connection', 'close') })
@@ -181,7 +197,11 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   await app.register(healthRoutes, { readiness })
   await app.register(jwksRoute, { keys })
   await app.register(authRoutes, { config, sessions, users, verifier, clock, events, limiter, revoked })
-  await app.register(oauthRoutes, { config, sessions, users, clients, issuer, events, limiter, keys, revoked, clock })
+  const assertions = new ClientAssertionVerifier({ clients, issuer: config.issuer, replay, clock })
+  const throttle = createClientAuthThrottle(config.clientAuthLimits, attempts, events, clock)
+  const clientAuth = new ClientAuthenticator({ clients, issuer: config.issuer, assertions, throttle })
+  const exchange = new TokenExchange({ keys, issuer: config.issuer, accessTokens: issuer, revoked, clock })
+  await app.register(oauthRoutes, { config, sessions, users, clients, issuer, events, limiter, clientAuth, exchange, keys, revoked, clock })
   await app.register(adminRoutes, { config, sessions, users, verifier, revoked })
   await app.register(proxyPlugin, { routes: config.routes, keys, issuer: config.issuer, metrics, revoked, clock, genReqId })
   if (config.demoPage) await app.register(demoPagePlugin)

@@ -9,7 +9,7 @@ import type { GatewayConfig } from '../config.js'
 import type { ClientDirectory } from '../identity/clients-file.js'
 import type { UserDirectory } from '../identity/user-directory.js'
 import type { SigningKeys } from '../keys/signing-keys.js'
-import { CLIENT_AUTH_METHODS } from './client-auth.js'
+import { CLIENT_AUTH_METHODS, CLIENT_AUTH_SIGNING_ALGS } from './client-auth.js'
 import { INTROSPECTION_PATH } from './introspect-route.js'
 import { GRANT_TYPES_SUPPORTED } from './token-route.js'
 
@@ -41,9 +41,12 @@ export function authorizationServerMetadata (sources: DiscoverySources): Record<
     // §2 RECOMMENDED: the scopes the gateway can grant, to users or to clients.
     scopes_supported: [...new Set([...users.scopes(), ...clients.scopes()])].sort(),
     token_endpoint_auth_methods_supported: [...CLIENT_AUTH_METHODS],
+    token_endpoint_auth_signing_alg_values_supported: [...CLIENT_AUTH_SIGNING_ALGS],
     revocation_endpoint_auth_methods_supported: [...CLIENT_AUTH_METHODS, 'none'],
+    revocation_endpoint_auth_signing_alg_values_supported: [...CLIENT_AUTH_SIGNING_ALGS],
     // RFC 7662 §2.1: introspection always needs an authenticated client.
     introspection_endpoint_auth_methods_supported: [...CLIENT_AUTH_METHODS],
+    introspection_endpoint_auth_signing_alg_values_supported: [...CLIENT_AUTH_SIGNING_ALGS],
     // Only what verifiers can meet: the algorithms of the keys in the JWKS right now.
     access_token_signing_alg_values_supported: [...new Set(keys.publicJwks.keys.map(k => k.alg))]
   }

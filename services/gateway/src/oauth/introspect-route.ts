@@ -22,13 +22,12 @@ import type { Clock } from '#shared/clock.js'
 import { type AccessToken, AccessTokenVerifier } from '#shared/access-token-verifier.js'
 import { isLatchkeyError } from '#shared/errors.js'
 import type { GatewayConfig } from '../config.js'
-import type { ClientDirectory } from '../identity/clients-file.js'
 import type { SigningKeys } from '../keys/signing-keys.js'
 import { localKeys, type RevokedSids } from '../proxy/access.js'
 import type { Family } from '../sessions/family-store.js'
 import type { SessionRevocations } from '../sessions/service.js'
 import { parseRefreshToken } from '../sessions/refresh-token.js'
-import { authenticateClient, invalidClient } from './client-auth.js'
+import { type ClientAuthenticator, invalidClient } from './client-auth.js'
 import { requireParam, type FormParams } from './form-body.js'
 
 export const INTROSPECTION_PATH = '/oauth/introspect'
@@ -42,7 +41,7 @@ const INACTIVE = Object.freeze({ active: false })
 export interface IntrospectRouteOptions {
   readonly config: GatewayConfig
   readonly sessions: SessionRevocations
-  readonly clients: ClientDirectory
+  readonly clientAuth: ClientAuthenticator
   readonly keys: SigningKeys
   readonly revoked: RevokedSids
   readonly clock: Clock
@@ -126,11 +125,11 @@ export function createAccessTokenCheck (opts: Pick<IntrospectRouteOptions, 'conf
 }
 
 export function registerIntrospectRoute (app: FastifyInstance, opts: IntrospectRouteOptions & { readonly checkAccessToken: AccessTokenCheck }): void {
-  const { config, sessions, clients, revoked, checkAccessToken } = opts
+  const { config, sessions, clientAuth, revoked, checkAccessToken } = opts
 
   app.post(INTROSPECTION_PATH, async (req) => {
     const form: FormParams = (req.body as FormParams | undefined) ?? {}
-    const client = authenticateClient(req, form, clients)
+    const client = await clientAuth.authenticate(req, form)
     // §2.1: the endpoint requires authorization; an anonymous caller learns nothing.
     if (client === null) throw invalidClient()
     const token = requireParam(form, 'token')

@@ -13,27 +13,26 @@
 import type { FastifyInstance } from 'fastify'
 import type { GatewayConfig } from '../config.js'
 import { gatewayError } from '../errors.js'
-import type { ClientDirectory } from '../identity/clients-file.js'
 import { parseRefreshToken } from '../sessions/refresh-token.js'
 import { BROWSER_CLIENT_ID, type SessionService } from '../sessions/service.js'
 import { noStore } from '../auth/token-response.js'
-import { authenticateClient, invalidClient } from './client-auth.js'
+import { type ClientAuthenticator, invalidClient } from './client-auth.js'
 import { requireParam, type FormParams } from './form-body.js'
 import type { AccessTokenCheck } from './introspect-route.js'
 
 export interface RevokeRouteOptions {
   readonly config: GatewayConfig
   readonly sessions: SessionService
-  readonly clients: ClientDirectory
+  readonly clientAuth: ClientAuthenticator
   readonly checkAccessToken: AccessTokenCheck
 }
 
 export function registerRevokeRoute (app: FastifyInstance, opts: RevokeRouteOptions): void {
-  const { config, sessions, clients, checkAccessToken } = opts
+  const { config, sessions, clientAuth, checkAccessToken } = opts
   app.post('/oauth/revoke', async (req, reply) => {
     noStore(reply)
     const form: FormParams = (req.body as FormParams | undefined) ?? {}
-    const client = authenticateClient(req, form, clients)
+    const client = await clientAuth.authenticate(req, form)
     const token = requireParam(form, 'token')
     // `token_type_hint` (§2.1) needs no lookup: the two kinds have disjoint formats.
     const presented = parseRefreshToken(token)

@@ -26,8 +26,8 @@ export interface OAuthRoutesOptions extends TokenRouteOptions {
 
 /**
  * RFC 6749 §5.2 shapes for what is refused before a handler answers: a JSON or oversized
- * body is `invalid_request` 400 (not 415/413), a rate-limited password grant a 429 with a
- * registered error code.
+ * body is `invalid_request` 400 (not 415/413), a throttled password grant or client
+ * authentication a 429 with a registered error code.
  */
 const OAUTH_ERRORS: Readonly<Record<string, GatewayErrorCode>> = {
   FST_ERR_CTP_INVALID_MEDIA_TYPE: 'GW_OAUTH_UNSUPPORTED_MEDIA_TYPE',
@@ -41,8 +41,9 @@ async function oauthRoutes (app: FastifyInstance, opts: OAuthRoutesOptions): Pro
   app.setErrorHandler((err: FastifyError, req, reply) => {
     const mapped = err.code === undefined ? undefined : OAUTH_ERRORS[err.code]
     if (mapped === undefined) return handleError(err, req, reply)
-    const headers = isLatchkeyError(err) ? { ...err.headers } : undefined
-    return handleError(gatewayError(mapped, { cause: err, headers }) as unknown as FastifyError, req, reply)
+    // A throttle's own description and Retry-After are kept; only the code takes the §5.2 form.
+    const known = isLatchkeyError(err) ? { headers: { ...err.headers }, description: err.description } : {}
+    return handleError(gatewayError(mapped, { cause: err, ...known }) as unknown as FastifyError, req, reply)
   })
   // RFC 6749 §5.1: no-store on every answer, including those refused before a handler runs
   // (a repeated parameter is caught by the body parser).
