@@ -146,7 +146,8 @@ async function authRoutes (app: FastifyInstance, opts: AuthRoutesOptions): Promi
       last_used_at: new Date(f.lastUsedAt).toISOString(),
       user_agent: f.userAgent,
       ip: f.ip,
-      current: f.sid === claims.sid
+      current: f.sid === claims.sid,
+      ...(f.provider === undefined ? {} : { provider: f.provider })
     }))
   })
 

@@ -8,7 +8,7 @@ import type { GatewayMetrics } from './metrics.js'
 
 export type RefreshOutcome = 'rotated' | 'grace' | 'invalid'
 export type Grant = 'login' | 'refresh_token' | 'client_credentials' | 'password'
-export type RevokeReason = 'logout' | 'logout_all' | 'session_delete' | 'reuse' | 'revoke'
+export type RevokeReason = 'logout' | 'logout_all' | 'session_delete' | 'reuse' | 'revoke' | 'backchannel_logout'
 
 /** Called with the sids of families that were revoked (edge revocation subscribes here). */
 export type RevocationListener = (sids: readonly string[]) => void
