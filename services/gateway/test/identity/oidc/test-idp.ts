@@ -29,6 +29,8 @@ export interface TestIdp {
   tamperNextIdToken (fn: (claims: Record<string, unknown>) => Record<string, unknown>): void
   /** Claims of every ID token relayed so far, oldest first. */
   readonly idTokens: Array<Record<string, unknown>>
+  /** A JWT signed with the IdP's own key (for logout tokens the IdP would not send by itself). */
+  sign (claims: Record<string, unknown>, typ?: string): Promise<string>
   /** Have the IdP send its back-channel logout for (sub, sid) to every client that registered one. */
   backchannelLogout (sub: string, sid: string): Promise<void>
 }
@@ -80,6 +82,11 @@ export async function startTestIdp (t: Teardown, clients: readonly TestClient[],
       devInteractions: { enabled: true },
       backchannelLogout: { enabled: true },
       rpInitiatedLogout: { enabled: true }
+    },
+    // The IdP refuses to call special-use addresses (SSRF guard); here the RP *is* on loopback.
+    fetch: async (url: string | URL | Request, options?: RequestInit) => {
+      const { dispatcher: _guard, ...rest } = (options ?? {}) as RequestInit & { dispatcher?: unknown }
+      return await globalThis.fetch(url, rest)
     },
     findAccount: async (_ctx, id) => {
       const a = accounts[id]
@@ -138,6 +145,9 @@ export async function startTestIdp (t: Teardown, clients: readonly TestClient[],
     provider,
     idTokens,
     tamperNextIdToken (fn) { tamper = fn },
+    async sign (claims, typ) {
+      return await new SignJWT(claims).setProtectedHeader({ alg: 'RS256', kid: 'idp-1', ...(typ === undefined ? {} : { typ }) }).sign(privateKey)
+    },
     async backchannelLogout (sub, sid) {
       for (const c of clients) {
         if (c.backchannelLogoutUri === undefined) continue
