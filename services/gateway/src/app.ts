@@ -162,23 +162,21 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   await app.register(authRoutes, { config, store: familyStore, users, issuer, verifier, clock, events, limiter, revoked })
   await app.register(oauthRoutes, { config, store: familyStore, users, clients, issuer, events, limiter })
   await app.register(proxyPlugin, { routes: config.routes, keys, issuer: config.issuer, metrics, revoked, clock, genReqId })
-  if (config.providers.length > 0) {
-    const parties = new Map(config.providers.map(entry =>
-      [entry.id, new RelyingParty(entry, { redirectUri: `${config.issuer}/auth/oidc/${entry.id}/callback`, clock })]))
-    // Discovery starts now but nothing waits for it; a sign-in before it answers retries it.
-    app.addHook('onReady', async () => {
-      for (const party of parties.values()) party.warm((err) => { app.log.warn({ provider: party.entry.id, err }, 'identity provider discovery failed; retried on the next sign-in') })
-    })
-    await app.register(oidcRoutes, {
-      config,
-      parties,
-      store: familyStore,
-      state: redis === undefined ? new MemorySignInStateStore(clock) : new RedisSignInStateStore(redis),
-      links: redis === undefined ? new MemoryFederatedLinks(clock) : new RedisFederatedLinks(redis),
-      clock,
-      events
-    })
-  }
+  const parties = new Map(config.providers.map(entry =>
+    [entry.id, new RelyingParty(entry, { redirectUri: `${config.issuer}/auth/oidc/${entry.id}/callback`, clock })]))
+  // Discovery starts now but nothing waits for it; a sign-in before it answers retries it.
+  app.addHook('onReady', async () => {
+    for (const party of parties.values()) party.warm((err) => { app.log.warn({ provider: party.entry.id, err }, 'identity provider discovery failed; retried on the next sign-in') })
+  })
+  await app.register(oidcRoutes, {
+    config,
+    parties,
+    store: familyStore,
+    state: redis === undefined ? new MemorySignInStateStore(clock) : new RedisSignInStateStore(redis),
+    links: redis === undefined ? new MemoryFederatedLinks(clock) : new RedisFederatedLinks(redis),
+    clock,
+    events
+  })
   if (config.demoPage) await app.register(demoPagePlugin)
 
   app.addHook('onClose', async () => { await familyStore.close() })

@@ -4,6 +4,7 @@
  *   GET  /auth/oidc/:provider/start?return_to=     → 302 to the IdP's authorization endpoint
  *   GET  /auth/oidc/:provider/callback             → an ordinary family + `lk_refresh`, 303 to return_to
  *   POST /auth/oidc/:provider/backchannel-logout   → the IdP's logout token revokes the families it names
+ *   GET  /auth/oidc/providers                      → ids, labels and start paths (the demo page's buttons)
  *
  * The pending request (PKCE verifier, nonce, return_to) is kept server-side under its
  * `state`, taken once; the browser holds the `state` in the `lk_oidc` cookie, so a callback
@@ -91,6 +92,13 @@ async function oidcRoutes (app: FastifyInstance, opts: OidcRoutesOptions): Promi
   function clearSignInCookie (reply: FastifyReply): void {
     reply.setCookie(SIGN_IN_COOKIE, '', { httpOnly: true, secure, sameSite: 'lax', path: SIGN_IN_COOKIE_PATH, maxAge: 0, expires: new Date(0) })
   }
+
+  // Public: what a sign-in page needs to draw its buttons; nothing secret.
+  const listing = { providers: [...parties.values()].map(p => ({ id: p.entry.id, name: p.entry.name, start: `/auth/oidc/${p.entry.id}/start` })) }
+  app.get('/auth/oidc/providers', async (_req, reply) => {
+    reply.header('Cache-Control', 'no-cache')
+    return listing
+  })
 
   app.get('/auth/oidc/:provider/start', {
     schema: { params: providerParams, querystring: { type: 'object', properties: { return_to: { type: 'string' } } } }
