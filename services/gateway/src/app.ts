@@ -19,7 +19,9 @@ import jwksRoute from './keys/jwks-route.js'
 import proxyPlugin from './proxy/plugin.js'
 import { demoPagePlugin } from './ui/demo-page.js'
 import oidcRoutes from './identity/oidc/routes.js'
-import { RelyingParty } from './identity/oidc/relying-party.js'
+import { ProviderRegistry } from './identity/oidc/provider-registry.js'
+import { parseProvidersText } from './identity/oidc/providers-file.js'
+import { FileReloader } from './ops/reloader.js'
 import { MemorySignInStateStore, RedisSignInStateStore } from './identity/oidc/sign-in-state.js'
 import { MemoryFederatedLinks, RedisFederatedLinks } from './identity/oidc/federated-links.js'
 import { loadSigningKeys, type SigningKeys } from './keys/signing-keys.js'
@@ -162,12 +164,28 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   await app.register(authRoutes, { config, store: familyStore, users, issuer, verifier, clock, events, limiter, revoked })
   await app.register(oauthRoutes, { config, store: familyStore, users, clients, issuer, events, limiter })
   await app.register(proxyPlugin, { routes: config.routes, keys, issuer: config.issuer, metrics, revoked, clock, genReqId })
-  const parties = new Map(config.providers.map(entry =>
-    [entry.id, new RelyingParty(entry, { redirectUri: `${config.issuer}/auth/oidc/${entry.id}/callback`, clock })]))
-  // Discovery starts now but nothing waits for it; a sign-in before it answers retries it.
-  app.addHook('onReady', async () => {
-    for (const party of parties.values()) party.warm((err) => { app.log.warn({ provider: party.entry.id, err }, 'identity provider discovery failed; retried on the next sign-in') })
+  const parties = new ProviderRegistry({
+    issuer: config.issuer,
+    clock,
+    onDiscoveryError: (party, err) => { app.log.warn({ provider: party.entry.id, err }, 'identity provider discovery failed; retried on the next sign-in') }
   })
+  // PROVIDERS_FILE is reloaded on change (ops/reloader.ts): validated whole, a bad file refused.
+  const providersReloader = config.providersFile === undefined
+    ? undefined
+    : new FileReloader({
+      path: config.providersFile,
+      name: 'PROVIDERS_FILE',
+      parse: (text) => parseProvidersText(text, 'PROVIDERS_FILE'),
+      apply: (entries) => { parties.replace(entries) },
+      log: app.log,
+      counter: metrics.configReloads
+    })
+  // Discovery starts here but nothing waits for it; a sign-in before it answers retries it.
+  app.addHook('onReady', async () => {
+    parties.replace(providersReloader === undefined ? config.providers : await providersReloader.load())
+    await providersReloader?.start()
+  })
+  app.addHook('onClose', async () => { providersReloader?.close() })
   await app.register(oidcRoutes, {
     config,
     parties,

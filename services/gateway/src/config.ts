@@ -9,7 +9,7 @@ import {
   type Env, type HostPort, deepFreeze, readBool, readDurationS, readEnum, readHostPorts, readInt, readList,
   readOptional, readPort, readString, readUrl
 } from '#shared/config.js'
-import { parseProviders, type ProviderEntry } from './identity/oidc/providers-file.js'
+import { parseProvidersText, type ProviderEntry } from './identity/oidc/providers-file.js'
 
 export const PORT = 8080
 export const HOST = '0.0.0.0'
@@ -126,16 +126,14 @@ function readProviders (env: Env): readonly ProviderEntry[] {
   const inline = readOptional(env, 'PROVIDERS_JSON')
   if (file !== undefined && inline !== undefined) throw new ConfigError('PROVIDERS_JSON', 'set either PROVIDERS_FILE or PROVIDERS_JSON, not both')
   if (file === undefined && inline === undefined) return []
-  const variable = file === undefined ? 'PROVIDERS_JSON' : 'PROVIDERS_FILE'
-  let parsed: unknown
+  if (file === undefined) return parseProvidersText(inline as string, 'PROVIDERS_JSON')
+  let text: string
   try {
-    parsed = JSON.parse(file === undefined ? inline as string : readFileSync(file, 'utf8'))
+    text = readFileSync(file, 'utf8')
   } catch (err) {
-    // One line, no excerpt: the document holds client secrets.
-    const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? `file not found: ${file}` : 'not readable JSON'
-    throw new ConfigError(variable, why)
+    throw new ConfigError('PROVIDERS_FILE', (err as NodeJS.ErrnoException).code === 'ENOENT' ? `file not found: ${file}` : `not readable: ${file}`)
   }
-  return parseProviders(parsed, variable)
+  return parseProvidersText(text, 'PROVIDERS_FILE')
 }
 
 function readRedis (env: Env): RedisConfig {

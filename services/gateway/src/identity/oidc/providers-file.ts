@@ -171,6 +171,14 @@ function parseEntry (p: unknown, i: number, fail: (m: string) => never): Provide
   }
 }
 
+/** PROVIDERS_FILE's text, parsed and validated whole (boot and reload). */
+export function parseProvidersText (text: string, variable: string): readonly ProviderEntry[] {
+  let doc: unknown
+  // One line, no excerpt: the document holds client secrets.
+  try { doc = JSON.parse(text) } catch { throw new ConfigError(variable, 'not readable JSON') }
+  return parseProviders(doc, variable)
+}
+
 /** Parse the whole providers document; throws `ConfigError(variable, …)` on the first problem. */
 export function parseProviders (doc: unknown, variable: string): readonly ProviderEntry[] {
   const fail = (message: string): never => { throw new ConfigError(variable, message) }

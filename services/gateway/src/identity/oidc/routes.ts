@@ -30,6 +30,7 @@ import { familyRemainingS, noStore } from '../../auth/token-response.js'
 import { parseForm } from '../../oauth/form-body.js'
 import { mapClaims } from './claim-mapping.js'
 import type { FederatedLinks } from './federated-links.js'
+import type { ProviderRegistry } from './provider-registry.js'
 import type { PendingSignIn, RelyingParty } from './relying-party.js'
 import type { SignInStateStore } from './sign-in-state.js'
 
@@ -44,7 +45,7 @@ export const LOGOUT_BODY_LIMIT_BYTES = 16 * 1024
 
 export interface OidcRoutesOptions {
   readonly config: GatewayConfig
-  readonly parties: ReadonlyMap<string, RelyingParty>
+  readonly parties: ProviderRegistry
   readonly store: FamilyStore
   readonly state: SignInStateStore
   readonly links: FederatedLinks
@@ -94,10 +95,9 @@ async function oidcRoutes (app: FastifyInstance, opts: OidcRoutesOptions): Promi
   }
 
   // Public: what a sign-in page needs to draw its buttons; nothing secret.
-  const listing = { providers: [...parties.values()].map(p => ({ id: p.entry.id, name: p.entry.name, start: `/auth/oidc/${p.entry.id}/start` })) }
   app.get('/auth/oidc/providers', async (_req, reply) => {
     reply.header('Cache-Control', 'no-cache')
-    return listing
+    return { providers: parties.list().map(p => ({ id: p.entry.id, name: p.entry.name, start: `/auth/oidc/${p.entry.id}/start` })) }
   })
 
   app.get('/auth/oidc/:provider/start', {
