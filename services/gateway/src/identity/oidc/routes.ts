@@ -70,6 +70,15 @@ export function resolveReturnTo (raw: string | undefined, own: string, allowed: 
   return url.origin === own || allowed.includes(url.origin) ? url.href : undefined
 }
 
+/**
+ * A request URL fit for a log line: under /auth/oidc/ the query (the callback's `code` and
+ * `state`, a `return_to`) is dropped, since an authorization code is a credential until spent.
+ */
+export function loggableUrl (url: string): string {
+  const q = url.indexOf('?')
+  return q !== -1 && url.startsWith(SIGN_IN_COOKIE_PATH) ? `${url.slice(0, q)}?[redacted]` : url
+}
+
 function sameString (a: string, b: string): boolean {
   const x = Buffer.from(a)
   const y = Buffer.from(b)

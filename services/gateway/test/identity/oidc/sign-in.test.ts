@@ -97,6 +97,11 @@ t.test('start → IdP login → callback → lk_refresh → refresh rotates → 
   t.equal(proxied.status, 200, 'the proxy accepts it (route needs notes:write)')
   t.equal((await proxied.json() as { authorization: string }).authorization, `Bearer ${body.access_token}`)
 
+  const logs = gateway.rawLogs.join('\n')
+  t.notOk(logs.includes(cb.searchParams.get('code') as string), 'the authorization code never reaches a log line')
+  t.notOk(logs.includes(first as string), 'nor the refresh token')
+  t.ok(logs.includes('/auth/oidc/test/callback?[redacted]'), 'the callback is logged without its query')
+
   const sessions = await fetch(`${gw}/auth/sessions`, { headers: { authorization: `Bearer ${body.access_token}` } })
   const list = await sessions.json() as Array<{ provider?: string, current: boolean }>
   t.equal(list.length, 1)
