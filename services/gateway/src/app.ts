@@ -92,12 +92,13 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
       level: config.logLevel,
       ...(options.logStream === undefined ? {} : { stream: options.logStream }),
       // Belt and braces: no route logs these, but a future debug line must not either.
-      // Fastify's own request serializer, less the sign-in callback's query (the IdP's `code`).
+      // Fastify's own request serializer (fastify/lib/logger-pino.js), less the sign-in
+      // callback's query (the IdP's `code`). The proxy's fast lane logs a plain object here.
       serializers: {
-        req: (req: FastifyRequest) => ({
+        req: (req: Partial<FastifyRequest>) => ({
           method: req.method,
-          url: loggableUrl(req.url),
-          version: [req.headers['accept-version']].flat()[0],
+          url: req.url === undefined ? undefined : loggableUrl(req.url),
+          version: [req.headers?.['accept-version']].flat()[0],
           host: req.host,
           remoteAddress: req.ip,
           remotePort: req.socket?.remotePort
