@@ -3,7 +3,7 @@
  * in main.ts; tests call `buildGatewayApp` and `close()` it in teardown.
  */
 import type { Registry } from 'prom-client'
-import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify'
+import Fastify, { type FastifyInstance } from 'fastify'
 import type { DestinationStream } from 'pino'
 import { randomUUID } from 'node:crypto'
 import { systemClock, type Clock } from '#shared/clock.js'
@@ -18,7 +18,7 @@ import { AccessTokenIssuer, AccessTokenVerifier } from './keys/access-token.js'
 import jwksRoute from './keys/jwks-route.js'
 import proxyPlugin from './proxy/plugin.js'
 import { demoPagePlugin } from './ui/demo-page.js'
-import oidcRoutes, { loggableUrl } from './identity/oidc/routes.js'
+import oidcRoutes from './identity/oidc/routes.js'
 import { ProviderRegistry } from './identity/oidc/provider-registry.js'
 import { parseProvidersText } from './identity/oidc/providers-file.js'
 import { FileReloader } from './ops/reloader.js'
@@ -92,18 +92,6 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
       level: config.logLevel,
       ...(options.logStream === undefined ? {} : { stream: options.logStream }),
       // Belt and braces: no route logs these, but a future debug line must not either.
-      // Fastify's own request serializer (fastify/lib/logger-pino.js), less the sign-in
-      // callback's query (the IdP's `code`). The proxy's fast lane logs a plain object here.
-      serializers: {
-        req: (req: Partial<FastifyRequest>) => ({
-          method: req.method,
-          url: req.url === undefined ? undefined : loggableUrl(req.url),
-          version: [req.headers?.['accept-version']].flat()[0],
-          host: req.host,
-          remoteAddress: req.ip,
-          remotePort: req.socket?.remotePort
-        })
-      },
       redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'res.headers["set-cookie"]', '*.password', '*.refresh_token', '*.client_secret'], censor: '[redacted]' }
     },
     genReqId,

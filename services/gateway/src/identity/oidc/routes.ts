@@ -71,12 +71,22 @@ export function resolveReturnTo (raw: string | undefined, own: string, allowed: 
 }
 
 /**
- * A request URL fit for a log line: under /auth/oidc/ the query (the callback's `code` and
- * `state`, a `return_to`) is dropped, since an authorization code is a credential until spent.
+ * These routes' request log lines: Fastify's own `req` serializer (fastify/lib/logger-pino.js)
+ * less the query (the callback's `code` and `state`): an authorization code is a credential
+ * until spent.
  */
-export function loggableUrl (url: string): string {
-  const q = url.indexOf('?')
-  return q !== -1 && url.startsWith(SIGN_IN_COOKIE_PATH) ? `${url.slice(0, q)}?[redacted]` : url
+const logSerializers = {
+  req: (req: FastifyRequest) => {
+    const q = req.url.indexOf('?')
+    return {
+      method: req.method,
+      url: q === -1 ? req.url : `${req.url.slice(0, q)}?[redacted]`,
+      version: [req.headers['accept-version']].flat()[0],
+      host: req.host,
+      remoteAddress: req.ip,
+      remotePort: req.socket?.remotePort
+    }
+  }
 }
 
 function sameString (a: string, b: string): boolean {
@@ -110,6 +120,7 @@ async function oidcRoutes (app: FastifyInstance, opts: OidcRoutesOptions): Promi
   })
 
   app.get('/auth/oidc/:provider/start', {
+    logSerializers,
     schema: { params: providerParams, querystring: { type: 'object', properties: { return_to: { type: 'string' } } } }
   }, async (req, reply) => {
     const party = partyOf(req)
@@ -122,7 +133,7 @@ async function oidcRoutes (app: FastifyInstance, opts: OidcRoutesOptions): Promi
     return reply.redirect(url.href, 302)
   })
 
-  app.get('/auth/oidc/:provider/callback', { schema: { params: providerParams } }, async (req, reply) => {
+  app.get('/auth/oidc/:provider/callback', { logSerializers, schema: { params: providerParams } }, async (req, reply) => {
     const party = partyOf(req)
     noStore(reply)
     clearSignInCookie(reply)
