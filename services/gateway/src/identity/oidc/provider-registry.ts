@@ -6,10 +6,12 @@
  */
 import { isDeepStrictEqual } from 'node:util'
 import type { Clock } from '#shared/clock.js'
+import type { Family } from '../../sessions/family-store.js'
+import type { FederatedUsers } from '../../sessions/service.js'
 import type { ProviderEntry } from './providers-file.js'
 import { RelyingParty } from './relying-party.js'
 
-export class ProviderRegistry {
+export class ProviderRegistry implements FederatedUsers {
   readonly #issuer: string
   readonly #clock: Clock
   readonly #onDiscoveryError: (party: RelyingParty, err: unknown) => void
@@ -23,6 +25,19 @@ export class ProviderRegistry {
 
   get (id: string): RelyingParty | undefined {
     return this.#parties.get(id)
+  }
+
+  /**
+   * The configured provider a family came from: its recorded `provider`, or (a store that
+   * does not keep the field yet) the provider whose non-empty `id_prefix` starts its user id.
+   */
+  providerOf (family: Family): string | undefined {
+    if (family.provider !== undefined) return this.#parties.has(family.provider) ? family.provider : undefined
+    for (const party of this.#parties.values()) {
+      const prefix = party.entry.user.idPrefix
+      if (prefix !== '' && family.userId.startsWith(prefix)) return party.entry.id
+    }
+    return undefined
   }
 
   list (): RelyingParty[] {

@@ -22,9 +22,8 @@ import { timingSafeEqual } from 'node:crypto'
 import type { Clock } from '#shared/clock.js'
 import type { GatewayConfig } from '../../config.js'
 import { gatewayError } from '../../errors.js'
-import type { GatewayEvents } from '../../ops/events.js'
-import type { FamilyStore } from '../../sessions/family-store.js'
-import { BROWSER_CLIENT_ID, USER_AGENT_MAX_CHARS } from '../../auth/routes.js'
+import type { SessionService } from '../../sessions/service.js'
+import { USER_AGENT_MAX_CHARS } from '../../auth/routes.js'
 import { setRefreshCookie } from '../../auth/cookie.js'
 import { familyRemainingS, noStore } from '../../auth/token-response.js'
 import { parseForm } from '../../oauth/form-body.js'
@@ -46,11 +45,10 @@ export const LOGOUT_BODY_LIMIT_BYTES = 16 * 1024
 export interface OidcRoutesOptions {
   readonly config: GatewayConfig
   readonly parties: ProviderRegistry
-  readonly store: FamilyStore
+  readonly sessions: SessionService
   readonly state: SignInStateStore
   readonly links: FederatedLinks
   readonly clock: Clock
-  readonly events: GatewayEvents
 }
 
 const providerParams = {
@@ -96,7 +94,7 @@ function sameString (a: string, b: string): boolean {
 }
 
 async function oidcRoutes (app: FastifyInstance, opts: OidcRoutesOptions): Promise<void> {
-  const { config, parties, store, state: stateStore, links, clock, events } = opts
+  const { config, parties, sessions, state: stateStore, links, clock } = opts
   const secure = config.cookieSecure
   await app.register(cookie)
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: LOGOUT_BODY_LIMIT_BYTES }, (_req, body, done) => {
@@ -159,18 +157,15 @@ async function oidcRoutes (app: FastifyInstance, opts: OidcRoutesOptions): Promi
       throw gatewayError('GW_OIDC_DENIED')
     }
     const { user } = mapped
-    const { token, family } = await store.create({
+    const { refreshToken, family } = await sessions.createFederated(req, {
       userId: user.userId,
-      clientId: BROWSER_CLIENT_ID,
       scope: user.scope,
-      userAgent: (req.headers['user-agent'] ?? '').slice(0, USER_AGENT_MAX_CHARS),
-      ip: req.ip,
-      provider: party.entry.id
+      provider: party.entry.id,
+      seen: { ip: req.ip, userAgent: (req.headers['user-agent'] ?? '').slice(0, USER_AGENT_MAX_CHARS) }
     })
     await links.add(party.entry.id, { sub: signedIn.sub, ...(signedIn.idpSid === undefined ? {} : { idpSid: signedIn.idpSid }) },
       { userId: user.userId, sid: family.sid }, config.sessionMaxTtlS * 1000)
-    events.loginSucceeded(req, user.userId, family.sid)
-    setRefreshCookie(reply, token.raw, familyRemainingS(family, clock), secure)
+    setRefreshCookie(reply, refreshToken, familyRemainingS(family, clock), secure)
     return reply.redirect(pending.returnTo, 303)
   })
 
@@ -186,11 +181,8 @@ async function oidcRoutes (app: FastifyInstance, opts: OidcRoutesOptions): Promi
       ...(request.sub === undefined ? {} : { sub: request.sub }),
       ...(request.idpSid === undefined ? {} : { idpSid: request.idpSid })
     })
-    const byUser = new Map<string, string[]>()
-    for (const link of found) {
-      if (await store.revokeSession(link.userId, link.sid)) byUser.set(link.userId, [...(byUser.get(link.userId) ?? []), link.sid])
-    }
-    for (const [userId, sids] of byUser) events.revoked(req, 'backchannel_logout', sids, userId)
+    // Each revocation awaits the edge broadcast: answered 200 only once every replica will refuse.
+    for (const link of found) await sessions.revokeSession(link.userId, link.sid, 'backchannel_logout', req)
     return reply.code(200).send()
   })
 }
