@@ -15,7 +15,7 @@ export type RateLimit = 'ip' | 'username' | 'client_ip' | 'client_id'
  * Why sessions ended: user and admin actions, reuse (SPEC rule 2), and a refresh that found
  * its user or client gone or disabled.
  */
-export type RevokeReason = 'logout' | 'logout_all' | 'session_delete' | 'reuse' | 'revoke' | 'user_gone' | 'client_gone' | 'admin' | 'cli'
+export type RevokeReason = 'logout' | 'logout_all' | 'session_delete' | 'reuse' | 'revoke' | 'user_gone' | 'client_gone' | 'admin' | 'cli' | 'backchannel_logout'
 
 /** Where a line goes: a Fastify request (its request id comes along) or a plain logger. */
 export interface EventSource {
