@@ -76,6 +76,8 @@ export interface GatewayConfig {
   readonly devMode: boolean
   /** Serve the demo page at `/`: on in `dev`, off elsewhere unless DEMO_PAGE=true. */
   readonly demoPage: boolean
+  /** OTEL_EXPORTER_OTLP_ENDPOINT: where spans go over OTLP/HTTP; unset, tracing is off. */
+  readonly otlpEndpoint: string | undefined
 }
 
 function readRoutes (env: Env): RouteConfig[] {
@@ -198,7 +200,8 @@ export function loadGatewayConfig (env: Env, overrides: { devMode?: boolean } = 
     corsOrigins: readOrigins(env),
     logLevel: readEnum(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
     devMode: overrides.devMode ?? false,
-    demoPage: readBool(env, 'DEMO_PAGE', overrides.devMode ?? false)
+    demoPage: readBool(env, 'DEMO_PAGE', overrides.devMode ?? false),
+    otlpEndpoint: readUrl(env, 'OTEL_EXPORTER_OTLP_ENDPOINT', undefined)
   }
   checkWorkers(config)
   return deepFreeze(config)
