@@ -4,6 +4,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify'
+import type { DestinationStream } from 'pino'
 import { accessTokenPlugin } from '#shared/access-token-plugin.js'
 import { type Clock, systemClock } from '#shared/clock.js'
 import { type LatchkeyError, errorBody, isLatchkeyError } from '#shared/errors.js'
@@ -27,6 +28,8 @@ export interface ResourceDeps {
   /** Used for JWKS fetches. */
   readonly fetch?: FetchLike
   readonly jwks?: JwksTuning
+  /** Where log lines go; default stdout (JSON lines). */
+  readonly logStream?: DestinationStream | undefined
 }
 
 function toLatchkeyError (err: FastifyError): LatchkeyError | undefined {
@@ -45,7 +48,7 @@ export async function buildResourceApp (config: ResourceConfig, deps: ResourceDe
   const store = new NotesStore(clock)
 
   const app = Fastify({
-    logger: { level: config.logLevel },
+    logger: { level: config.logLevel, ...(deps.logStream === undefined ? {} : { stream: deps.logStream }) },
     bodyLimit: BODY_LIMIT_BYTES,
     genReqId: (req) => {
       const id = req.headers['x-request-id']
