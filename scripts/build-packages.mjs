@@ -1,6 +1,8 @@
 #!/usr/bin/env node
-// Builds the installable packages under packages/ from the shared/src sources (part of
-// `npm run build`; nothing is copied, packages/*/dist is git-ignored):
+// Builds the installable packages under packages/ from the shared/src sources; each
+// package's `prepack` runs it, so `npm pack -w @latchkey/verify` always packs fresh code.
+// Nothing is copied; packages/*/dist is git-ignored. `node scripts/build-packages.mjs
+// [verify|session-client]` builds one, or both.
 //   @latchkey/verify          dist/index.js (the verifier), dist/fastify.js (the plugin)
 //   @latchkey/session-client  dist/index.js
 // JavaScript: esbuild, ES2022 modules, the packages' own dependencies (jose, fastify-plugin)
@@ -17,11 +19,13 @@ const shared = join(root, 'shared', 'src')
 
 const PACKAGES = [
   {
+    name: 'verify',
     dir: 'packages/verify',
     platform: 'node',
     entries: { index: 'verify-package.ts', fastify: 'access-token-plugin.ts' }
   },
   {
+    name: 'session-client',
     dir: 'packages/session-client',
     // Browsers and Node alike: nothing node-specific is imported.
     platform: 'neutral',
@@ -51,7 +55,10 @@ function emitDeclarations (files, outDir) {
   }
 }
 
-for (const pkg of PACKAGES) {
+const only = process.argv[2]
+if (only !== undefined && !PACKAGES.some(p => p.name === only)) throw new Error(`unknown package ${only}`)
+
+for (const pkg of PACKAGES.filter(p => only === undefined || p.name === only)) {
   const outdir = join(root, pkg.dir, 'dist')
   await rm(outdir, { recursive: true, force: true })
   await build({

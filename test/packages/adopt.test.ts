@@ -9,7 +9,7 @@
  */
 import t from 'tap'
 import { execFile, spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -17,15 +17,6 @@ import { ROOT, latchkey } from '../helpers/processes.js'
 import { freePort } from '../helpers/redis.js'
 
 const run = promisify(execFile)
-
-/** Every packages/<name>/dist is newer than every shared/src source. */
-function packagesBuiltFromCurrentSources (): boolean {
-  const newestSource = Math.max(...readdirSync(join(ROOT, 'shared/src')).map(f => statSync(join(ROOT, 'shared/src', f)).mtimeMs))
-  return ['verify', 'session-client'].every((name) => {
-    const entry = join(ROOT, 'packages', name, 'dist', 'index.js')
-    return existsSync(entry) && statSync(entry).mtimeMs > newestSource
-  })
-}
 
 /** What the README's "three lines" promise, as a file an adopter would write. */
 const SERVICE = `
@@ -104,9 +95,7 @@ t.test('@latchkey/verify and @latchkey/session-client, packed and installed outs
   const scratch = mkdtempSync(join(tmpdir(), 'lk-adopter-'))
   t.teardown(() => { rmSync(scratch, { recursive: true, force: true }) })
 
-  // The tarballs are built from shared/src by `npm run build` (scripts/build-packages.mjs);
-  // `npm test` has just run it, a lone run of this file after an edit rebuilds.
-  if (!packagesBuiltFromCurrentSources()) await run(process.execPath, ['scripts/build-packages.mjs'], { cwd: ROOT })
+  // Each package's prepack builds it from shared/src (scripts/build-packages.mjs).
   const packed = JSON.parse((await run('npm', ['pack', '--json', '--pack-destination', scratch, '-w', '@latchkey/verify', '-w', '@latchkey/session-client'], { cwd: ROOT })).stdout) as Array<{ name: string, filename: string, files: Array<{ path: string }> }>
   const tarball = (name: string): string => {
     const entry = packed.find(p => p.name === name)
