@@ -95,6 +95,14 @@ t.test('@latchkey/verify and @latchkey/session-client, packed and installed outs
   const scratch = mkdtempSync(join(tmpdir(), 'lk-adopter-'))
   t.teardown(() => { rmSync(scratch, { recursive: true, force: true }) })
 
+  // The gateway starts while the packages are packed and installed.
+  const port = await freePort()
+  const gateway = `http://127.0.0.1:${port}`
+  const issuer = `http://localhost:${port}`
+  const dev = latchkey(t, ['dev'], { PORT: String(port), RESOURCE_PORT: String(await freePort()), ISSUER: issuer })
+  const devReady = dev.waitFor(/Demo user: demo \/ (\S+)/, 60_000)
+  devReady.catch(() => {})
+
   // Each package's prepack builds it from shared/src (scripts/build-packages.mjs).
   const packed = JSON.parse((await run('npm', ['pack', '--json', '--pack-destination', scratch, '-w', '@latchkey/verify', '-w', '@latchkey/session-client'], { cwd: ROOT })).stdout) as Array<{ name: string, filename: string, files: Array<{ path: string }> }>
   const tarball = (name: string): string => {
@@ -120,11 +128,7 @@ t.test('@latchkey/verify and @latchkey/session-client, packed and installed outs
   writeFileSync(join(scratch, 'client.mjs'), CLIENT)
   await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: scratch })
 
-  const port = await freePort()
-  const gateway = `http://127.0.0.1:${port}`
-  const issuer = `http://localhost:${port}`
-  const dev = latchkey(t, ['dev'], { PORT: String(port), RESOURCE_PORT: String(await freePort()), ISSUER: issuer })
-  const password = (await dev.waitFor(/Demo user: demo \/ (\S+)/))[1] ?? ''
+  const password = (await devReady)[1] ?? ''
 
   const svc = spawn(process.execPath, ['service.mjs'], { cwd: scratch, env: { PATH: process.env.PATH ?? '', JWKS_URL: `${gateway}/.well-known/jwks.json`, ISSUER: issuer }, stdio: ['ignore', 'pipe', 'inherit'] })
   t.teardown(() => { svc.kill('SIGKILL') })
