@@ -11,11 +11,12 @@ import type { GatewayConfig } from './config.js'
 import authRoutes from './auth/routes.js'
 import { ClientDirectory } from './identity/clients-file.js'
 import { UserDirectory } from './identity/user-directory.js'
-import { createLoginLimiter } from './auth/login-limiter.js'
+import { createLoginLimiter, MemoryAttemptCounter, RedisAttemptCounter, type AttemptCounter } from './auth/login-limiter.js'
 import oauthRoutes from './oauth/routes.js'
 import metricsPlugin, { createGatewayMetrics, type GatewayMetrics } from './ops/metrics.js'
 import { AccessTokenIssuer, AccessTokenVerifier } from './keys/access-token.js'
 import jwksRoute from './keys/jwks-route.js'
+import adminRoutes from './ops/admin-routes.js'
 import proxyPlugin from './proxy/plugin.js'
 import { demoPagePlugin } from './ui/demo-page.js'
 import { loadSigningKeys, type SigningKeys } from './keys/signing-keys.js'
@@ -27,6 +28,7 @@ import { MemoryFamilyStore } from './sessions/memory-family-store.js'
 import { RedisFamilyStore } from './sessions/redis-family-store.js'
 import { connectRedis, createRedisClient } from './sessions/redis-connection.js'
 import { LocalRevokedSessions, RedisRevocationBus, REVOCATION_SLACK_MS, type RevokedSessions } from './sessions/revocation.js'
+import { SessionService, type EdgeRevocation } from './sessions/service.js'
 
 /** Server-side timeouts: a slow-loris client must not hold a socket forever. */
 export const CONNECTION_TIMEOUT_MS = 10_000
@@ -48,6 +50,8 @@ export interface GatewayDeps {
   readonly events: GatewayEvents
   /** Sessions revoked within the last access TTL, known to this replica. */
   readonly revoked: RevokedSessions
+  /** Tells every replica (this one included) of revoked sessions; `revoked` is what it feeds. */
+  readonly edge: EdgeRevocation
 }
 
 export interface BuildGatewayOptions {
@@ -64,6 +68,8 @@ export interface GatewayInfo {
   readonly demoPassword: string | undefined
   readonly readiness: Readiness
   readonly deps: GatewayDeps
+  /** Every session change goes through here (routes, admin API, tests). */
+  readonly sessions: SessionService
 }
 
 declare module 'fastify' {
@@ -78,6 +84,11 @@ export function familyLimits (config: GatewayConfig): FamilyLimits {
     maxTtlMs: config.sessionMaxTtlS * 1000,
     graceMs: config.refreshReuseGraceS * 1000
   }
+}
+
+/** How long a replica remembers a revoked sid: one access-token lifetime, plus the verifier's slack. */
+export function revocationTtlMs (config: GatewayConfig): number {
+  return config.accessTokenTtlS * 1000 + REVOCATION_SLACK_MS
 }
 
 export async function buildGatewayApp (config: GatewayConfig, options: BuildGatewayOptions = {}): Promise<FastifyInstance> {
@@ -133,38 +144,51 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
     }
   }
   const familyStore = store
-  const revokedTtlMs = config.accessTokenTtlS * 1000 + REVOCATION_SLACK_MS
+  const revokedTtlMs = revocationTtlMs(config)
   let revoked = overrides.revoked
-  if (revoked === undefined) {
+  let edge = overrides.edge
+  if (revoked === undefined || edge === undefined) {
     if (redis === undefined) {
       const local = new LocalRevokedSessions({ clock, ttlMs: revokedTtlMs })
-      events.onRevoked((sids) => { for (const sid of sids) local.add(sid) })
       app.addHook('onClose', async () => { local.close() })
-      revoked = local
+      revoked ??= local
+      // One process: remembering the sid here is the whole broadcast.
+      edge ??= { publish: async (sids) => { for (const sid of sids) local.add(sid) } }
     } else {
       const bus = new RedisRevocationBus({ client: redis, keyPrefix: config.redisKeyPrefix, clock, ttlMs: revokedTtlMs, log: app.log })
-      events.onRevoked((sids) => { void bus.publish(sids) })
       if (!(await bus.start())) app.log.warn('revoked sessions not loaded yet (Redis not answering); loading on reconnect')
       app.addHook('onClose', async () => { await bus.close() })
-      revoked = bus
+      revoked ??= bus
+      // Awaited by every revocation; rejects (GW_STORE_UNAVAILABLE → 503) when it cannot be made durable.
+      edge ??= { publish: async (sids) => { await bus.publish(sids) } }
     }
   }
-  const deps: GatewayDeps = { clock, store: familyStore, keys, users, clients, metrics, events, revoked }
+  const deps: GatewayDeps = { clock, store: familyStore, keys, users, clients, metrics, events, revoked, edge }
   const readiness: Readiness = { draining: false, check: () => familyStore.ping() }
-  app.decorate('latchkey', { demoPassword, readiness, deps })
   // Draining: tell keep-alive clients to reconnect (to another replica) after this answer.
   app.addHook('onSend', async (_req, reply) => { if (readiness.draining) reply.header('Connection', 'close') })
 
   const issuer = new AccessTokenIssuer({ keys, issuer: config.issuer, ttlS: config.accessTokenTtlS, clock, users })
   const verifier = new AccessTokenVerifier({ keys, issuer: config.issuer, clock })
+  const sessions = new SessionService({ store: familyStore, edge, events, users, clients, issuer, audience: config.audience, log: app.log })
+  app.decorate('latchkey', { demoPassword, readiness, deps, sessions })
 
   installErrorHandling(app)
   await app.register(metricsPlugin, { metrics, text: options.metricsSource?.(metrics.registry) })
-  const limiter = await createLoginLimiter(app, config.loginLimits, redis, events)
+  let attempts: AttemptCounter
+  if (redis === undefined) {
+    const local = new MemoryAttemptCounter(clock, config.loginLimits.windowS * 1000)
+    app.addHook('onClose', async () => { local.close() })
+    attempts = local
+  } else {
+    attempts = new RedisAttemptCounter(redis)
+  }
+  const limiter = createLoginLimiter(config.loginLimits, attempts, events)
   await app.register(healthRoutes, { readiness })
   await app.register(jwksRoute, { keys })
-  await app.register(authRoutes, { config, store: familyStore, users, issuer, verifier, clock, events, limiter, revoked })
-  await app.register(oauthRoutes, { config, store: familyStore, users, clients, issuer, events, limiter })
+  await app.register(authRoutes, { config, sessions, users, verifier, clock, events, limiter, revoked })
+  await app.register(oauthRoutes, { config, sessions, users, clients, issuer, events, limiter })
+  await app.register(adminRoutes, { config, sessions, users, verifier, revoked })
   await app.register(proxyPlugin, { routes: config.routes, keys, issuer: config.issuer, metrics, revoked, clock, genReqId })
   if (config.demoPage) await app.register(demoPagePlugin)
 

@@ -175,7 +175,7 @@ interface Entry {
 }
 
 export class ClientDirectory {
-  readonly #byId: ReadonlyMap<string, Entry>
+  #byId: ReadonlyMap<string, Entry>
   /** Stands in for an unknown id so that it costs one HMAC and one compare too. */
   readonly #dummy: SecretHash = { salt: randomBytes(SALT_BYTES), digest: randomBytes(DIGEST_BYTES) }
 
@@ -205,6 +205,11 @@ export class ClientDirectory {
 
   get (id: string): Client | undefined {
     return this.#byId.get(id)?.client
+  }
+
+  /** Put `clients` in force in place: everything holding this directory sees them at once. */
+  replace (clients: readonly StoredClient[]): void {
+    this.#byId = new ClientDirectory(clients).#byId
   }
 
   /** The client if `secret` is its secret, else null; constant-time, never throws on input. */

@@ -12,11 +12,9 @@ import { formatScope, parseScope } from '../identity/scope.js'
 import type { UserDirectory } from '../identity/user-directory.js'
 import type { AccessTokenIssuer } from '../keys/access-token.js'
 import type { GatewayEvents } from '../ops/events.js'
-import type { FamilyStore } from '../sessions/family-store.js'
-import { parseRefreshToken } from '../sessions/refresh-token.js'
-import { BROWSER_CLIENT_ID, USER_AGENT_MAX_CHARS } from '../auth/routes.js'
+import { BROWSER_CLIENT_ID, type SessionService } from '../sessions/service.js'
 import type { LoginLimiter } from '../auth/login-limiter.js'
-import { accessTokenForFamily, noStore, type TokenBody } from '../auth/token-response.js'
+import { noStore, type TokenBody } from '../auth/token-response.js'
 import { authenticateClient, invalidClient } from './client-auth.js'
 import { param, requireParam, type FormParams } from './form-body.js'
 
@@ -24,7 +22,7 @@ export const GRANT_TYPES_SUPPORTED = ['refresh_token', 'client_credentials', 'pa
 
 export interface TokenRouteOptions {
   readonly config: GatewayConfig
-  readonly store: FamilyStore
+  readonly sessions: SessionService
   readonly users: UserDirectory
   readonly clients: ClientDirectory
   readonly issuer: AccessTokenIssuer
@@ -66,39 +64,24 @@ function requireGrant (client: Client | null, grant: string): Client {
 }
 
 export function registerTokenRoute (app: FastifyInstance, opts: TokenRouteOptions): void {
-  const { config, store, users, clients, issuer, events, limiter } = opts
+  const { sessions, users, clients, issuer, events, limiter } = opts
 
   async function refreshGrant (req: FastifyRequest, form: FormParams, client: Client | null): Promise<TokenBody> {
-    const presented = parseRefreshToken(requireParam(form, 'refresh_token'))
-    if (presented === null) {
-      events.refreshed(req, 'invalid')
-      throw gatewayError('GW_OAUTH_INVALID_GRANT')
-    }
+    const raw = requireParam(form, 'refresh_token')
     if (client !== null && !client.grants.includes('refresh_token') && !client.grants.includes('password')) {
       throw gatewayError('GW_UNAUTHORIZED_CLIENT')
     }
     // A family is bound to the client it was issued to (§6): a confidential client's family
     // needs that client's authentication; a browser family is refreshed without one.
-    const result = await store.rotate(presented, {
-      ip: req.ip,
-      userAgent: (req.headers['user-agent'] ?? '').slice(0, USER_AGENT_MAX_CHARS),
-      clientId: client?.id ?? BROWSER_CLIENT_ID
-    })
-    if (result.kind === 'reuse') {
-      events.reuseDetected(req, result.sid, result.userId)
-      throw gatewayError('GW_OAUTH_INVALID_GRANT')
-    }
-    if (result.kind === 'invalid') {
-      events.refreshed(req, 'invalid')
-      throw gatewayError('GW_OAUTH_INVALID_GRANT')
-    }
     const requested = param(form, 'scope')
-    // §6: a refresh may narrow the scope of the access token, never widen the family's.
-    const scope = requested === undefined ? result.family.scope : narrowScope(requested, result.family.scope.split(' ').filter(Boolean))
-    const body = await accessTokenForFamily(issuer, { ...result.family, scope }, config.audience)
-    events.refreshed(req, result.kind, result.family.sid)
-    events.tokenIssued('refresh_token')
-    return { ...body, refresh_token: result.token.raw }
+    const result = await sessions.refresh(req, raw, {
+      clientId: client?.id ?? BROWSER_CLIENT_ID,
+      seen: { ip: req.ip, userAgent: req.headers['user-agent'] },
+      // §6: a refresh may narrow the scope of the access token, never widen the family's.
+      narrow: (allowed) => narrowScope(requested, allowed)
+    })
+    if (!result.ok) throw gatewayError('GW_OAUTH_INVALID_GRANT')
+    return { ...result.body, refresh_token: result.refreshToken }
   }
 
   async function clientCredentialsGrant (form: FormParams, presented: Client | null): Promise<TokenBody> {
@@ -121,16 +104,12 @@ export function registerTokenRoute (app: FastifyInstance, opts: TokenRouteOption
       events.loginFailed(req, username)
       throw gatewayError('GW_OAUTH_INVALID_CREDENTIALS')
     }
+    await limiter.succeeded(req, username)
     const userScopes = user.scope.split(' ').filter(Boolean)
     const allowed = client.scope.length === 0 ? userScopes : userScopes.filter(s => client.scope.includes(s))
     const scope = narrowScope(param(form, 'scope'), allowed)
-    const { token, family } = await store.create({
-      userId: user.id, clientId: client.id, scope, userAgent: (req.headers['user-agent'] ?? '').slice(0, USER_AGENT_MAX_CHARS), ip: req.ip
-    })
-    const body = await accessTokenForFamily(issuer, family, config.audience)
-    events.loginSucceeded(req, user.id, family.sid)
-    events.tokenIssued('password')
-    return { ...body, refresh_token: token.raw }
+    const issued = await sessions.create(req, { user, clientId: client.id, scope, seen: { ip: req.ip, userAgent: req.headers['user-agent'] }, grant: 'password' })
+    return { ...issued.body, refresh_token: issued.refreshToken }
   }
 
   app.post('/oauth/token', async (req: FastifyRequest, reply: FastifyReply) => {
