@@ -13,12 +13,24 @@ import { ClientDirectory } from './identity/clients-file.js'
 import { UserDirectory } from './identity/user-directory.js'
 import { createLoginLimiter, MemoryAttemptCounter, RedisAttemptCounter, type AttemptCounter } from './auth/login-limiter.js'
 import oauthRoutes from './oauth/routes.js'
+import { ClientAssertionVerifier } from './oauth/client-assertion.js'
+import { ClientAuthenticator } from './oauth/client-auth.js'
+import { createClientAuthThrottle } from './oauth/client-auth-limiter.js'
+import { TokenExchange } from './oauth/token-exchange.js'
+import { type JtiReplayStore, MemoryJtiReplayStore } from './oauth/jti-replay-store.js'
+import { RedisJtiReplayStore } from './oauth/redis-jti-replay-store.js'
 import metricsPlugin, { createGatewayMetrics, type GatewayMetrics } from './ops/metrics.js'
 import { AccessTokenIssuer, AccessTokenVerifier } from './keys/access-token.js'
 import jwksRoute from './keys/jwks-route.js'
 import adminRoutes from './ops/admin-routes.js'
 import proxyPlugin from './proxy/plugin.js'
 import { demoPagePlugin } from './ui/demo-page.js'
+import oidcRoutes from './identity/oidc/routes.js'
+import { ProviderRegistry } from './identity/oidc/provider-registry.js'
+import { parseProvidersText } from './identity/oidc/providers-file.js'
+import { FileReloader } from './ops/reloader.js'
+import { MemorySignInStateStore, RedisSignInStateStore } from './identity/oidc/sign-in-state.js'
+import { MemoryFederatedLinks, RedisFederatedLinks } from './identity/oidc/federated-links.js'
 import { loadSigningKeys, type SigningKeys } from './keys/signing-keys.js'
 import { installErrorHandling } from './ops/error-handler.js'
 import { createGatewayEvents, type GatewayEvents } from './ops/events.js'
@@ -52,6 +64,8 @@ export interface GatewayDeps {
   readonly revoked: RevokedSessions
   /** Tells every replica (this one included) of revoked sessions; `revoked` is what it feeds. */
   readonly edge: EdgeRevocation
+  /** Client-assertion ids already used (RFC 7523 §3), until their exp. */
+  readonly replay: JtiReplayStore
 }
 
 export interface BuildGatewayOptions {
@@ -163,14 +177,27 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
       edge ??= { publish: async (sids) => { await bus.publish(sids) } }
     }
   }
-  const deps: GatewayDeps = { clock, store: familyStore, keys, users, clients, metrics, events, revoked, edge }
+  let replay = overrides.replay
+  if (replay === undefined) {
+    replay = redis === undefined
+      ? new MemoryJtiReplayStore({ clock })
+      : new RedisJtiReplayStore({ client: redis, clock, keyPrefix: config.redisKeyPrefix })
+    const owned = replay
+    app.addHook('onClose', async () => { await owned.close() })
+  }
+  const deps: GatewayDeps = { clock, store: familyStore, keys, users, clients, metrics, events, revoked, edge, replay }
   const readiness: Readiness = { draining: false, check: () => familyStore.ping() }
   // Draining: tell keep-alive clients to reconnect (to another replica) after this answer.
   app.addHook('onSend', async (_req, reply) => { if (readiness.draining) reply.header('Connection', 'close') })
 
   const issuer = new AccessTokenIssuer({ keys, issuer: config.issuer, ttlS: config.accessTokenTtlS, clock, users })
   const verifier = new AccessTokenVerifier({ keys, issuer: config.issuer, clock })
-  const sessions = new SessionService({ store: familyStore, edge, events, users, clients, issuer, audience: config.audience, log: app.log })
+  const parties = new ProviderRegistry({
+    issuer: config.issuer,
+    clock,
+    onDiscoveryError: (party, err) => { app.log.warn({ provider: party.entry.id, err }, 'identity provider discovery failed; retried on the next sign-in') }
+  })
+  const sessions = new SessionService({ store: familyStore, edge, events, users, clients, issuer, audience: config.audience, log: app.log, federated: parties })
   app.decorate('latchkey', { demoPassword, readiness, deps, sessions })
 
   installErrorHandling(app)
@@ -187,9 +214,38 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   await app.register(healthRoutes, { readiness })
   await app.register(jwksRoute, { keys })
   await app.register(authRoutes, { config, sessions, users, verifier, clock, events, limiter, revoked })
-  await app.register(oauthRoutes, { config, sessions, users, clients, issuer, events, limiter })
+  const assertions = new ClientAssertionVerifier({ clients, issuer: config.issuer, replay, clock })
+  const throttle = createClientAuthThrottle(config.clientAuthLimits, attempts, events, clock)
+  const clientAuth = new ClientAuthenticator({ clients, issuer: config.issuer, assertions, throttle })
+  const exchange = new TokenExchange({ keys, issuer: config.issuer, accessTokens: issuer, revoked, clock })
+  await app.register(oauthRoutes, { config, sessions, users, clients, issuer, events, limiter, clientAuth, exchange })
   await app.register(adminRoutes, { config, sessions, users, verifier, revoked })
   await app.register(proxyPlugin, { routes: config.routes, keys, issuer: config.issuer, metrics, revoked, clock, genReqId })
+  // PROVIDERS_FILE is reloaded on change (ops/reloader.ts): validated whole, a bad file refused.
+  const providersReloader = config.providersFile === undefined
+    ? undefined
+    : new FileReloader({
+      path: config.providersFile,
+      name: 'PROVIDERS_FILE',
+      parse: (text) => parseProvidersText(text, 'PROVIDERS_FILE', config.providersFile),
+      apply: (entries) => { parties.replace(entries) },
+      log: app.log,
+      counter: metrics.configReloads
+    })
+  // Discovery starts here but nothing waits for it; a sign-in before it answers retries it.
+  app.addHook('onReady', async () => {
+    parties.replace(providersReloader === undefined ? config.providers : await providersReloader.load())
+    await providersReloader?.start()
+  })
+  app.addHook('onClose', async () => { providersReloader?.close() })
+  await app.register(oidcRoutes, {
+    config,
+    parties,
+    sessions,
+    state: redis === undefined ? new MemorySignInStateStore(clock) : new RedisSignInStateStore(redis),
+    links: redis === undefined ? new MemoryFederatedLinks(clock) : new RedisFederatedLinks(redis),
+    clock
+  })
   if (config.demoPage) await app.register(demoPagePlugin)
 
   app.addHook('onClose', async () => { await familyStore.close() })

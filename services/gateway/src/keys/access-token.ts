@@ -36,6 +36,15 @@ export interface AccessTokenClaims {
   readonly scope: string
   /** The refresh-token family id, for user tokens. */
   readonly sid?: string
+  /** RFC 8693 §4.1: who acts for `sub` (token exchange), nested for chains. */
+  readonly act?: ActorClaim
+  /** Seconds since the epoch: expire no later than this (an exchanged token never outlives its subject token). */
+  readonly notAfter?: number
+}
+
+export interface ActorClaim {
+  readonly sub: string
+  readonly act?: ActorClaim
 }
 
 /** Who a user id belongs to (the gateway's UserDirectory, which keeps its identity across reloads). */
@@ -104,11 +113,12 @@ export class AccessTokenIssuer {
 
   async issue (claims: AccessTokenClaims): Promise<IssuedAccessToken> {
     const iat = Math.floor(this.#clock.now() / 1000)
+    const exp = claims.notAfter === undefined ? iat + this.#ttlS : Math.min(iat + this.#ttlS, claims.notAfter)
     const payload: JWTPayload = {
       iss: this.#issuer,
       sub: claims.sub,
       aud: typeof claims.aud === 'string' ? claims.aud : [...claims.aud],
-      exp: iat + this.#ttlS,
+      exp,
       iat,
       jti: randomUUID(),
       client_id: claims.client_id,
@@ -121,9 +131,10 @@ export class AccessTokenIssuer {
       const name = this.#users?.getById(claims.sub)?.username
       if (name !== undefined) payload.preferred_username = name
     }
+    if (claims.act !== undefined) payload.act = claims.act
     const signingInput = `${this.#encodedHeader}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}`
     const signature = this.#sign(Buffer.from(signingInput)).toString('base64url')
-    return { token: `${signingInput}.${signature}`, expiresIn: this.#ttlS }
+    return { token: `${signingInput}.${signature}`, expiresIn: exp - iat }
   }
 }
 

@@ -7,21 +7,20 @@
  */
 import type { FastifyInstance } from 'fastify'
 import { gatewayError } from '../errors.js'
-import type { ClientDirectory } from '../identity/clients-file.js'
 import { parseRefreshToken } from '../sessions/refresh-token.js'
 import { BROWSER_CLIENT_ID, type SessionService } from '../sessions/service.js'
 import { noStore } from '../auth/token-response.js'
-import { authenticateClient } from './client-auth.js'
+import type { ClientAuthenticator } from './client-auth.js'
 import { param, requireParam, type FormParams } from './form-body.js'
 
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/
 
-export function registerRevokeRoute (app: FastifyInstance, opts: { sessions: SessionService, clients: ClientDirectory }): void {
-  const { sessions, clients } = opts
+export function registerRevokeRoute (app: FastifyInstance, opts: { sessions: SessionService, clientAuth: ClientAuthenticator }): void {
+  const { sessions, clientAuth } = opts
   app.post('/oauth/revoke', async (req, reply) => {
     noStore(reply)
     const form: FormParams = (req.body as FormParams | undefined) ?? {}
-    const client = authenticateClient(req, form, clients)
+    const client = await clientAuth.authenticate(req, form)
     const token = requireParam(form, 'token')
     const hint = param(form, 'token_type_hint')
     const presented = parseRefreshToken(token)

@@ -8,17 +8,18 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { GatewayConfig } from '../config.js'
 import { gatewayError } from '../errors.js'
 import type { ClientDirectory, Client } from '../identity/clients-file.js'
-import { formatScope, parseScope } from '../identity/scope.js'
 import type { UserDirectory } from '../identity/user-directory.js'
 import type { AccessTokenIssuer } from '../keys/access-token.js'
 import type { GatewayEvents } from '../ops/events.js'
 import { BROWSER_CLIENT_ID, type SessionService } from '../sessions/service.js'
 import type { LoginLimiter } from '../auth/login-limiter.js'
 import { noStore, type TokenBody } from '../auth/token-response.js'
-import { authenticateClient, invalidClient } from './client-auth.js'
+import { type ClientAuthenticator, invalidClient } from './client-auth.js'
 import { param, requireParam, type FormParams } from './form-body.js'
+import { narrowScope, pickAudience } from './token-scope.js'
+import { TOKEN_EXCHANGE_GRANT, type TokenExchange } from './token-exchange.js'
 
-export const GRANT_TYPES_SUPPORTED = ['refresh_token', 'client_credentials', 'password'] as const
+export const GRANT_TYPES_SUPPORTED = ['refresh_token', 'client_credentials', 'password', TOKEN_EXCHANGE_GRANT] as const
 
 export interface TokenRouteOptions {
   readonly config: GatewayConfig
@@ -28,33 +29,8 @@ export interface TokenRouteOptions {
   readonly issuer: AccessTokenIssuer
   readonly events: GatewayEvents
   readonly limiter: LoginLimiter
-}
-
-/** The requested scope as a subset of `allowed`, or all of `allowed` when none is asked (§3.3). */
-function narrowScope (requested: string | undefined, allowed: readonly string[]): string {
-  if (requested === undefined) return formatScope(allowed)
-  const tokens = parseScope(requested)
-  if (tokens === null || tokens.length === 0) throw gatewayError('GW_INVALID_SCOPE')
-  const permitted = new Set(allowed)
-  if (!tokens.every(s => permitted.has(s))) throw gatewayError('GW_INVALID_SCOPE')
-  return formatScope([...new Set(tokens)])
-}
-
-/** RFC 8707 §2: `resource` (or the common `audience`) picks one of the client's audiences. */
-function pickAudience (form: FormParams, client: Client): string {
-  const audience = param(form, 'audience')
-  const resource = param(form, 'resource')
-  if (audience !== undefined && resource !== undefined && audience !== resource) {
-    throw gatewayError('GW_OAUTH_INVALID_REQUEST', { description: 'audience and resource disagree.' })
-  }
-  const wanted = audience ?? resource
-  if (wanted === undefined) {
-    const first = client.audiences[0]
-    if (first === undefined) throw gatewayError('GW_INVALID_TARGET')
-    return first
-  }
-  if (!client.audiences.includes(wanted)) throw gatewayError('GW_INVALID_TARGET')
-  return wanted
+  readonly clientAuth: ClientAuthenticator
+  readonly exchange: TokenExchange
 }
 
 function requireGrant (client: Client | null, grant: string): Client {
@@ -64,7 +40,7 @@ function requireGrant (client: Client | null, grant: string): Client {
 }
 
 export function registerTokenRoute (app: FastifyInstance, opts: TokenRouteOptions): void {
-  const { sessions, users, clients, issuer, events, limiter } = opts
+  const { sessions, users, issuer, events, limiter, clientAuth, exchange } = opts
 
   async function refreshGrant (req: FastifyRequest, form: FormParams, client: Client | null): Promise<TokenBody> {
     const raw = requireParam(form, 'refresh_token')
@@ -86,7 +62,7 @@ export function registerTokenRoute (app: FastifyInstance, opts: TokenRouteOption
 
   async function clientCredentialsGrant (form: FormParams, presented: Client | null): Promise<TokenBody> {
     const client = requireGrant(presented, 'client_credentials')
-    const aud = pickAudience(form, client)
+    const aud = pickAudience(form, client.audiences)
     const scope = narrowScope(param(form, 'scope'), client.scope)
     // A service token: sub is the client itself, and there is no session (no sid).
     const { token, expiresIn } = await issuer.issue({ sub: client.id, aud, client_id: client.id, scope })
@@ -118,10 +94,16 @@ export function registerTokenRoute (app: FastifyInstance, opts: TokenRouteOption
     const grantType = param(form, 'grant_type')
     if (grantType === undefined) throw gatewayError('GW_OAUTH_INVALID_REQUEST', { description: 'Missing parameter grant_type.' })
     if (!(GRANT_TYPES_SUPPORTED as readonly string[]).includes(grantType)) throw gatewayError('GW_UNSUPPORTED_GRANT_TYPE')
-    const client = authenticateClient(req, form, clients)
+    const client = await clientAuth.authenticate(req, form)
     switch (grantType) {
       case 'refresh_token': return refreshGrant(req, form, client)
       case 'client_credentials': return clientCredentialsGrant(form, client)
+      case TOKEN_EXCHANGE_GRANT: {
+        if (client === null) throw invalidClient()
+        const body = await exchange.exchange(form, client)
+        events.tokenIssued('token_exchange')
+        return body
+      }
       default: return passwordGrant(req, form, client)
     }
   })

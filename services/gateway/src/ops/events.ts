@@ -8,12 +8,14 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { GatewayMetrics } from './metrics.js'
 
 export type RefreshOutcome = 'rotated' | 'grace' | 'invalid'
-export type Grant = 'login' | 'refresh_token' | 'client_credentials' | 'password'
+export type Grant = 'login' | 'refresh_token' | 'client_credentials' | 'password' | 'token_exchange'
+/** Which brute-force limit refused: login (ip, username) or client authentication (client_ip, client_id). */
+export type RateLimit = 'ip' | 'username' | 'client_ip' | 'client_id'
 /**
  * Why sessions ended: user and admin actions, reuse (SPEC rule 2), and a refresh that found
  * its user or client gone or disabled.
  */
-export type RevokeReason = 'logout' | 'logout_all' | 'session_delete' | 'reuse' | 'revoke' | 'user_gone' | 'client_gone' | 'admin' | 'cli'
+export type RevokeReason = 'logout' | 'logout_all' | 'session_delete' | 'reuse' | 'revoke' | 'user_gone' | 'client_gone' | 'admin' | 'cli' | 'backchannel_logout'
 
 /** Where a line goes: a Fastify request (its request id comes along) or a plain logger. */
 export interface EventSource {
@@ -25,7 +27,7 @@ export interface GatewayEvents {
   loginFailed (req: EventSource, username: string): void
   refreshed (req: EventSource, outcome: RefreshOutcome, sid?: string): void
   tokenIssued (grant: Grant): void
-  rateLimited (req: EventSource, limit: 'ip' | 'username'): void
+  rateLimited (req: EventSource, limit: RateLimit): void
   /** The store has revoked the family; the session service broadcasts it. */
   reuseDetected (req: EventSource, sid: string, userId: string): void
   /** Audit line and metric for revoked sessions; the session service broadcasts them. */
