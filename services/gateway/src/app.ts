@@ -141,8 +141,16 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   const events = overrides.events ?? createGatewayEvents(metrics)
   const clients = overrides.clients ?? await ClientDirectory.load(config.clientsFile)
   const keys = overrides.keys ?? await loadSigningKeys(config.signingKeysFile, app.log)
+  for (const warning of config.warnings) app.log.warn(warning)
   let demoPassword: string | undefined
   let users = overrides.users
+  if (users === undefined && config.usersFile === undefined && !config.devMode) {
+    // The generated demo user is for `latchkey dev` (SPEC "Running"): a gateway that made one
+    // up would refuse every login with nothing to say why. Without USERS_FILE it serves OAuth
+    // clients (client credentials, token exchange) and upstream sign-in only, and says so.
+    app.log.warn('no USERS_FILE: no user can sign in with a password (every /auth/login answers 401); add users with `latchkey users add <name> --file users.json` and set USERS_FILE=users.json (the generated demo user exists only in `latchkey dev`)')
+    users = await UserDirectory.fromUsers([])
+  }
   if (users === undefined) {
     const loaded = await UserDirectory.load(config.usersFile)
     users = loaded.directory
@@ -193,7 +201,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   // Draining: tell keep-alive clients to reconnect (to another replica) after this answer.
   app.addHook('onSend', async (_req, reply) => { if (readiness.draining) reply.header('Connection', 'close') })
 
-  const issuer = new AccessTokenIssuer({ keys, issuer: config.issuer, ttlS: config.accessTokenTtlS, clock })
+  const issuer = new AccessTokenIssuer({ keys, issuer: config.issuer, ttlS: config.accessTokenTtlS, clock, users })
   const verifier = new AccessTokenVerifier({ keys, issuer: config.issuer, clock })
   const parties = new ProviderRegistry({
     issuer: config.issuer,
@@ -230,7 +238,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
     : new FileReloader({
       path: config.providersFile,
       name: 'PROVIDERS_FILE',
-      parse: (text) => parseProvidersText(text, 'PROVIDERS_FILE'),
+      parse: (text) => parseProvidersText(text, 'PROVIDERS_FILE', config.providersFile),
       apply: (entries) => { parties.replace(entries) },
       log: app.log,
       counter: metrics.configReloads

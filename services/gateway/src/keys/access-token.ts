@@ -47,6 +47,11 @@ export interface ActorClaim {
   readonly act?: ActorClaim
 }
 
+/** Who a user id belongs to (the gateway's UserDirectory, which keeps its identity across reloads). */
+export interface UserNames {
+  getById (id: string): { readonly username: string } | undefined
+}
+
 export interface IssuedAccessToken {
   readonly token: string
   /** Seconds, as `expires_in` in a token response (RFC 6749 §5.1). */
@@ -93,8 +98,9 @@ export class AccessTokenIssuer {
   readonly #issuer: string
   readonly #ttlS: number
   readonly #clock: Clock
+  readonly #users: UserNames | undefined
 
-  constructor (opts: { keys: SigningKeys, issuer: string, ttlS: number, clock: Clock }) {
+  constructor (opts: { keys: SigningKeys, issuer: string, ttlS: number, clock: Clock, users?: UserNames }) {
     if (!Number.isInteger(opts.ttlS) || opts.ttlS <= 0) throw new TypeError('ttlS must be a positive integer')
     const { kid, alg, key } = opts.keys.signing
     this.#sign = signerFor(alg, key instanceof KeyObject ? key : KeyObject.from(key))
@@ -102,6 +108,7 @@ export class AccessTokenIssuer {
     this.#issuer = opts.issuer
     this.#ttlS = opts.ttlS
     this.#clock = opts.clock
+    this.#users = opts.users
   }
 
   async issue (claims: AccessTokenClaims): Promise<IssuedAccessToken> {
@@ -117,7 +124,13 @@ export class AccessTokenIssuer {
       client_id: claims.client_id,
       scope: claims.scope
     }
-    if (claims.sid !== undefined) payload.sid = claims.sid
+    if (claims.sid !== undefined) {
+      payload.sid = claims.sid
+      // RFC 9068 §2.2.3.1 allows OpenID Connect identity claims: the user's name, so that a
+      // service (and a person reading /api/me) sees "alice" rather than an opaque `sub`.
+      const name = this.#users?.getById(claims.sub)?.username
+      if (name !== undefined) payload.preferred_username = name
+    }
     if (claims.act !== undefined) payload.act = claims.act
     const signingInput = `${this.#encodedHeader}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}`
     const signature = this.#sign(Buffer.from(signingInput)).toString('base64url')
