@@ -9,12 +9,12 @@ import type { Clock } from '#shared/clock.js'
 import type { GatewayConfig } from '../config.js'
 import { gatewayError } from '../errors.js'
 import type { UserDirectory } from '../identity/user-directory.js'
-import type { AccessTokenIssuer, AccessTokenVerifier } from '../keys/access-token.js'
+import type { AccessTokenVerifier } from '#shared/access-token-verifier.js'
+import type { AccessTokenIssuer } from '../keys/access-token.js'
 import type { FamilyStore, RotateResult } from '../sessions/family-store.js'
 import { parseRefreshToken } from '../sessions/refresh-token.js'
 import type { GatewayEvents } from '../ops/events.js'
 import type { LoginLimiter } from './login-limiter.js'
-import type { RevokedSessions } from '../sessions/revocation.js'
 import { authenticateBearer } from './bearer.js'
 import { clearRefreshCookie, REFRESH_COOKIE, setRefreshCookie } from './cookie.js'
 import { corsHeaders, createOriginPolicy, crossSiteGuard } from './origin-guard.js'
@@ -36,7 +36,6 @@ export interface AuthRoutesOptions {
   readonly clock: Clock
   readonly events: GatewayEvents
   readonly limiter: LoginLimiter
-  readonly revoked: RevokedSessions
 }
 
 const loginSchema = {
@@ -55,7 +54,7 @@ function userAgentOf (req: FastifyRequest): string {
 }
 
 async function authRoutes (app: FastifyInstance, opts: AuthRoutesOptions): Promise<void> {
-  const { config, store, users, issuer, verifier, clock, events, limiter, revoked } = opts
+  const { config, store, users, issuer, verifier, clock, events, limiter } = opts
   const policy = createOriginPolicy(config.origin, config.corsOrigins)
   const refuseCrossSite = crossSiteGuard(policy)
   const secure = config.cookieSecure
@@ -129,7 +128,7 @@ async function authRoutes (app: FastifyInstance, opts: AuthRoutesOptions): Promi
   })
 
   app.post('/auth/logout-all', async (req, reply) => {
-    const claims = await authenticateBearer(req, verifier, config.audience, revoked)
+    const claims = await authenticateBearer(req, verifier, config.audience)
     const sids = await store.revokeAllForUser(claims.sub)
     events.revoked(req, 'logout_all', sids, claims.sub)
     clearRefreshCookie(reply, secure)
@@ -137,7 +136,7 @@ async function authRoutes (app: FastifyInstance, opts: AuthRoutesOptions): Promi
   })
 
   app.get('/auth/sessions', async (req, reply) => {
-    const claims = await authenticateBearer(req, verifier, config.audience, revoked)
+    const claims = await authenticateBearer(req, verifier, config.audience)
     const families = await store.listForUser(claims.sub)
     reply.header('Cache-Control', 'no-store')
     return families.map(f => ({
@@ -153,7 +152,7 @@ async function authRoutes (app: FastifyInstance, opts: AuthRoutesOptions): Promi
   app.delete('/auth/sessions/:id', {
     schema: { params: { type: 'object', properties: { id: { type: 'string', maxLength: 64 } }, required: ['id'] } }
   }, async (req, reply) => {
-    const claims = await authenticateBearer(req, verifier, config.audience, revoked)
+    const claims = await authenticateBearer(req, verifier, config.audience)
     const { id } = req.params as { id: string }
     if (!(await store.revokeSession(claims.sub, id))) throw gatewayError('GW_SESSION_NOT_FOUND')
     events.revoked(req, 'session_delete', [id], claims.sub)

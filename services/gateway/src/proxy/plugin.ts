@@ -1,23 +1,17 @@
 /**
  * The gateway's reverse proxy (SPEC "Proxy"), as a Fastify plugin:
  *
- *   await app.register(proxyPlugin, { routes: config.routes, keys, issuer: config.issuer, metrics, revoked })
+ *   await app.register(proxyPlugin, { routes: config.routes, verifier, metrics, lane })
  *
- * Each `ROUTES_FILE` prefix becomes a `<prefix>*` route whose work is done in an `onRequest`
- * hook, before Fastify would read or parse a body: the path is normalised and must stay under
- * the route's prefix (path.ts), the access token is checked in process (access.ts), then the
- * reply is hijacked and the raw request streamed upstream (forwarder.ts).
+ * One catch-all route (`/*`, the gateway's own routes are static and win over it) whose work is
+ * done in an `onRequest` hook, before Fastify would read or parse a body: admission.ts decides
+ * (path → route → token → revocation → audience → scopes), then the reply is hijacked and the
+ * raw request streamed upstream (forwarder.ts). A path under no route gets the app's 404.
  *
- * Fast lane: a request whose bearer token is already in the verified-token cache, on a
- * normalised path under its route, is forwarded straight from the server's 'request' event,
- * before Fastify builds a request, a reply and a child logger for it (that lifecycle cost
- * more than the proxy hop itself; see README "Performance"). The lane admits exactly what
- * the `onRequest` gate would admit and never answers anything itself: a request it does not
- * take (no token, a token not seen before, a refusal, a WebSocket handshake, the app
- * closing) goes on to Fastify's routing unchanged, which decides and explains. App-level
- * hooks do not run for fast-lane requests; the proxy logs `incoming request` for them as
- * Fastify does. The lane takes over the server's 'request' listener at registration; with a
- * `serverFactory` (no such listener) there is none and every request takes the gate.
+ * Fast lane (fast-lane.ts, installed by app.ts with `serverFactory`): a request the same
+ * admission function admits at once (its token already verified) is forwarded from the
+ * server's request listener, before Fastify builds anything for it. Both lanes end in
+ * `forward`; the lane logs Fastify's "incoming request" and "request completed" lines itself.
  *
  * WebSocket handshakes: Node hands every `Connection: Upgrade` request to the server's
  * 'upgrade' listeners instead of 'request'. This plugin's listener gives each such request a
@@ -35,38 +29,37 @@ import type { Duplex } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
-import type { Clock } from '#shared/clock.js'
-import { errorBody, isLatchkeyError, type LatchkeyError } from '#shared/errors.js'
+import type { AccessTokenVerifier } from '#shared/access-token-verifier.js'
+import { errorBody, type LatchkeyError } from '#shared/errors.js'
 import type { RouteConfig } from '../config.js'
 import { gatewayError } from '../errors.js'
-import type { SigningKeys } from '../keys/signing-keys.js'
 import type { GatewayMetrics } from '../ops/metrics.js'
-import { ProxyAccess, type RevokedSids } from './access.js'
+import { Admission } from './admission.js'
+import type { FastLane } from './fast-lane.js'
 import { type Exchange, Forwarder } from './forwarder.js'
 import { upstreamRequestHeaders } from './headers.js'
-import { normalisePath, routeFor, splitTarget } from './path.js'
+import { normalisePath } from './path.js'
 import { PROXY_TIMEOUT_MS, type ProxyRoute, compileRoute, createUpstreamAgents } from './upstream.js'
 
 /** Methods proxied; others (TRACE, WebDAV, CONNECT) get the gateway's 404. */
 export const PROXY_METHODS: readonly HTTPMethods[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']
 const LANE_METHODS: ReadonlySet<string> = new Set(PROXY_METHODS)
+/** Logged status of a lane request whose client left before any answer (nginx's convention). */
+const CLIENT_CLOSED = 499
 /** Prefixes that belong to the gateway itself and can never be proxied. */
 export const RESERVED_PREFIXES: readonly string[] = ['/auth/', '/oauth/', '/.well-known/']
 
 export interface ProxyPluginOptions {
   readonly routes: readonly RouteConfig[]
-  readonly keys: SigningKeys
-  readonly issuer: string
+  /** The gateway's one access-token verifier (auth/bearer.ts `createGatewayVerifier`), edge revocation included. */
+  readonly verifier: AccessTokenVerifier
   readonly metrics: GatewayMetrics
-  /** Edge revocation: a token whose `sid` is in here is refused (401 invalid_token). Asked in memory, per request. */
-  readonly revoked: RevokedSids
-  readonly clock?: Clock
   /** Upstream silence allowed before 504 (default `PROXY_TIMEOUT_MS`). */
   readonly timeoutMs?: number
   /** Request ids for fast-lane requests: the app's own `genReqId` (default `randomUUID`). */
   readonly genReqId?: () => string
-  /** Serve cached-token requests before Fastify's lifecycle (default true; see the module comment). */
-  readonly fastLane?: boolean
+  /** The server's fast lane (app.ts `serverFactory`); without one every request takes the gate. */
+  readonly lane?: FastLane
 }
 
 interface PendingUpgrade {
@@ -99,10 +92,10 @@ function refuse (reply: FastifyReply, err: LatchkeyError): FastifyReply {
 
 async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promise<void> {
   assertRoutes(options.routes)
-  const access = new ProxyAccess(options)
   const agents = createUpstreamAgents()
   const forwarder = new Forwarder({ metrics: options.metrics, timeoutMs: options.timeoutMs ?? PROXY_TIMEOUT_MS })
   const routes = options.routes.map(r => compileRoute(r, agents))
+  const admission = new Admission<ProxyRoute>({ verifier: options.verifier, routes: () => routes })
   const upgrades = new WeakMap<IncomingMessage, PendingUpgrade>()
   const genReqId = options.genReqId ?? randomUUID
   const log = app.log
@@ -131,68 +124,59 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
     }
   }
 
-  function gate (route: ProxyRoute) {
-    return async function proxyGate (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
-      const startedAt = process.hrtime.bigint()
-      const req = request.raw
-      const { path, query } = splitTarget(req.url ?? '/')
-      const normalised = normalisePath(path)
-      // The router chose this route from the raw path; the normalised path must agree.
-      if (!normalised.ok || routeFor(routes, normalised.path) !== route) {
-        request.log.info({ route: route.label, reason: normalised.ok ? 'leaves_prefix' : normalised.reason }, 'proxy path refused')
-        return refuse(reply, gatewayError('GW_PROXY_PATH_NOT_ALLOWED'))
-      }
-      try {
-        await access.admit(request.headers.authorization, route.config)
-      } catch (err) {
-        if (!isLatchkeyError(err)) throw err
-        request.log.debug({ route: route.label, code: err.code }, 'proxy access refused')
-        return refuse(reply, err)
-      }
-      reply.hijack()
-      forward(req, reply.raw, route, normalised.path + query, request.id, startedAt, upgrades.get(req))
-      return undefined
+  async function gate (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
+    const startedAt = process.hrtime.bigint()
+    const req = request.raw
+    const decision = await admission.decide(req.url ?? '/', request.headers.authorization)
+    switch (decision.outcome) {
+      case 'no_route':
+      case 'undecided':
+        reply.callNotFound()
+        return reply
+      case 'refused':
+        if (decision.error.code === 'GW_PROXY_PATH_NOT_ALLOWED') request.log.info({ route: decision.route?.label, reason: decision.reason }, 'proxy path refused')
+        else request.log.debug({ route: decision.route?.label, code: decision.error.code }, 'proxy access refused')
+        return refuse(reply, decision.error)
+      case 'admitted':
+        reply.hijack()
+        forward(req, reply.raw, decision.route, decision.target, request.id, startedAt, upgrades.get(req))
+        return undefined
     }
   }
 
-  /**
-   * The fast lane (module comment): true when it took the request. Every check is the
-   * gate's, in the gate's order; anything else is left to Fastify.
-   */
-  function fastLane (req: IncomingMessage, res: ServerResponse): boolean {
+  /** The fast lane (fast-lane.ts): true when it took the request, which admission admitted at once. */
+  function take (req: IncomingMessage, res: ServerResponse): boolean {
     if (closing || req.headers.upgrade !== undefined || !LANE_METHODS.has(req.method ?? '')) return false
     const startedAt = process.hrtime.bigint()
     const target = req.url ?? '/'
-    const { path, query } = splitTarget(target)
-    // The route Fastify's router would pick from the raw path, which the normalised path must keep.
-    const route = routeFor(routes, path)
-    if (route === undefined) return false
-    const normalised = normalisePath(path)
-    if (!normalised.ok || (normalised.path !== path && routeFor(routes, normalised.path) !== route)) return false
-    if (access.admitCached(req.headers.authorization, route.config) === undefined) return false
+    const decision = admission.decide(target, req.headers.authorization, true)
+    if (decision instanceof Promise || decision.outcome !== 'admitted') return false
     const requestId = genReqId()
-    // Fastify's own access-log line, field for field (its `req` serializer reads these).
+    // Fastify's own access-log lines, field for field (its `req` and `res` serializers read
+    // these); for the gate's requests Fastify writes them itself, hijacked or not.
     if (logsRequests()) {
       log.info({ reqId: requestId, req: { method: req.method, url: target, host: req.headers.host, ip: req.socket.remoteAddress, socket: req.socket } }, 'incoming request')
+      res.once('close', () => {
+        const responseTime = Number(process.hrtime.bigint() - startedAt) / 1e6
+        log.info({ reqId: requestId, res: { statusCode: res.headersSent ? res.statusCode : CLIENT_CLOSED }, responseTime }, 'request completed')
+      })
     }
-    forward(req, res, route, normalised.path + query, requestId, startedAt, undefined)
+    forward(req, res, decision.route, decision.target, requestId, startedAt, undefined)
     return true
   }
 
   // An encapsulated scope: nothing here touches the rest of the app's routes or parsers.
   await app.register(async function proxyRoutes (scope) {
-    for (const route of routes) {
-      scope.route({
-        method: [...PROXY_METHODS],
-        url: `${route.prefix}*`,
-        exposeHeadRoute: false,
-        // The generic request histogram skips these: the proxy observes its own.
-        config: { proxied: true },
-        onRequest: gate(route),
-        // Never reached: the onRequest hook either answers or hijacks.
-        handler: async () => { throw gatewayError('GW_INTERNAL') }
-      })
-    }
+    scope.route({
+      method: [...PROXY_METHODS],
+      url: '/*',
+      exposeHeadRoute: false,
+      // The generic request histogram skips these: the proxy observes its own.
+      config: { proxied: true },
+      onRequest: gate,
+      // Never reached: the onRequest hook either answers or hijacks.
+      handler: async () => { throw gatewayError('GW_INTERNAL') }
+    })
   })
 
   function onUpgrade (req: IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -209,18 +193,14 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
     app.routing(req, res)
   }
   app.server.on('upgrade', onUpgrade)
-  // Fastify's router is the server's 'request' listener; the lane goes in front of it.
-  const routing = app.routing
-  if (options.fastLane !== false && app.server.listeners('request').includes(routing)) {
-    app.server.removeListener('request', routing)
-    app.server.on('request', (req: IncomingMessage, res: ServerResponse) => { if (!fastLane(req, res)) routing(req, res) })
-  }
+  options.lane?.attach(take)
   // Closing: Fastify answers new requests 503 (return503OnClosing); the lane must leave them to it.
   app.addHook('preClose', async () => {
     closing = true
     forwarder.close()
   })
   app.addHook('onClose', async () => {
+    options.lane?.detach()
     app.server.off('upgrade', onUpgrade)
     forwarder.close()
     agents.destroy()

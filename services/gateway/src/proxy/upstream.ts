@@ -5,6 +5,7 @@
 import http from 'node:http'
 import https from 'node:https'
 import type { RouteConfig } from '../config.js'
+import type { AdmissionRoute } from './admission.js'
 
 /** Concurrent sockets per upstream host:port; requests beyond it queue in the agent. */
 export const UPSTREAM_MAX_SOCKETS = 256
@@ -49,15 +50,12 @@ export interface UpstreamTarget {
   readonly path: string
 }
 
-export interface ProxyRoute {
+export interface ProxyRoute extends AdmissionRoute {
   readonly config: RouteConfig
-  readonly prefix: string
   readonly target: UpstreamTarget
   /** `Host` sent upstream: the upstream's own authority, as in its URL. */
   readonly hostHeader: string
   readonly agent: http.Agent
-  /** Metric label: the configured prefix (bounded), never the request path. */
-  readonly label: string
 }
 
 export function compileRoute (config: RouteConfig, agents: UpstreamAgents): ProxyRoute {
@@ -77,7 +75,8 @@ export function compileRoute (config: RouteConfig, agents: UpstreamAgents): Prox
     target,
     hostHeader: url.host,
     agent: url.protocol === 'https:' ? agents.https : agents.http,
-    label: config.prefix
+    label: config.prefix,
+    requirement: Object.freeze({ audience: config.audience, scopes: config.scopes })
   })
 }
 
