@@ -82,6 +82,10 @@ t.test('kustomize builds and the output validates', { skip: hasKubectl ? false :
     const common = docs.find(d => d.kind === 'ConfigMap' && nameOf(d) === 'latchkey-common') as Obj
     t.equal(asObj(common.data, '').ISSUER, 'https://auth.example.com')
     t.equal(asObj(common.data, '').AUDIENCE, 'latchkey-api', 'the rest of the ConfigMap kept')
+    const gateway = asObj((docs.find(d => d.kind === 'ConfigMap' && nameOf(d) === 'latchkey-gateway') as Obj).data, '')
+    const env = Object.fromEntries(Object.entries({ ...asObj(common.data, ''), ...gateway }).map(([k, v]) => [k, String(v)]))
+    t.same(loadGatewayConfig(env).trustedProxies, ['10.0.0.0/8'], 'behind the Ingress: its controller is a trusted proxy')
+    t.equal(gateway.REDIS_URL, 'redis://latchkey-redis:6379', 'the rest of the gateway ConfigMap kept')
   })
 
   for (const [component, kind] of [['redis-sentinel', 'sentinel'], ['redis-cluster', 'cluster']] as const) {

@@ -102,7 +102,9 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
     requestTimeout: REQUEST_TIMEOUT_MS,
     keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
     bodyLimit: BODY_LIMIT_BYTES,
-    trustProxy: false,
+    // TRUSTED_PROXIES: whose X-Forwarded-* are believed (request.ip, .protocol, .host); the
+    // proxy resolves the same list for its upstream X-Forwarded-* (proxy/client-origin.ts).
+    trustProxy: config.trustedProxies.length === 0 ? false : [...config.trustedProxies],
     return503OnClosing: true,
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } }
   })
@@ -167,7 +169,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   await app.register(jwksRoute, { keys })
   await app.register(authRoutes, { config, store: familyStore, users, issuer, verifier, clock, events, limiter })
   await app.register(oauthRoutes, { config, store: familyStore, users, clients, issuer, events, limiter })
-  await app.register(proxyPlugin, { routes: config.routes, verifier, metrics, genReqId, lane })
+  await app.register(proxyPlugin, { routes: config.routes, verifier, metrics, genReqId, lane, trustedProxies: config.trustedProxies })
   if (config.demoPage) await app.register(demoPagePlugin)
 
   app.addHook('onClose', async () => { await familyStore.close() })

@@ -3,6 +3,7 @@
  * and handed down. Nothing else in the gateway reads `process.env`.
  */
 import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
 import { availableParallelism } from 'node:os'
 import { ConfigError } from '#shared/errors.js'
 import {
@@ -31,6 +32,11 @@ export const MAX_WORKERS = 64
 export const LOGIN_MAX_ATTEMPTS_PER_USER = 10
 export const LOGIN_MAX_ATTEMPTS_PER_IP = 100
 export const LOGIN_ATTEMPT_WINDOW_S = 300
+
+/** TRUSTED_PROXIES: none by default (the gateway is the edge and believes no forwarding header). */
+export const TRUSTED_PROXIES: readonly string[] = []
+/** Names proxy-addr (Fastify's `trustProxy`) understands for well-known ranges. */
+const PROXY_RANGE_NAMES: ReadonlySet<string> = new Set(['loopback', 'linklocal', 'uniquelocal'])
 
 export type LogLevel = typeof LOG_LEVELS[number]
 
@@ -71,6 +77,11 @@ export interface GatewayConfig {
   readonly cookieSecure: boolean
   readonly loginLimits: { readonly perUsername: number, readonly perIp: number, readonly windowS: number }
   readonly corsOrigins: readonly string[]
+  /**
+   * TRUSTED_PROXIES: addresses/CIDRs (or `loopback`, `linklocal`, `uniquelocal`) whose
+   * X-Forwarded-For/-Proto/-Host are believed; the client is the rightmost untrusted hop.
+   */
+  readonly trustedProxies: readonly string[]
   readonly logLevel: LogLevel
   /** `latchkey dev`: serve the demo page and print the walkthrough. */
   readonly devMode: boolean
@@ -163,6 +174,22 @@ function readOrigins (env: Env): string[] {
   })
 }
 
+function readTrustedProxies (env: Env): string[] {
+  const list = readList(env, 'TRUSTED_PROXIES')
+  for (const item of list) {
+    if (PROXY_RANGE_NAMES.has(item)) continue
+    const slash = item.indexOf('/')
+    const address = slash === -1 ? item : item.slice(0, slash)
+    const family = isIP(address)
+    const bits = slash === -1 ? undefined : item.slice(slash + 1)
+    const maxBits = family === 4 ? 32 : 128
+    if (family === 0 || (bits !== undefined && (!/^\d{1,3}$/.test(bits) || Number(bits) > maxBits))) {
+      throw new ConfigError('TRUSTED_PROXIES', `expected IP addresses or CIDRs (e.g. 10.0.0.0/8, ::1), got ${JSON.stringify(item)}`)
+    }
+  }
+  return list.length === 0 ? [...TRUSTED_PROXIES] : list
+}
+
 /** Parse and freeze the gateway's configuration. Throws `ConfigError` naming the variable. */
 export function loadGatewayConfig (env: Env, overrides: { devMode?: boolean } = {}): GatewayConfig {
   const issuer = (readUrl(env, 'ISSUER', ISSUER) as string).replace(/\/$/, '')
@@ -196,6 +223,7 @@ export function loadGatewayConfig (env: Env, overrides: { devMode?: boolean } = 
       windowS: readDurationS(env, 'LOGIN_ATTEMPT_WINDOW', LOGIN_ATTEMPT_WINDOW_S, 1, 86400)
     },
     corsOrigins: readOrigins(env),
+    trustedProxies: readTrustedProxies(env),
     logLevel: readEnum(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
     devMode: overrides.devMode ?? false,
     demoPage: readBool(env, 'DEMO_PAGE', overrides.devMode ?? false)

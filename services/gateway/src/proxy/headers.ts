@@ -66,9 +66,11 @@ export function withoutRefreshCookie (cookie: string): string | undefined {
 
 export interface ForwardingContext {
   readonly requestId: string
-  /** The peer address of the client connection (the gateway is the edge: `trustProxy` is off). */
+  /** The client's address: the peer, or behind TRUSTED_PROXIES the real client (client-origin.ts). */
   readonly clientIp: string | undefined
   readonly proto: 'http' | 'https'
+  /** The host the client asked for, sent as `X-Forwarded-Host`. */
+  readonly forwardedHost: string | undefined
   /** `host[:port]` of the upstream, sent as `Host`. */
   readonly upstreamHost: string
   /** A WebSocket handshake: `Connection: Upgrade` and `Upgrade: websocket` are re-added. */
@@ -102,7 +104,7 @@ export function upstreamRequestHeaders (incoming: IncomingHttpHeaders, ctx: Forw
   out['x-request-id'] = ctx.requestId
   if (ctx.clientIp !== undefined) out['x-forwarded-for'] = ctx.clientIp
   out['x-forwarded-proto'] = ctx.proto
-  if (incoming.host !== undefined) out['x-forwarded-host'] = incoming.host
+  if (ctx.forwardedHost !== undefined) out['x-forwarded-host'] = ctx.forwardedHost
   return out
 }
 

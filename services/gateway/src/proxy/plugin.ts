@@ -35,6 +35,7 @@ import type { RouteConfig } from '../config.js'
 import { gatewayError } from '../errors.js'
 import type { GatewayMetrics } from '../ops/metrics.js'
 import { Admission } from './admission.js'
+import { clientOrigin } from './client-origin.js'
 import type { FastLane } from './fast-lane.js'
 import { type Exchange, Forwarder } from './forwarder.js'
 import { upstreamRequestHeaders } from './headers.js'
@@ -60,6 +61,8 @@ export interface ProxyPluginOptions {
   readonly genReqId?: () => string
   /** The server's fast lane (app.ts `serverFactory`); without one every request takes the gate. */
   readonly lane?: FastLane
+  /** TRUSTED_PROXIES, as given to Fastify's `trustProxy` (default none). */
+  readonly trustedProxies?: readonly string[]
 }
 
 interface PendingUpgrade {
@@ -98,6 +101,7 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
   const admission = new Admission<ProxyRoute>({ verifier: options.verifier, routes: () => routes })
   const upgrades = new WeakMap<IncomingMessage, PendingUpgrade>()
   const genReqId = options.genReqId ?? randomUUID
+  const originOf = clientOrigin(options.trustedProxies ?? [])
   const log = app.log
   // A custom logger may lack pino's level test: then the line is always offered to it.
   const logsRequests = (log as Partial<Pick<Logger, 'isLevelEnabled'>>).isLevelEnabled?.bind(log, 'info') ?? (() => true)
@@ -106,10 +110,12 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
   /** Both lanes end here: the request is admitted, `url` its normalised target. */
   function forward (req: IncomingMessage, res: ServerResponse, route: ProxyRoute, url: string, requestId: string, startedAt: bigint, upgrade: PendingUpgrade | undefined): void {
     const websocket = upgrade !== undefined && isWebSocketHandshake(req)
+    const origin = originOf(req)
     req.headers = upstreamRequestHeaders(req.headers, {
       requestId,
-      clientIp: req.socket.remoteAddress,
-      proto: (req.socket as Socket & { encrypted?: boolean }).encrypted === true ? 'https' : 'http',
+      clientIp: origin.ip,
+      proto: origin.proto,
+      forwardedHost: origin.host,
       upstreamHost: route.hostHeader,
       websocket
     })
@@ -155,7 +161,7 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
     // Fastify's own access-log lines, field for field (its `req` and `res` serializers read
     // these); for the gate's requests Fastify writes them itself, hijacked or not.
     if (logsRequests()) {
-      log.info({ reqId: requestId, req: { method: req.method, url: target, host: req.headers.host, ip: req.socket.remoteAddress, socket: req.socket } }, 'incoming request')
+      log.info({ reqId: requestId, req: { method: req.method, url: target, host: req.headers.host, ip: originOf(req).ip, socket: req.socket } }, 'incoming request')
       res.once('close', () => {
         const responseTime = Number(process.hrtime.bigint() - startedAt) / 1e6
         log.info({ reqId: requestId, res: { statusCode: res.headersSent ? res.statusCode : CLIENT_CLOSED }, responseTime }, 'request completed')
