@@ -169,7 +169,15 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   await app.register(jwksRoute, { keys })
   await app.register(authRoutes, { config, store: familyStore, users, issuer, verifier, clock, events, limiter })
   await app.register(oauthRoutes, { config, store: familyStore, users, clients, issuer, events, limiter })
-  await app.register(proxyPlugin, { routes: config.routes, verifier, metrics, genReqId, lane, trustedProxies: config.trustedProxies })
+  await app.register(proxyPlugin, {
+    routes: config.routes,
+    verifier,
+    metrics,
+    genReqId,
+    lane,
+    trustedProxies: config.trustedProxies,
+    forwardAuth: { headerPrefix: config.forwardAuthHeaderPrefix, clock }
+  })
   if (config.demoPage) await app.register(demoPagePlugin)
 
   app.addHook('onClose', async () => { await familyStore.close() })

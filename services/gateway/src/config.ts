@@ -33,6 +33,8 @@ export const LOGIN_MAX_ATTEMPTS_PER_USER = 10
 export const LOGIN_MAX_ATTEMPTS_PER_IP = 100
 export const LOGIN_ATTEMPT_WINDOW_S = 300
 
+export const FORWARD_AUTH_HEADER_PREFIX = 'X-Auth-Request-'
+
 /** TRUSTED_PROXIES: none by default (the gateway is the edge and believes no forwarding header). */
 export const TRUSTED_PROXIES: readonly string[] = []
 /** Names proxy-addr (Fastify's `trustProxy`) understands for well-known ranges. */
@@ -42,7 +44,8 @@ export type LogLevel = typeof LOG_LEVELS[number]
 
 export interface RouteConfig {
   readonly prefix: string
-  readonly upstream: string
+  /** Absent: the route exists for forward-auth only (`/auth/verify`), nothing is proxied. */
+  readonly upstream?: string
   readonly audience: string
   readonly scopes: readonly string[]
 }
@@ -82,6 +85,8 @@ export interface GatewayConfig {
    * X-Forwarded-For/-Proto/-Host are believed; the client is the rightmost untrusted hop.
    */
   readonly trustedProxies: readonly string[]
+  /** FORWARD_AUTH_HEADER_PREFIX: forward-auth's identity headers are `<prefix>User`, `-Scope`, `-Client-Id`, `-Sid`. */
+  readonly forwardAuthHeaderPrefix: string
   readonly logLevel: LogLevel
   /** `latchkey dev`: serve the demo page and print the walkthrough. */
   readonly devMode: boolean
@@ -114,16 +119,19 @@ function readRoutes (env: Env): RouteConfig[] {
     if (o.prefix.startsWith('/auth/') || o.prefix.startsWith('/oauth/') || o.prefix.startsWith('/.well-known/') || o.prefix === '/') {
       throw new ConfigError('ROUTES_FILE', `${where}: prefix ${o.prefix} would shadow the gateway's own routes`)
     }
-    let upstream: URL
-    try { upstream = new URL(String(o.upstream)) } catch { throw new ConfigError('ROUTES_FILE', `${where}: upstream must be an absolute URL`) }
-    if (upstream.protocol !== 'http:' && upstream.protocol !== 'https:') throw new ConfigError('ROUTES_FILE', `${where}: upstream must be http or https`)
+    let upstream: URL | undefined
+    if (o.upstream !== undefined) {
+      try { upstream = new URL(String(o.upstream)) } catch { throw new ConfigError('ROUTES_FILE', `${where}: upstream must be an absolute URL`) }
+      if (upstream.protocol !== 'http:' && upstream.protocol !== 'https:') throw new ConfigError('ROUTES_FILE', `${where}: upstream must be http or https`)
+    }
     const aud = o.audience === undefined ? audience : o.audience
     if (typeof aud !== 'string' || aud === '') throw new ConfigError('ROUTES_FILE', `${where}: audience must be a non-empty string`)
     const scopes = o.scopes === undefined ? [] : o.scopes
     if (!Array.isArray(scopes) || !scopes.every(s => typeof s === 'string' && /^[\x21\x23-\x5b\x5d-\x7e]+$/.test(s))) {
       throw new ConfigError('ROUTES_FILE', `${where}: scopes must be an array of scope tokens`)
     }
-    return { prefix: o.prefix, upstream: upstream.toString().replace(/\/$/, ''), audience: aud, scopes }
+    const route: RouteConfig = { prefix: o.prefix, audience: aud, scopes }
+    return upstream === undefined ? route : { ...route, upstream: upstream.toString().replace(/\/$/, '') }
   })
 }
 
@@ -190,6 +198,13 @@ function readTrustedProxies (env: Env): string[] {
   return list.length === 0 ? [...TRUSTED_PROXIES] : list
 }
 
+function readHeaderPrefix (env: Env): string {
+  const prefix = readString(env, 'FORWARD_AUTH_HEADER_PREFIX', FORWARD_AUTH_HEADER_PREFIX)
+  // RFC 9110 §5.1 field-name characters, ending in '-' so that `User` etc. read as words.
+  if (!/^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}-$/.test(prefix)) throw new ConfigError('FORWARD_AUTH_HEADER_PREFIX', 'expected a header-name prefix ending in "-", like X-Auth-Request-')
+  return prefix
+}
+
 /** Parse and freeze the gateway's configuration. Throws `ConfigError` naming the variable. */
 export function loadGatewayConfig (env: Env, overrides: { devMode?: boolean } = {}): GatewayConfig {
   const issuer = (readUrl(env, 'ISSUER', ISSUER) as string).replace(/\/$/, '')
@@ -224,6 +239,7 @@ export function loadGatewayConfig (env: Env, overrides: { devMode?: boolean } = 
     },
     corsOrigins: readOrigins(env),
     trustedProxies: readTrustedProxies(env),
+    forwardAuthHeaderPrefix: readHeaderPrefix(env),
     logLevel: readEnum(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
     devMode: overrides.devMode ?? false,
     demoPage: readBool(env, 'DEMO_PAGE', overrides.devMode ?? false)

@@ -28,6 +28,8 @@ export const gatewayErrors = defineCatalogue({
   GW_INVALID_TARGET: { statusCode: 400, error: 'invalid_target', description: 'The requested audience or resource is not allowed for this client.' },
   GW_UNSUPPORTED_TOKEN_TYPE: { statusCode: 400, error: 'unsupported_token_type', description: 'Only refresh tokens can be revoked here.' },
   // Reverse proxy (SPEC "Proxy"): generic texts, never the upstream's address or errno.
+  // Forward-auth (/auth/verify): nginx turns any status but 2xx/401/403 into a 500.
+  GW_FORWARD_AUTH_DENIED: { statusCode: 403, error: 'forbidden', description: 'No route admits this request.' },
   GW_PROXY_PATH_NOT_ALLOWED: { statusCode: 400, error: 'invalid_request', description: 'The request path is not allowed.' },
   GW_BAD_GATEWAY: { statusCode: 502, error: 'bad_gateway', description: 'The upstream service is unavailable.' },
   GW_GATEWAY_TIMEOUT: { statusCode: 504, error: 'gateway_timeout', description: 'The upstream service did not answer in time.' },

@@ -30,17 +30,19 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 
 import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
 import type { AccessTokenVerifier } from '#shared/access-token-verifier.js'
+import type { Clock } from '#shared/clock.js'
 import { errorBody, type LatchkeyError } from '#shared/errors.js'
 import type { RouteConfig } from '../config.js'
 import { gatewayError } from '../errors.js'
 import type { GatewayMetrics } from '../ops/metrics.js'
 import { Admission } from './admission.js'
 import { clientOrigin } from './client-origin.js'
+import { forwardAuthRoutes } from './forward-auth.js'
 import type { FastLane } from './fast-lane.js'
 import { type Exchange, Forwarder } from './forwarder.js'
 import { upstreamRequestHeaders } from './headers.js'
 import { normalisePath } from './path.js'
-import { PROXY_TIMEOUT_MS, type ProxyRoute, compileRoute, createUpstreamAgents } from './upstream.js'
+import { PROXY_TIMEOUT_MS, type ProxyRoute, type Upstream, compileRoute, createUpstreamAgents } from './upstream.js'
 
 /** Methods proxied; others (TRACE, WebDAV, CONNECT) get the gateway's 404. */
 export const PROXY_METHODS: readonly HTTPMethods[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']
@@ -63,6 +65,8 @@ export interface ProxyPluginOptions {
   readonly lane?: FastLane
   /** TRUSTED_PROXIES, as given to Fastify's `trustProxy` (default none). */
   readonly trustedProxies?: readonly string[]
+  /** Serve forward-auth (`/auth/verify`, forward-auth.ts) over the same admission; off when absent. */
+  readonly forwardAuth?: { readonly headerPrefix: string, readonly clock: Clock }
 }
 
 interface PendingUpgrade {
@@ -108,7 +112,7 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
   let closing = false
 
   /** Both lanes end here: the request is admitted, `url` its normalised target. */
-  function forward (req: IncomingMessage, res: ServerResponse, route: ProxyRoute, url: string, requestId: string, startedAt: bigint, upgrade: PendingUpgrade | undefined): void {
+  function forward (req: IncomingMessage, res: ServerResponse, route: ProxyRoute, upstream: Upstream, url: string, requestId: string, startedAt: bigint, upgrade: PendingUpgrade | undefined): void {
     const websocket = upgrade !== undefined && isWebSocketHandshake(req)
     const origin = originOf(req)
     req.headers = upstreamRequestHeaders(req.headers, {
@@ -116,11 +120,11 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
       clientIp: origin.ip,
       proto: origin.proto,
       forwardedHost: origin.host,
-      upstreamHost: route.hostHeader,
+      upstreamHost: upstream.hostHeader,
       websocket
     })
     req.url = url
-    const exchange: Exchange = { route, log, requestId, startedAt, answered: false, upgraded: false, failed: false }
+    const exchange: Exchange = { route, upstream, log, requestId, startedAt, answered: false, upgraded: false, failed: false }
     if (upgrade !== undefined && websocket) {
       // From here the socket speaks WebSocket (or the upstream's refusal), not this response.
       res.detachSocket(upgrade.socket as Socket)
@@ -143,10 +147,17 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
         if (decision.error.code === 'GW_PROXY_PATH_NOT_ALLOWED') request.log.info({ route: decision.route?.label, reason: decision.reason }, 'proxy path refused')
         else request.log.debug({ route: decision.route?.label, code: decision.error.code }, 'proxy access refused')
         return refuse(reply, decision.error)
-      case 'admitted':
+      case 'admitted': {
+        // A forward-auth-only route: nothing to proxy to.
+        const upstream = decision.route.upstream
+        if (upstream === undefined) {
+          reply.callNotFound()
+          return reply
+        }
         reply.hijack()
-        forward(req, reply.raw, decision.route, decision.target, request.id, startedAt, upgrades.get(req))
+        forward(req, reply.raw, decision.route, upstream, decision.target, request.id, startedAt, upgrades.get(req))
         return undefined
+      }
     }
   }
 
@@ -156,7 +167,7 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
     const startedAt = process.hrtime.bigint()
     const target = req.url ?? '/'
     const decision = admission.decide(target, req.headers.authorization, true)
-    if (decision instanceof Promise || decision.outcome !== 'admitted') return false
+    if (decision instanceof Promise || decision.outcome !== 'admitted' || decision.route.upstream === undefined) return false
     const requestId = genReqId()
     // Fastify's own access-log lines, field for field (its `req` and `res` serializers read
     // these); for the gate's requests Fastify writes them itself, hijacked or not.
@@ -167,7 +178,7 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
         log.info({ reqId: requestId, res: { statusCode: res.headersSent ? res.statusCode : CLIENT_CLOSED }, responseTime }, 'request completed')
       })
     }
-    forward(req, res, decision.route, decision.target, requestId, startedAt, undefined)
+    forward(req, res, decision.route, decision.route.upstream, decision.target, requestId, startedAt, undefined)
     return true
   }
 
@@ -184,6 +195,10 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
       handler: async () => { throw gatewayError('GW_INTERNAL') }
     })
   })
+
+  if (options.forwardAuth !== undefined) {
+    await app.register(forwardAuthRoutes, { admission, trustedProxies: options.trustedProxies ?? [], ...options.forwardAuth })
+  }
 
   function onUpgrade (req: IncomingMessage, socket: Duplex, head: Buffer): void {
     // Node leaves a handed-over socket without an error listener; a reset must not crash us.

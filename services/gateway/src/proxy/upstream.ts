@@ -50,17 +50,23 @@ export interface UpstreamTarget {
   readonly path: string
 }
 
-export interface ProxyRoute extends AdmissionRoute {
-  readonly config: RouteConfig
+/** Where a route's requests go, and through which pool. */
+export interface Upstream {
   readonly target: UpstreamTarget
   /** `Host` sent upstream: the upstream's own authority, as in its URL. */
   readonly hostHeader: string
   readonly agent: http.Agent
 }
 
-export function compileRoute (config: RouteConfig, agents: UpstreamAgents): ProxyRoute {
-  const url = new URL(config.upstream)
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`route ${config.prefix}: upstream must be http or https`)
+export interface ProxyRoute extends AdmissionRoute {
+  readonly config: RouteConfig
+  /** Absent on a route that exists for forward-auth only (nothing is proxied to it). */
+  readonly upstream: Upstream | undefined
+}
+
+function compileUpstream (prefix: string, upstream: string, agents: UpstreamAgents): Upstream {
+  const url = new URL(upstream)
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`route ${prefix}: upstream must be http or https`)
   const hostname = url.hostname.replace(/^\[(.*)\]$/, '$1')
   const target: UpstreamTarget = Object.freeze({
     protocol: url.protocol,
@@ -69,12 +75,14 @@ export function compileRoute (config: RouteConfig, agents: UpstreamAgents): Prox
     port: url.port === '' ? (url.protocol === 'https:' ? '443' : '80') : url.port,
     path: url.pathname.replace(/\/+$/, '')
   })
+  return Object.freeze({ target, hostHeader: url.host, agent: url.protocol === 'https:' ? agents.https : agents.http })
+}
+
+export function compileRoute (config: RouteConfig, agents: UpstreamAgents): ProxyRoute {
   return Object.freeze({
     config,
     prefix: config.prefix,
-    target,
-    hostHeader: url.host,
-    agent: url.protocol === 'https:' ? agents.https : agents.http,
+    upstream: config.upstream === undefined ? undefined : compileUpstream(config.prefix, config.upstream, agents),
     label: config.prefix,
     requirement: Object.freeze({ audience: config.audience, scopes: config.scopes })
   })
