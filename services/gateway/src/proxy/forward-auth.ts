@@ -21,9 +21,11 @@
  * path that leaves its prefix, no original URI) is 403, because nginx turns any other status
  * of an auth subrequest into a 500. With TRUSTED_PROXIES set, only those peers may ask (403).
  *
- * Caching (RFC 9111 §5.2.2.1): a 200 says `private, max-age=N`, N at most
- * `FORWARD_AUTH_MAX_AGE_S` (the promise that a revocation bites everywhere within 1 s) and
- * never past the token's `exp`; refusals are `no-store`. An ingress that caches must key on
+ * Caching: a 200 says `max-age=N, must-revalidate`, N at most `FORWARD_AUTH_MAX_AGE_S` (the
+ * promise that a revocation bites everywhere within 1 s) and never past the token's `exp`;
+ * refusals are `no-store`. Not `private`: the ingress's cache is a shared cache, and nginx
+ * stores nothing marked private; `must-revalidate` is what lets a shared cache store an answer
+ * to a request with `Authorization` (RFC 9111 §3.5) and forbids serving it stale (§5.2.2.2). An ingress that caches must key on
  * method + original URI + Authorization (the shipped nginx stanza does). nginx counts cache
  * lifetimes in whole seconds, so with its cache on a revocation bites within 2 s.
  */
@@ -102,7 +104,7 @@ async function forwardAuth (app: FastifyInstance, options: ForwardAuthOptions): 
     }
     const { token } = decision
     const maxAge = Math.min(FORWARD_AUTH_MAX_AGE_S, Math.floor(token.exp - clock.now() / 1000))
-    reply.header('cache-control', maxAge > 0 ? `private, max-age=${maxAge}` : 'no-store')
+    reply.header('cache-control', maxAge > 0 ? `max-age=${maxAge}, must-revalidate` : 'no-store')
     reply.header(names.user, token.sub).header(names.scope, token.scope).header(names.clientId, token.client_id)
     if (token.sid !== undefined) reply.header(names.sid, token.sid)
     return reply.code(200).send()
