@@ -93,6 +93,12 @@ function isWebSocketHandshake (req: IncomingMessage): boolean {
   return req.method === 'GET' && typeof req.headers.upgrade === 'string' && req.headers.upgrade.toLowerCase() === 'websocket'
 }
 
+/** A body follows the headers (RFC 9112 §6.3): chunked, or a non-zero Content-Length. */
+function declaresBody (req: IncomingMessage): boolean {
+  const length = req.headers['content-length']
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
+}
+
 function refuse (reply: FastifyReply, err: LatchkeyError): FastifyReply {
   return reply.code(err.statusCode).headers(err.headers).header('cache-control', 'no-store').send(errorBody(err))
 }
@@ -211,6 +217,16 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
       res.detachSocket(socket as Socket)
       ;(socket as Socket).destroySoon()
     })
+    // Node does not read the body of a request it hands over here, so one that is not a
+    // WebSocket handshake and says it has a body (a POST with Upgrade: websocket) could only
+    // hang, here or upstream: refused at once, before any routing.
+    if (!isWebSocketHandshake(req) && declaresBody(req)) {
+      const err = gatewayError('GW_INVALID_REQUEST', { description: 'A request with Upgrade cannot carry a body.' })
+      const body = JSON.stringify(errorBody(err))
+      res.writeHead(err.statusCode, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', connection: 'close' })
+      res.end(body)
+      return
+    }
     app.routing(req, res)
   }
   app.server.on('upgrade', onUpgrade)
