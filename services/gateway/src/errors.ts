@@ -30,6 +30,7 @@ export const gatewayErrors = defineCatalogue({
   // Reverse proxy (SPEC "Proxy"): generic texts, never the upstream's address or errno.
   // Forward-auth (/auth/verify): nginx turns any status but 2xx/401/403 into a 500.
   GW_FORWARD_AUTH_DENIED: { statusCode: 403, error: 'forbidden', description: 'No route admits this request.' },
+  GW_PROXY_CALLER_BUSY: { statusCode: 429, error: 'too_many_requests', description: 'Too many requests of this session are in progress; retry shortly.' },
   GW_PROXY_PATH_NOT_ALLOWED: { statusCode: 400, error: 'invalid_request', description: 'The request path is not allowed.' },
   GW_BAD_GATEWAY: { statusCode: 502, error: 'bad_gateway', description: 'The upstream service is unavailable.' },
   GW_GATEWAY_TIMEOUT: { statusCode: 504, error: 'gateway_timeout', description: 'The upstream service did not answer in time.' },

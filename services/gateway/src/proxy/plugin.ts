@@ -29,7 +29,7 @@ import type { Duplex } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
-import type { AccessTokenVerifier } from '#shared/access-token-verifier.js'
+import type { AccessToken, AccessTokenVerifier } from '#shared/access-token-verifier.js'
 import type { Clock } from '#shared/clock.js'
 import { errorBody, type LatchkeyError } from '#shared/errors.js'
 import type { RouteConfig } from '../config.js'
@@ -42,7 +42,7 @@ import type { FastLane } from './fast-lane.js'
 import { type Exchange, Forwarder } from './forwarder.js'
 import { upstreamRequestHeaders } from './headers.js'
 import { normalisePath } from './path.js'
-import { PROXY_TIMEOUT_MS, type ProxyRoute, type Upstream, compileRoute, createUpstreamAgents } from './upstream.js'
+import { PROXY_MAX_IN_FLIGHT_PER_CALLER, PROXY_TIMEOUT_MS, type ProxyRoute, type Upstream, compileRoute, createUpstreamAgents } from './upstream.js'
 
 /** Methods proxied; others (TRACE, WebDAV, CONNECT) get the gateway's 404. */
 export const PROXY_METHODS: readonly HTTPMethods[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']
@@ -65,6 +65,8 @@ export interface ProxyPluginOptions {
   readonly lane?: FastLane
   /** TRUSTED_PROXIES, as given to Fastify's `trustProxy` (default none). */
   readonly trustedProxies?: readonly string[]
+  /** Requests one caller may have in progress (default `PROXY_MAX_IN_FLIGHT_PER_CALLER`). */
+  readonly maxInFlightPerCaller?: number
   /** Serve forward-auth (`/auth/verify`, forward-auth.ts) over the same admission; off when absent. */
   readonly forwardAuth?: { readonly headerPrefix: string, readonly clock: Clock }
 }
@@ -99,6 +101,11 @@ function declaresBody (req: IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
 }
 
+/** Who a request's capacity is counted against: the session, or the client of a service token. */
+function callerOf (token: AccessToken): string {
+  return token.sid === undefined ? `client:${token.client_id}` : `sid:${token.sid}`
+}
+
 function refuse (reply: FastifyReply, err: LatchkeyError): FastifyReply {
   return reply.code(err.statusCode).headers(err.headers).header('cache-control', 'no-store').send(errorBody(err))
 }
@@ -116,10 +123,26 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
   // A custom logger may lack pino's level test: then the line is always offered to it.
   const logsRequests = (log as Partial<Pick<Logger, 'isLevelEnabled'>>).isLevelEnabled?.bind(log, 'info') ?? (() => true)
   let closing = false
+  const maxInFlight = options.maxInFlightPerCaller ?? PROXY_MAX_IN_FLIGHT_PER_CALLER
+  /** Proxied requests in progress per caller (callerOf); an entry exists only while above 0. */
+  const inFlight = new Map<string, number>()
+  const busy = (token: AccessToken): boolean => (inFlight.get(callerOf(token)) ?? 0) >= maxInFlight
 
-  /** Both lanes end here: the request is admitted, `url` its normalised target. */
-  function forward (req: IncomingMessage, res: ServerResponse, route: ProxyRoute, upstream: Upstream, url: string, requestId: string, startedAt: bigint, upgrade: PendingUpgrade | undefined): void {
+  /**
+   * Both lanes end here: the request is admitted (and its caller not `busy`), `url` its
+   * normalised target. It counts against its caller until its client connection is done.
+   */
+  function forward (req: IncomingMessage, res: ServerResponse, route: ProxyRoute, upstream: Upstream, token: AccessToken, url: string, requestId: string, startedAt: bigint, upgrade: PendingUpgrade | undefined): void {
     const websocket = upgrade !== undefined && isWebSocketHandshake(req)
+    const caller = callerOf(token)
+    inFlight.set(caller, (inFlight.get(caller) ?? 0) + 1)
+    const release = (): void => {
+      const n = (inFlight.get(caller) ?? 1) - 1
+      if (n <= 0) inFlight.delete(caller)
+      else inFlight.set(caller, n)
+    }
+    if (websocket) upgrade.socket.once('close', release)
+    else res.once('close', release)
     const origin = originOf(req)
     req.headers = upstreamRequestHeaders(req.headers, {
       requestId,
@@ -160,8 +183,12 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
           reply.callNotFound()
           return reply
         }
+        if (busy(decision.token)) {
+          request.log.info({ route: decision.route.label }, 'proxy caller has too many requests in progress')
+          return refuse(reply.header('retry-after', '1'), gatewayError('GW_PROXY_CALLER_BUSY'))
+        }
         reply.hijack()
-        forward(req, reply.raw, decision.route, upstream, decision.target, request.id, startedAt, upgrades.get(req))
+        forward(req, reply.raw, decision.route, upstream, decision.token, decision.target, request.id, startedAt, upgrades.get(req))
         return undefined
       }
     }
@@ -173,7 +200,7 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
     const startedAt = process.hrtime.bigint()
     const target = req.url ?? '/'
     const decision = admission.decide(target, req.headers.authorization, true)
-    if (decision instanceof Promise || decision.outcome !== 'admitted' || decision.route.upstream === undefined) return false
+    if (decision instanceof Promise || decision.outcome !== 'admitted' || decision.route.upstream === undefined || busy(decision.token)) return false
     const requestId = genReqId()
     // Fastify's own access-log lines, field for field (its `req` and `res` serializers read
     // these); for the gate's requests Fastify writes them itself, hijacked or not.
@@ -184,7 +211,7 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
         log.info({ reqId: requestId, res: { statusCode: res.headersSent ? res.statusCode : CLIENT_CLOSED }, responseTime }, 'request completed')
       })
     }
-    forward(req, res, decision.route, decision.route.upstream, decision.target, requestId, startedAt, undefined)
+    forward(req, res, decision.route, decision.route.upstream, decision.token, decision.target, requestId, startedAt, undefined)
     return true
   }
 

@@ -9,6 +9,13 @@ import type { AdmissionRoute } from './admission.js'
 
 /** Concurrent sockets per upstream host:port; requests beyond it queue in the agent. */
 export const UPSTREAM_MAX_SOCKETS = 256
+/**
+ * Proxied requests one caller (a session, or a client's service tokens) may have in progress
+ * at once. Well under `UPSTREAM_MAX_SOCKETS`: one caller trickling request bodies can hold
+ * at most this many upstream sockets, never an upstream's whole pool (issue: 260 slow POSTs
+ * took all 256 sockets from every other user).
+ */
+export const PROXY_MAX_IN_FLIGHT_PER_CALLER = 32
 /** Idle keep-alive sockets kept per upstream host:port. */
 export const UPSTREAM_MAX_FREE_SOCKETS = 64
 /** Reuse upstream connections: a new TCP (and TLS) handshake per request would dominate a proxy hop. */

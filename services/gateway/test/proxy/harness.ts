@@ -40,6 +40,7 @@ export interface ProxyAppOptions {
   readonly timeoutMs?: number
   readonly clock?: Clock
   readonly fastLane?: boolean
+  readonly maxInFlightPerCaller?: number
 }
 
 export async function buildProxyApp (options: ProxyAppOptions): Promise<ProxyApp> {
@@ -61,7 +62,7 @@ export async function buildProxyApp (options: ProxyAppOptions): Promise<ProxyApp
   installErrorHandling(app)
   const audiences = [...new Set(options.routes.map(r => r.audience))]
   const verifier = createGatewayVerifier({ keys, issuer: ISSUER, audiences: () => audiences, revoked, clock: options.clock })
-  await app.register(proxyPlugin, { routes: options.routes, verifier, metrics, timeoutMs: options.timeoutMs, lane })
+  await app.register(proxyPlugin, { routes: options.routes, verifier, metrics, timeoutMs: options.timeoutMs, lane, maxInFlightPerCaller: options.maxInFlightPerCaller })
   app.all('/auth/*', async (req) => { ownRouteHits.push(req.url); return { reached: 'gateway' } })
   app.get('/.well-known/*', async (req) => { ownRouteHits.push(req.url); return { reached: 'gateway' } })
   app.get('/healthz', async () => ({ status: 'ok' }))
