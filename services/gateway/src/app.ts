@@ -7,7 +7,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import type { DestinationStream } from 'pino'
 import { randomUUID } from 'node:crypto'
 import { systemClock, type Clock } from '#shared/clock.js'
-import type { GatewayConfig } from './config.js'
+import { type GatewayConfig, type RouteConfig, parseRoutes } from './config.js'
 import authRoutes from './auth/routes.js'
 import { ClientDirectory } from './identity/clients-file.js'
 import { UserDirectory } from './identity/user-directory.js'
@@ -18,6 +18,8 @@ import { AccessTokenIssuer } from './keys/access-token.js'
 import { createGatewayVerifier } from './auth/bearer.js'
 import jwksRoute from './keys/jwks-route.js'
 import { FastLane } from './proxy/fast-lane.js'
+import { RouteTable, assertRoutes } from './proxy/route-table.js'
+import { FileReloader } from './ops/reloader.js'
 import proxyPlugin from './proxy/plugin.js'
 import { demoPagePlugin } from './ui/demo-page.js'
 import { loadSigningKeys, type SigningKeys } from './keys/signing-keys.js'
@@ -159,7 +161,29 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
 
   const issuer = new AccessTokenIssuer({ keys, issuer: config.issuer, ttlS: config.accessTokenTtlS, clock })
   // The one access-token verifier: bearer routes, proxy and forward-auth (one verified-token cache).
-  const audiences = [...new Set([config.audience, ...config.routes.map(r => r.audience)])]
+  // ROUTES_FILE is reloaded in place on change: the proxy, forward-auth and the audiences
+  // the verifier accepts follow the table in force; a bad file is refused and the old one stays.
+  const routes = new RouteTable(config.routes)
+  const audiencesOf = (table: readonly RouteConfig[]): string[] => [...new Set([config.audience, ...table.map(r => r.audience)])]
+  let audiences = audiencesOf(routes.routes)
+  routes.onReplace((table) => { audiences = audiencesOf(table) })
+  if (config.routesFile !== undefined) {
+    const reloader = new FileReloader({
+      path: config.routesFile,
+      name: 'ROUTES_FILE',
+      parse: (text) => {
+        const table = parseRoutes(text, config.audience)
+        assertRoutes(table) // the proxy's own checks, before anything is replaced
+        return table
+      },
+      apply: (table) => { routes.replace(table) },
+      log: app.log,
+      counter: metrics.configReloads
+    })
+    await reloader.load()
+    await reloader.start()
+    app.addHook('onClose', async () => { reloader.close() })
+  }
   const verifier = createGatewayVerifier({ keys, issuer: config.issuer, audiences: () => audiences, revoked, clock })
 
   installErrorHandling(app)
@@ -170,7 +194,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   await app.register(authRoutes, { config, store: familyStore, users, issuer, verifier, clock, events, limiter })
   await app.register(oauthRoutes, { config, store: familyStore, users, clients, issuer, events, limiter })
   await app.register(proxyPlugin, {
-    routes: config.routes,
+    routes,
     verifier,
     metrics,
     genReqId,

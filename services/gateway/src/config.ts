@@ -73,6 +73,8 @@ export interface GatewayConfig {
   readonly usersFile: string | undefined
   readonly clientsFile: string | undefined
   readonly routes: readonly RouteConfig[]
+  /** ROUTES_FILE, reloaded on change (app.ts); undefined: the one default route. */
+  readonly routesFile: string | undefined
   readonly accessTokenTtlS: number
   readonly refreshIdleTtlS: number
   readonly sessionMaxTtlS: number
@@ -101,12 +103,26 @@ function readRoutes (env: Env): RouteConfig[] {
     const upstream = readUrl(env, 'RESOURCE_URL', RESOURCE_URL) as string
     return [{ prefix: '/api/', upstream, audience, scopes: [] }]
   }
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : 'not readable'
+    throw new ConfigError('ROUTES_FILE', `${why}: ${file}`)
+  }
+  return parseRoutes(text, audience)
+}
+
+/**
+ * A ROUTES_FILE's text, validated whole (at start, and again on every reload): a non-empty
+ * JSON array of `{prefix, upstream?, audience?, scopes?}`; `audience` defaults to AUDIENCE.
+ */
+export function parseRoutes (text: string, audience: string): RouteConfig[] {
   let parsed: unknown
   try {
-    parsed = JSON.parse(readFileSync(file, 'utf8'))
-  } catch (err) {
-    const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : 'not readable JSON'
-    throw new ConfigError('ROUTES_FILE', `${why}: ${file}`)
+    parsed = JSON.parse(text)
+  } catch {
+    throw new ConfigError('ROUTES_FILE', 'not readable JSON')
   }
   if (!Array.isArray(parsed) || parsed.length === 0) throw new ConfigError('ROUTES_FILE', 'expected a non-empty JSON array of routes')
   return parsed.map((r: unknown, i: number): RouteConfig => {
@@ -227,6 +243,7 @@ export function loadGatewayConfig (env: Env, overrides: { devMode?: boolean } = 
     usersFile: readOptional(env, 'USERS_FILE'),
     clientsFile: readOptional(env, 'CLIENTS_FILE'),
     routes: readRoutes(env),
+    routesFile: readOptional(env, 'ROUTES_FILE'),
     accessTokenTtlS,
     refreshIdleTtlS,
     sessionMaxTtlS,

@@ -41,7 +41,7 @@ import { forwardAuthRoutes } from './forward-auth.js'
 import type { FastLane } from './fast-lane.js'
 import { type Exchange, Forwarder } from './forwarder.js'
 import { upstreamRequestHeaders } from './headers.js'
-import { normalisePath } from './path.js'
+import { RouteTable } from './route-table.js'
 import { PROXY_MAX_IN_FLIGHT_PER_CALLER, PROXY_TIMEOUT_MS, type ProxyRoute, type Upstream, compileRoute, createUpstreamAgents } from './upstream.js'
 
 /** Methods proxied; others (TRACE, WebDAV, CONNECT) get the gateway's 404. */
@@ -49,11 +49,10 @@ export const PROXY_METHODS: readonly HTTPMethods[] = ['GET', 'HEAD', 'POST', 'PU
 const LANE_METHODS: ReadonlySet<string> = new Set(PROXY_METHODS)
 /** Logged status of a lane request whose client left before any answer (nginx's convention). */
 const CLIENT_CLOSED = 499
-/** Prefixes that belong to the gateway itself and can never be proxied. */
-export const RESERVED_PREFIXES: readonly string[] = ['/auth/', '/oauth/', '/.well-known/']
 
 export interface ProxyPluginOptions {
-  readonly routes: readonly RouteConfig[]
+  /** The route table; a `RouteTable` may be replaced while the app runs (ROUTES_FILE reload). */
+  readonly routes: RouteTable | readonly RouteConfig[]
   /** The gateway's one access-token verifier (auth/bearer.ts `createGatewayVerifier`), edge revocation included. */
   readonly verifier: AccessTokenVerifier
   readonly metrics: GatewayMetrics
@@ -76,21 +75,6 @@ interface PendingUpgrade {
   readonly head: Buffer
 }
 
-function assertRoutes (routes: readonly RouteConfig[]): void {
-  const seen = new Set<string>()
-  for (const { prefix } of routes) {
-    const normalised = normalisePath(prefix)
-    if (!normalised.ok || normalised.path !== prefix || !prefix.endsWith('/') || prefix === '/') {
-      throw new TypeError(`proxy route prefix ${JSON.stringify(prefix)} must be a normalised path ending in "/"`)
-    }
-    if (RESERVED_PREFIXES.some(r => prefix.startsWith(r) || r.startsWith(prefix))) {
-      throw new TypeError(`proxy route prefix ${prefix} would shadow the gateway's own routes`)
-    }
-    if (seen.has(prefix)) throw new TypeError(`proxy route prefix ${prefix} is listed twice`)
-    seen.add(prefix)
-  }
-}
-
 function isWebSocketHandshake (req: IncomingMessage): boolean {
   return req.method === 'GET' && typeof req.headers.upgrade === 'string' && req.headers.upgrade.toLowerCase() === 'websocket'
 }
@@ -111,10 +95,12 @@ function refuse (reply: FastifyReply, err: LatchkeyError): FastifyReply {
 }
 
 async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promise<void> {
-  assertRoutes(options.routes)
+  const table = options.routes instanceof RouteTable ? options.routes : new RouteTable(options.routes)
   const agents = createUpstreamAgents()
   const forwarder = new Forwarder({ metrics: options.metrics, timeoutMs: options.timeoutMs ?? PROXY_TIMEOUT_MS })
-  const routes = options.routes.map(r => compileRoute(r, agents))
+  let routes = table.routes.map(r => compileRoute(r, agents))
+  // A replaced table takes effect for the next request; requests in progress keep their route.
+  table.onReplace((next) => { routes = next.map(r => compileRoute(r, agents)) })
   const admission = new Admission<ProxyRoute>({ verifier: options.verifier, routes: () => routes })
   const upgrades = new WeakMap<IncomingMessage, PendingUpgrade>()
   const genReqId = options.genReqId ?? randomUUID
