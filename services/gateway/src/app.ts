@@ -8,7 +8,7 @@ import type { DestinationStream } from 'pino'
 import { randomUUID } from 'node:crypto'
 import { systemClock, type Clock } from '#shared/clock.js'
 import { startTracing, traceLogMixin } from '#shared/tracing.js'
-import type { GatewayConfig } from './config.js'
+import { type GatewayConfig, type RouteConfig, parseRoutes } from './config.js'
 import authRoutes from './auth/routes.js'
 import { ClientDirectory } from './identity/clients-file.js'
 import { UserDirectory } from './identity/user-directory.js'
@@ -21,15 +21,18 @@ import { TokenExchange } from './oauth/token-exchange.js'
 import { type JtiReplayStore, MemoryJtiReplayStore } from './oauth/jti-replay-store.js'
 import { RedisJtiReplayStore } from './oauth/redis-jti-replay-store.js'
 import metricsPlugin, { createGatewayMetrics, type GatewayMetrics } from './ops/metrics.js'
-import { AccessTokenIssuer, AccessTokenVerifier } from './keys/access-token.js'
+import { AccessTokenIssuer } from './keys/access-token.js'
+import { createGatewayVerifier } from './auth/bearer.js'
 import jwksRoute from './keys/jwks-route.js'
+import { FastLane } from './proxy/fast-lane.js'
+import { RouteTable, assertRoutes } from './proxy/route-table.js'
+import { FileReloader } from './ops/reloader.js'
 import adminRoutes from './ops/admin-routes.js'
 import proxyPlugin from './proxy/plugin.js'
 import { demoPagePlugin } from './ui/demo-page.js'
 import oidcRoutes from './identity/oidc/routes.js'
 import { ProviderRegistry } from './identity/oidc/provider-registry.js'
 import { parseProvidersText } from './identity/oidc/providers-file.js'
-import { FileReloader } from './ops/reloader.js'
 import { MemorySignInStateStore, RedisSignInStateStore } from './identity/oidc/sign-in-state.js'
 import { MemoryFederatedLinks, RedisFederatedLinks } from './identity/oidc/federated-links.js'
 import { loadSigningKeys, type SigningKeys } from './keys/signing-keys.js'
@@ -111,7 +114,13 @@ export const GATEWAY_SERVICE_NAME = 'latchkey-gateway'
 
 export async function buildGatewayApp (config: GatewayConfig, options: BuildGatewayOptions = {}): Promise<FastifyInstance> {
   const tracing = await startTracing({ endpoint: config.otlpEndpoint, serviceName: GATEWAY_SERVICE_NAME })
+  // The proxy's fast lane sits in front of Fastify's router, in the server's own request
+  // listener: requests whose token is already verified are admitted and forwarded without
+  // Fastify's lifecycle (no app hooks run for them), everything else is routed as usual.
+  // The trade-offs are written in proxy/fast-lane.ts.
+  const lane = new FastLane()
   const app = Fastify({
+    serverFactory: lane.serverFactory,
     logger: {
       level: config.logLevel,
       // The trace id on every line of a traced request (only when tracing is on: no cost otherwise).
@@ -126,7 +135,9 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
     requestTimeout: REQUEST_TIMEOUT_MS,
     keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
     bodyLimit: BODY_LIMIT_BYTES,
-    trustProxy: false,
+    // TRUSTED_PROXIES: whose X-Forwarded-* are believed (request.ip, .protocol, .host); the
+    // proxy resolves the same list for its upstream X-Forwarded-* (proxy/client-origin.ts).
+    trustProxy: config.trustedProxies.length === 0 ? false : [...config.trustedProxies],
     return503OnClosing: true,
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } }
   })
@@ -202,7 +213,31 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   app.addHook('onSend', async (_req, reply) => { if (readiness.draining) reply.header('Connection', 'close') })
 
   const issuer = new AccessTokenIssuer({ keys, issuer: config.issuer, ttlS: config.accessTokenTtlS, clock, users })
-  const verifier = new AccessTokenVerifier({ keys, issuer: config.issuer, clock })
+  // The one access-token verifier: bearer routes, proxy and forward-auth (one verified-token cache).
+  // ROUTES_FILE is reloaded in place on change: the proxy, forward-auth and the audiences
+  // the verifier accepts follow the table in force; a bad file is refused and the old one stays.
+  const routes = new RouteTable(config.routes)
+  const audiencesOf = (table: readonly RouteConfig[]): string[] => [...new Set([config.audience, ...table.map(r => r.audience)])]
+  let audiences = audiencesOf(routes.routes)
+  routes.onReplace((table) => { audiences = audiencesOf(table) })
+  if (config.routesFile !== undefined) {
+    const reloader = new FileReloader({
+      path: config.routesFile,
+      name: 'ROUTES_FILE',
+      parse: (text) => {
+        const table = parseRoutes(text, config.audience, config.routesFile as string)
+        assertRoutes(table) // the proxy's own checks, before anything is replaced
+        return table
+      },
+      apply: (table) => { routes.replace(table) },
+      log: app.log,
+      counter: metrics.configReloads
+    })
+    await reloader.load()
+    await reloader.start()
+    app.addHook('onClose', async () => { reloader.close() })
+  }
+  const verifier = createGatewayVerifier({ keys, issuer: config.issuer, audiences: () => audiences, revoked, clock })
   const parties = new ProviderRegistry({
     issuer: config.issuer,
     clock,
@@ -224,14 +259,22 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   const limiter = createLoginLimiter(config.loginLimits, attempts, events)
   await app.register(healthRoutes, { readiness })
   await app.register(jwksRoute, { keys })
-  await app.register(authRoutes, { config, sessions, users, verifier, clock, events, limiter, revoked })
+  await app.register(authRoutes, { config, sessions, users, verifier, clock, events, limiter })
   const assertions = new ClientAssertionVerifier({ clients, issuer: config.issuer, replay, clock })
   const throttle = createClientAuthThrottle(config.clientAuthLimits, attempts, events, clock)
   const clientAuth = new ClientAuthenticator({ clients, issuer: config.issuer, assertions, throttle })
   const exchange = new TokenExchange({ keys, issuer: config.issuer, accessTokens: issuer, revoked, clock })
   await app.register(oauthRoutes, { config, sessions, users, clients, issuer, events, limiter, clientAuth, exchange })
-  await app.register(adminRoutes, { config, sessions, users, verifier, revoked })
-  await app.register(proxyPlugin, { routes: config.routes, keys, issuer: config.issuer, metrics, revoked, clock, genReqId })
+  await app.register(adminRoutes, { config, sessions, users, verifier })
+  await app.register(proxyPlugin, {
+    routes,
+    verifier,
+    metrics,
+    genReqId,
+    lane,
+    trustedProxies: config.trustedProxies,
+    forwardAuth: { headerPrefix: config.forwardAuthHeaderPrefix, clock }
+  })
   // PROVIDERS_FILE is reloaded on change (ops/reloader.ts): validated whole, a bad file refused.
   const providersReloader = config.providersFile === undefined
     ? undefined

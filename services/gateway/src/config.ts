@@ -2,6 +2,7 @@
  * Gateway configuration: read from the environment once at boot, validated, frozen,
  * and handed down. Nothing else in the gateway reads `process.env`.
  */
+import { isIP } from 'node:net'
 import { availableParallelism } from 'node:os'
 import { ConfigError } from '#shared/errors.js'
 import { parseJsonConfig, readConfigFileSync } from '#shared/config-file.js'
@@ -37,11 +38,19 @@ export const CLIENT_AUTH_MAX_FAILURES_PER_CLIENT = 20
 export const CLIENT_AUTH_MAX_FAILURES_PER_IP = 50
 export const CLIENT_AUTH_FAILURE_WINDOW_S = 300
 
+export const FORWARD_AUTH_HEADER_PREFIX = 'X-Auth-Request-'
+
+/** TRUSTED_PROXIES: none by default (the gateway is the edge and believes no forwarding header). */
+export const TRUSTED_PROXIES: readonly string[] = []
+/** Names proxy-addr (Fastify's `trustProxy`) understands for well-known ranges. */
+const PROXY_RANGE_NAMES: ReadonlySet<string> = new Set(['loopback', 'linklocal', 'uniquelocal'])
+
 export type LogLevel = typeof LOG_LEVELS[number]
 
 export interface RouteConfig {
   readonly prefix: string
-  readonly upstream: string
+  /** Absent: the route exists for forward-auth only (`/auth/verify`), nothing is proxied. */
+  readonly upstream?: string
   readonly audience: string
   readonly scopes: readonly string[]
 }
@@ -69,6 +78,8 @@ export interface GatewayConfig {
   readonly usersFile: string | undefined
   readonly clientsFile: string | undefined
   readonly routes: readonly RouteConfig[]
+  /** ROUTES_FILE, reloaded on change (app.ts); undefined: the one default route. */
+  readonly routesFile: string | undefined
   readonly accessTokenTtlS: number
   readonly refreshIdleTtlS: number
   readonly sessionMaxTtlS: number
@@ -77,6 +88,13 @@ export interface GatewayConfig {
   readonly loginLimits: { readonly perUsername: number, readonly perIp: number, readonly windowS: number }
   readonly clientAuthLimits: { readonly perClient: number, readonly perIp: number, readonly windowS: number }
   readonly corsOrigins: readonly string[]
+  /**
+   * TRUSTED_PROXIES: addresses/CIDRs (or `loopback`, `linklocal`, `uniquelocal`) whose
+   * X-Forwarded-For/-Proto/-Host are believed; the client is the rightmost untrusted hop.
+   */
+  readonly trustedProxies: readonly string[]
+  /** FORWARD_AUTH_HEADER_PREFIX: forward-auth's identity headers are `<prefix>User`, `-Scope`, `-Client-Id`, `-Sid`. */
+  readonly forwardAuthHeaderPrefix: string
   readonly logLevel: LogLevel
   /** `latchkey dev`: serve the demo page and print the walkthrough. */
   readonly devMode: boolean
@@ -99,7 +117,15 @@ function readRoutes (env: Env): RouteConfig[] {
     return [{ prefix: '/api/', upstream, audience, scopes: [] }]
   }
   // Routes hold no secrets, but the same fault gets the same words as in every other file.
-  const parsed = parseJsonConfig(readConfigFileSync(file, 'ROUTES_FILE'), file, 'ROUTES_FILE')
+  return parseRoutes(readConfigFileSync(file, 'ROUTES_FILE'), audience, file)
+}
+
+/**
+ * A ROUTES_FILE's text, validated whole (at start, and again on every reload): a non-empty
+ * JSON array of `{prefix, upstream?, audience?, scopes?}`; `audience` defaults to AUDIENCE.
+ */
+export function parseRoutes (text: string, audience: string, file: string): RouteConfig[] {
+  const parsed = parseJsonConfig(text, file, 'ROUTES_FILE')
   if (!Array.isArray(parsed) || parsed.length === 0) throw new ConfigError('ROUTES_FILE', `${file}: expected a non-empty JSON array of routes`)
   return parsed.map((r: unknown, i: number): RouteConfig => {
     // A JSON path (RFC 9535) to the offending value, so a long file points at its line.
@@ -112,16 +138,19 @@ function readRoutes (env: Env): RouteConfig[] {
     if (o.prefix.startsWith('/auth/') || o.prefix.startsWith('/oauth/') || o.prefix.startsWith('/.well-known/') || o.prefix === '/') {
       throw new ConfigError('ROUTES_FILE', `${where}.prefix ${o.prefix} would shadow the gateway's own routes`)
     }
-    let upstream: URL
-    try { upstream = new URL(String(o.upstream)) } catch { throw new ConfigError('ROUTES_FILE', `${where}.upstream must be an absolute URL`) }
-    if (upstream.protocol !== 'http:' && upstream.protocol !== 'https:') throw new ConfigError('ROUTES_FILE', `${where}.upstream must be http or https`)
+    let upstream: URL | undefined
+    if (o.upstream !== undefined) {
+      try { upstream = new URL(String(o.upstream)) } catch { throw new ConfigError('ROUTES_FILE', `${where}.upstream must be an absolute URL`) }
+      if (upstream.protocol !== 'http:' && upstream.protocol !== 'https:') throw new ConfigError('ROUTES_FILE', `${where}.upstream must be http or https`)
+    }
     const aud = o.audience === undefined ? audience : o.audience
     if (typeof aud !== 'string' || aud === '') throw new ConfigError('ROUTES_FILE', `${where}.audience must be a non-empty string`)
     const scopes = o.scopes === undefined ? [] : o.scopes
     if (!Array.isArray(scopes) || !scopes.every(s => typeof s === 'string' && /^[\x21\x23-\x5b\x5d-\x7e]+$/.test(s))) {
       throw new ConfigError('ROUTES_FILE', `${where}.scopes must be an array of scope tokens`)
     }
-    return { prefix: o.prefix, upstream: upstream.toString().replace(/\/$/, ''), audience: aud, scopes }
+    const route: RouteConfig = { prefix: o.prefix, audience: aud, scopes }
+    return upstream === undefined ? route : { ...route, upstream: upstream.toString().replace(/\/$/, '') }
   })
 }
 
@@ -201,6 +230,29 @@ function configWarnings (env: Env, config: Omit<GatewayConfig, 'warnings'>): str
   return warnings
 }
 
+function readTrustedProxies (env: Env): string[] {
+  const list = readList(env, 'TRUSTED_PROXIES')
+  for (const item of list) {
+    if (PROXY_RANGE_NAMES.has(item)) continue
+    const slash = item.indexOf('/')
+    const address = slash === -1 ? item : item.slice(0, slash)
+    const family = isIP(address)
+    const bits = slash === -1 ? undefined : item.slice(slash + 1)
+    const maxBits = family === 4 ? 32 : 128
+    if (family === 0 || (bits !== undefined && (!/^\d{1,3}$/.test(bits) || Number(bits) > maxBits))) {
+      throw new ConfigError('TRUSTED_PROXIES', `expected IP addresses or CIDRs (e.g. 10.0.0.0/8, ::1), got ${JSON.stringify(item)}`)
+    }
+  }
+  return list.length === 0 ? [...TRUSTED_PROXIES] : list
+}
+
+function readHeaderPrefix (env: Env): string {
+  const prefix = readString(env, 'FORWARD_AUTH_HEADER_PREFIX', FORWARD_AUTH_HEADER_PREFIX)
+  // RFC 9110 §5.1 field-name characters, ending in '-' so that `User` etc. read as words.
+  if (!/^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}-$/.test(prefix)) throw new ConfigError('FORWARD_AUTH_HEADER_PREFIX', 'expected a header-name prefix ending in "-", like X-Auth-Request-')
+  return prefix
+}
+
 /** Parse and freeze the gateway's configuration. Throws `ConfigError` naming the variable. */
 export function loadGatewayConfig (env: Env, overrides: { devMode?: boolean } = {}): GatewayConfig {
   const issuer = (readUrl(env, 'ISSUER', ISSUER) as string).replace(/\/$/, '')
@@ -223,6 +275,7 @@ export function loadGatewayConfig (env: Env, overrides: { devMode?: boolean } = 
     usersFile: readOptional(env, 'USERS_FILE'),
     clientsFile: readOptional(env, 'CLIENTS_FILE'),
     routes: readRoutes(env),
+    routesFile: readOptional(env, 'ROUTES_FILE'),
     accessTokenTtlS,
     refreshIdleTtlS,
     sessionMaxTtlS,
@@ -239,6 +292,8 @@ export function loadGatewayConfig (env: Env, overrides: { devMode?: boolean } = 
       windowS: readDurationS(env, 'CLIENT_AUTH_FAILURE_WINDOW', CLIENT_AUTH_FAILURE_WINDOW_S, 1, 86400)
     },
     corsOrigins: readOrigins(env),
+    trustedProxies: readTrustedProxies(env),
+    forwardAuthHeaderPrefix: readHeaderPrefix(env),
     logLevel: readEnum(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
     devMode: overrides.devMode ?? false,
     demoPage: readBool(env, 'DEMO_PAGE', overrides.devMode ?? false),
