@@ -47,6 +47,8 @@ export interface RedisConnectionOptions {
   readonly keyPrefix?: string
   /** Outages are logged once (warn) and recoveries once (info), not on every reconnect attempt. */
   readonly log?: RedisConnectionLog
+  /** Per-command timeout (default REDIS_COMMAND_TIMEOUT_MS); fault tests shorten it. */
+  readonly commandTimeoutMs?: number
 }
 
 export function reconnectDelay (attempt: number): number {
@@ -54,12 +56,12 @@ export function reconnectDelay (attempt: number): number {
 }
 
 /** Options shared by standalone, Sentinel and cluster-node connections. */
-function baseOptions (): RedisOptions {
+function baseOptions (commandTimeoutMs = REDIS_COMMAND_TIMEOUT_MS): RedisOptions {
   return {
     // connectRedis() starts the connection, so that building the app has no side effects.
     lazyConnect: true,
     connectTimeout: REDIS_CONNECT_TIMEOUT_MS,
-    commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
+    commandTimeout: commandTimeoutMs,
     maxRetriesPerRequest: REDIS_MAX_RETRIES_PER_REQUEST,
     autoResendUnfulfilledCommands: false,
     enableOfflineQueue: false,
@@ -105,11 +107,11 @@ export function createRedisClient (config: RedisConnectionConfig, options: Redis
   switch (config.kind) {
     case 'url':
       // ioredis reads credentials, db and TLS (rediss:) from the URL itself.
-      client = new Redis(config.url, { ...baseOptions(), ...keyPrefix })
+      client = new Redis(config.url, { ...baseOptions(options.commandTimeoutMs), ...keyPrefix })
       break
     case 'sentinel':
       client = new Redis({
-        ...baseOptions(),
+        ...baseOptions(options.commandTimeoutMs),
         ...urlOptions(config.url),
         ...keyPrefix,
         sentinels: config.sentinels.map(({ host, port }) => ({ host, port })),
@@ -133,7 +135,7 @@ export function createRedisClient (config: RedisConnectionConfig, options: Redis
         slotsRefreshTimeout: REDIS_CLUSTER_SLOTS_REFRESH_TIMEOUT_MS,
         // The prefix belongs on the cluster: it builds the commands the nodes only carry.
         ...keyPrefix,
-        redisOptions: { ...baseOptions(), ...urlOptions(config.url) }
+        redisOptions: { ...baseOptions(options.commandTimeoutMs), ...urlOptions(config.url) }
       }
       client = new Cluster(config.nodes.map(({ host, port }) => ({ host, port })), clusterOptions)
       break
