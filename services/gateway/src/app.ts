@@ -134,8 +134,10 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
       app.addHook('onClose', async () => { local.close() })
       revoked = local
     } else {
-      const bus = new RedisRevocationBus({ client: redis, keyPrefix: config.redisKeyPrefix, clock, ttlMs: revokedTtlMs, log: app.log })
-      events.onRevoked((sids) => { void bus.publish(sids) })
+      const bus = new RedisRevocationBus({ client: redis, keyPrefix: config.redisKeyPrefix, clock, ttlMs: revokedTtlMs, log: app.log, waitReplicas: config.redisWaitReplicas })
+      // publish() rejects (GW_STORE_UNAVAILABLE) when the revocation could not be made durable and
+      // broadcast; the bus logs it. The sessions service awaits it and answers 503 instead.
+      events.onRevoked((sids) => { bus.publish(sids).catch(() => {}) })
       if (!(await bus.start())) app.log.warn('revoked sessions not loaded yet (Redis not answering); loading on reconnect')
       app.addHook('onClose', async () => { await bus.close() })
       revoked = bus
