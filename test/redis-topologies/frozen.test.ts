@@ -10,10 +10,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { Redis } from 'ioredis'
+import { systemClock } from '#shared/clock.js'
 import { isLatchkeyError } from '#shared/errors.js'
 import type { FamilyLimits, RotateResult } from '#gateway/sessions/family-store.js'
 import { connectRedis, createRedisClient } from '#gateway/sessions/redis-connection.js'
 import { RedisFamilyStore } from '#gateway/sessions/redis-family-store.js'
+import { RedisRevocationBus } from '#gateway/sessions/revocation.js'
 import type { ParsedRefreshToken } from '#gateway/sessions/refresh-token.js'
 import { freePort, redisForTest, spawnRedisServer, waitForRedis } from '../helpers/redis.js'
 
@@ -97,10 +99,22 @@ t.test('a replica missing under REDIS_WAIT_REPLICAS=1 for longer than the grace 
   await replicated('connected')
   const store = await storeOn(t, master.url, master.prefix, 1)
   const tokens = await Promise.all(Array.from({ length: SESSIONS }, async (_, i) => (await store.create({ userId: `u${i}`, clientId: 'browser', scope: '', userAgent: 'ua', ip: '203.0.113.1' })).token))
+  const loggingOut = await store.create({ userId: 'leaver', clientId: 'browser', scope: '', userAgent: 'ua', ip: '203.0.113.1' })
+  await store.create({ userId: 'leaver-all', clientId: 'browser', scope: '', userAgent: 'ua', ip: '203.0.113.1' })
+  const deleted = await store.create({ userId: 'leaver-one', clientId: 'browser', scope: '', userAgent: 'ua', ip: '203.0.113.1' })
+  const busClient = createRedisClient({ kind: 'url', url: master.url }, { keyPrefix: master.prefix, commandTimeoutMs: COMMAND_TIMEOUT_MS })
+  await connectRedis(busClient)
+  const bus = new RedisRevocationBus({ client: busClient, keyPrefix: master.prefix, clock: systemClock, ttlMs: 60_000, log: { warn: () => {} }, waitReplicas: 1 })
+  t.teardown(async () => { await bus.close(); busClient.disconnect() })
   replica.kill('SIGSTOP')
   try {
     const during = await Promise.all(tokens.map(token => attempt(store, token)))
     t.same([...new Set(during.map(r => r.kind))], ['unavailable'], 'no replica acknowledges: 503')
+    // Revocations are not acknowledged either while they exist on the master alone.
+    await t.rejects(store.revokeByToken(loggingOut.token), { code: 'GW_STORE_UNAVAILABLE' }, 'logout: 503 until a replica holds it')
+    await t.rejects(store.revokeAllForUser('leaver-all'), { code: 'GW_STORE_UNAVAILABLE' }, 'logout-all: 503')
+    await t.rejects(store.revokeSession('leaver-one', deleted.family.sid), { code: 'GW_STORE_UNAVAILABLE' }, 'session delete: 503')
+    await t.rejects(bus.publish([loggingOut.token.sid]), { code: 'GW_STORE_UNAVAILABLE' }, 'the edge broadcast: 503 until a replica holds it')
     await sleep(LIMITS.graceMs + 300)
     // Retried while the replica is still away and after the grace window: still 503, never reuse.
     const again = await Promise.all(tokens.map(token => attempt(store, token)))
