@@ -8,8 +8,11 @@ import { connect, createServer, type Socket } from 'node:net'
 
 export interface BlackHoleProxy {
   readonly url: string
-  /** Stop forwarding on every connection open now; keep them open. */
-  blackHole (): void
+  /**
+   * Stop forwarding on every connection open now (with `subscribersOnly`, only on those
+   * that sent SUBSCRIBE); keep them open.
+   */
+  blackHole (options?: { subscribersOnly?: boolean }): void
   /** Connections accepted so far. */
   readonly accepted: number
 }
@@ -17,14 +20,17 @@ export interface BlackHoleProxy {
 interface Teardown { teardown (fn: () => unknown): void }
 
 export async function blackHoleProxy (t: Teardown, target: { host: string, port: number }): Promise<BlackHoleProxy> {
-  const pairs = new Set<{ client: Socket, upstream: Socket, holed: boolean }>()
+  const pairs = new Set<{ client: Socket, upstream: Socket, holed: boolean, subscriber: boolean }>()
   let accepted = 0
   const server = createServer((client) => {
     accepted++
     const upstream = connect(target.port, target.host)
-    const pair = { client, upstream, holed: false }
+    const pair = { client, upstream, holed: false, subscriber: false }
     pairs.add(pair)
-    client.on('data', (d) => { if (!pair.holed) upstream.write(d) })
+    client.on('data', (d: Buffer) => {
+      if (/subscribe/i.test(d.toString('latin1'))) pair.subscriber = true
+      if (!pair.holed) upstream.write(d)
+    })
     upstream.on('data', (d) => { if (!pair.holed) client.write(d) })
     const close = (): void => { pairs.delete(pair); client.destroy(); upstream.destroy() }
     for (const s of [client, upstream]) { s.on('error', close); s.on('close', close) }
@@ -38,7 +44,7 @@ export async function blackHoleProxy (t: Teardown, target: { host: string, port:
   })
   return {
     url: `redis://127.0.0.1:${port}`,
-    blackHole () { for (const p of pairs) p.holed = true },
+    blackHole (options = {}) { for (const p of pairs) if (options.subscribersOnly !== true || p.subscriber) p.holed = true },
     get accepted () { return accepted }
   }
 }

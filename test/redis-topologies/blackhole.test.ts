@@ -85,3 +85,27 @@ t.test('replica B\'s subscriber is black-holed: a session revoked at A is refuse
   while (!b.has('sid-after-recovery') && Date.now() - again < 1000) await sleep(5)
   t.ok(b.has('sid-after-recovery'), `and hears the next one over pub/sub (${Date.now() - again} ms)`)
 })
+
+t.test('only replica B\'s subscriber goes silent: B stops trusting pub/sub after one missed heartbeat and reads the set instead', async (t) => {
+  const clock = new ManualClock(Date.now())
+  const direct = client(t, redis.url, redis.prefix)
+  await connectRedis(direct)
+  const a = new RedisRevocationBus({ client: direct, keyPrefix: redis.prefix, clock, ttlMs: 60_000, log: silent })
+  t.teardown(() => a.close())
+  const proxy = await blackHoleProxy(t, target)
+  const viaProxy = client(t, proxy.url, redis.prefix)
+  await connectRedis(viaProxy)
+  const b = new RedisRevocationBus({ client: viaProxy, keyPrefix: redis.prefix, clock, ttlMs: 60_000, log: silent })
+  t.teardown(() => b.close())
+  t.equal(await a.start(), true)
+  t.equal(await b.start(), true)
+  proxy.blackHole({ subscribersOnly: true })
+  await a.publish(['sid-subscriber-silent'])
+  const started = Date.now()
+  while (!b.has('sid-subscriber-silent') && Date.now() - started < RECOVERY_BUDGET_MS) await sleep(20)
+  const took = Date.now() - started
+  const connections = proxy.accepted
+  t.comment(`B refused the revoked session ${took} ms after A published it`)
+  t.ok(b.has('sid-subscriber-silent'), 'B knows it')
+  t.equal(connections, 2, 'before its subscriber was rebuilt: from the set, read over the main connection')
+})

@@ -15,9 +15,10 @@
  *    on a Redis Cluster no single master's loss hides a revocation.
  *  - The subscriber is health-checked like every connection (redis-connection.ts): a
  *    silent one is dropped and rebuilt within a few seconds, and every (re)subscription
- *    reloads the set. While it is not subscribed ("not live"), the set is reloaded every
- *    REDIS_HEALTH_INTERVAL_MS instead, so revocations still arrive within about a second
- *    as long as any connection to Redis works.
+ *    reloads the set. From its first unanswered heartbeat until it is subscribed and
+ *    answering again ("not live"), the set is reloaded every REDIS_HEALTH_INTERVAL_MS
+ *    instead, so revocations still arrive within about two intervals as long as the main
+ *    connection works.
  */
 import { Command, type Cluster, type Redis } from 'ioredis'
 import type { Clock } from '#shared/clock.js'
@@ -157,6 +158,8 @@ export class RedisRevocationBus {
   readonly #stopSupervising: () => void
   readonly #poll: NodeJS.Timeout
   #live = false
+  /** The subscriber's current connection has subscribed. */
+  #subscribed = false
   #loaded: () => void = () => {}
   readonly #firstLoad = new Promise<void>((resolve) => { this.#loaded = resolve })
 
@@ -181,15 +184,28 @@ export class RedisRevocationBus {
       for (const sid of message.split(' ')) if (sid !== '') this.local.add(sid, until)
     })
     this.#subscriber.on('ready', () => { void this.#subscribeAndLoad() })
-    this.#subscriber.on('close', () => { this.#live = false })
+    this.#subscriber.on('close', () => { this.#live = false; this.#subscribed = false })
     const intervalMs = options.healthIntervalMs ?? REDIS_HEALTH_INTERVAL_MS
-    this.#stopSupervising = superviseConnections(this.#subscriber, intervalMs)
+    // One unanswered heartbeat is enough to stop trusting pub/sub (and start reading the set).
+    // A subscriber rarely receives anything, so it is pinged on every tick.
+    this.#stopSupervising = superviseConnections(this.#subscriber, intervalMs, {
+      pingEveryTick: true,
+      silent: () => {
+        const wasLive = this.#live
+        this.#live = false
+        if (wasLive) void this.#load().catch(() => { /* Redis unreachable: the poll retries */ })
+      },
+      answered: () => { if (!this.#live && this.#subscribed) void this.#load().then(() => { this.#live = true }, () => {}) }
+    })
     // Not live: nothing arrives over pub/sub, so read the set instead, once per interval.
     this.#poll = setInterval(() => { if (!this.#live) void this.#load().catch(() => { /* Redis unreachable: next tick */ }) }, intervalMs)
     this.#poll.unref()
   }
 
-  /** True while the subscriber is subscribed and has loaded the set since it (re)connected. */
+  /**
+   * True while the subscriber is subscribed, answered its last heartbeat, and the set was
+   * loaded since. While false, the set is reloaded every health interval instead.
+   */
   get live (): boolean {
     return this.#live
   }
@@ -224,6 +240,7 @@ export class RedisRevocationBus {
   async #subscribeAndLoad (): Promise<void> {
     try {
       await this.#subscriber.subscribe(this.#channel)
+      this.#subscribed = true
       // Subscribed first, loaded second: a revocation between the two is seen by both, never by neither.
       await this.#load()
       this.#live = true
