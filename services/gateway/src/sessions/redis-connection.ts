@@ -166,16 +166,7 @@ interface Health { stream: unknown, replied: boolean, failures: number, pinging:
  * function is called. A connection that carried a reply since the last tick is healthy
  * without a ping, so busy connections carry no extra commands.
  */
-export interface HealthListener {
-  /** Ping on every tick even when replies arrived (a connection whose silence is normal). */
-  readonly pingEveryTick?: boolean
-  /** A health ping went unanswered (the connection may be dead; it is rebuilt after a second one). */
-  silent? (): void
-  /** A health ping was answered. */
-  answered? (): void
-}
-
-export function superviseConnections (client: RedisClient, intervalMs = REDIS_HEALTH_INTERVAL_MS, listener: HealthListener = {}): () => void {
+export function superviseConnections (client: RedisClient, intervalMs = REDIS_HEALTH_INTERVAL_MS): () => void {
   const health = new WeakMap<Redis, Health>()
   const check = (connection: Redis): void => {
     let h = health.get(connection)
@@ -187,14 +178,13 @@ export function superviseConnections (client: RedisClient, intervalMs = REDIS_HE
       connection.stream?.on('data', () => { state.replied = true })
     }
     if (connection.status !== 'ready') return // connecting or reconnecting: ioredis' own timeouts apply
-    if (h.replied && listener.pingEveryTick !== true) { h.replied = false; h.failures = 0; return }
+    if (h.replied) { h.replied = false; h.failures = 0; return }
     if (h.pinging) return
     h.pinging = true
     const state = h
     let timer: NodeJS.Timeout | undefined
     const timedOut = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error('health ping timed out')) }, intervalMs) })
-    Promise.race([connection.ping(), timedOut]).then(() => { state.failures = 0; listener.answered?.() }, () => {
-      listener.silent?.()
+    Promise.race([connection.ping(), timedOut]).then(() => { state.failures = 0 }, () => {
       state.failures += 1
       if (state.failures < REDIS_HEALTH_FAILURES_BEFORE_RECONNECT || state.stream !== connection.stream) return
       state.failures = 0

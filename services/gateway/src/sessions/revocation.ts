@@ -13,13 +13,16 @@
  *    with GW_STORE_UNAVAILABLE (→ 503), after one retry. The set is kept in
  *    REVOKED_SET_COPIES keys whose hash tags fall in different thirds of the slot space, so
  *    on a Redis Cluster no single master's loss hides a revocation.
- *  - The subscriber is health-checked like every connection (redis-connection.ts): a
- *    silent one is dropped and rebuilt within a few seconds, and every (re)subscription
- *    reloads the set. From its first unanswered heartbeat until it is subscribed and
- *    answering again ("not live"), the set is reloaded every REDIS_HEALTH_INTERVAL_MS
- *    instead, so revocations still arrive within about two intervals as long as the main
- *    connection works.
+ *  - Liveness of the subscription is proven end to end: every REDIS_HEALTH_INTERVAL_MS
+ *    each replica publishes its own id on a heartbeat channel and expects to hear it back
+ *    on its subscriber. Until it has heard one within REVOCATION_HEARTBEAT_MISSES
+ *    intervals, or after its Cluster node left ("not live"), the
+ *    replica reads the set at once and then every interval instead, so revocations still
+ *    arrive within a few seconds while any connection to Redis works. The subscriber is
+ *    also health-checked like every connection (redis-connection.ts): a silent one is
+ *    rebuilt within a few seconds, and every (re)subscription reloads the set.
  */
+import { randomUUID } from 'node:crypto'
 import { Command, type Cluster, type Redis } from 'ioredis'
 import type { Clock } from '#shared/clock.js'
 import { gatewayError } from '../errors.js'
@@ -35,6 +38,8 @@ export const REVOCATION_SWEEP_INTERVAL_MS = 10_000
 export const REVOCATION_INITIAL_LOAD_TIMEOUT_MS = 2000
 /** Access tokens are accepted up to this long after exp (verifier clock tolerance), so keep sids a little longer. */
 export const REVOCATION_SLACK_MS = 10_000
+/** Heartbeat intervals without hearing our own heartbeat after which pub/sub is not trusted. */
+export const REVOCATION_HEARTBEAT_MISSES = 2
 /** Copies of the revoked set (see the file comment); a publish needs a majority of them. */
 export const REVOKED_SET_COPIES = 3
 /** A publish that missed its majority is retried once after this. */
@@ -158,8 +163,11 @@ export class RedisRevocationBus {
   readonly #stopSupervising: () => void
   readonly #poll: NodeJS.Timeout
   #live = false
-  /** The subscriber's current connection has subscribed. */
-  #subscribed = false
+  /** This bus' heartbeat message, and when (monotonic ms) it was last heard back. */
+  readonly #heartbeatId = randomUUID()
+  readonly #heartbeatChannel: string
+  #heardAt = -Infinity
+  readonly #intervalMs: number
   #loaded: () => void = () => {}
   readonly #firstLoad = new Promise<void>((resolve) => { this.#loaded = resolve })
 
@@ -170,6 +178,7 @@ export class RedisRevocationBus {
     this.local = new LocalRevokedSessions({ clock: options.clock, ttlMs: options.ttlMs })
     // Channels are not keys: ioredis does not prefix them, so the prefix is added here.
     this.#channel = `${options.keyPrefix}revoked`
+    this.#heartbeatChannel = `${options.keyPrefix}revoked:heartbeat`
     const client = options.client as PublishingClient
     if (typeof client.lkPublishRevoked !== 'function') client.defineCommand('lkPublishRevoked', PUBLISH_REVOKED)
     this.#client = client
@@ -179,32 +188,26 @@ export class RedisRevocationBus {
     this.#subscriber = options.client.duplicate()
     this.#subscriber.on('error', () => { /* reconnects by itself; outages are logged by the main connection */ })
     this.#subscriber.on('message', (channel: string, message: string) => {
+      if (channel === this.#heartbeatChannel && message === this.#heartbeatId) this.#heard()
       if (channel !== this.#channel) return
       const until = this.#clock.now() + this.#ttlMs
       for (const sid of message.split(' ')) if (sid !== '') this.local.add(sid, until)
     })
     this.#subscriber.on('ready', () => { void this.#subscribeAndLoad() })
-    this.#subscriber.on('close', () => { this.#live = false; this.#subscribed = false })
-    const intervalMs = options.healthIntervalMs ?? REDIS_HEALTH_INTERVAL_MS
-    // One unanswered heartbeat is enough to stop trusting pub/sub (and start reading the set).
-    // A subscriber rarely receives anything, so it is pinged on every tick.
-    this.#stopSupervising = superviseConnections(this.#subscriber, intervalMs, {
-      pingEveryTick: true,
-      silent: () => {
-        const wasLive = this.#live
-        this.#live = false
-        if (wasLive) void this.#load().catch(() => { /* Redis unreachable: the poll retries */ })
-      },
-      answered: () => { if (!this.#live && this.#subscribed) void this.#load().then(() => { this.#live = true }, () => {}) }
-    })
-    // Not live: nothing arrives over pub/sub, so read the set instead, once per interval.
-    this.#poll = setInterval(() => { if (!this.#live) void this.#load().catch(() => { /* Redis unreachable: next tick */ }) }, intervalMs)
+    this.#subscriber.on('close', () => { this.#live = false })
+    // A Cluster moves its subscription to another node when that node leaves ('-node'),
+    // without a 'ready': messages published during the move are lost, so distrust pub/sub
+    // until a heartbeat comes back over the new subscription (which then reloads the set).
+    this.#subscriber.on('-node', () => { this.#live = false })
+    this.#intervalMs = options.healthIntervalMs ?? REDIS_HEALTH_INTERVAL_MS
+    this.#stopSupervising = superviseConnections(this.#subscriber, this.#intervalMs)
+    this.#poll = setInterval(() => { this.#tick() }, this.#intervalMs)
     this.#poll.unref()
   }
 
   /**
-   * True while the subscriber is subscribed, answered its last heartbeat, and the set was
-   * loaded since. While false, the set is reloaded every health interval instead.
+   * True while this replica hears its own heartbeats over pub/sub and the set was loaded
+   * since it last did not. While false, the set is read every health interval instead.
    */
   get live (): boolean {
     return this.#live
@@ -223,6 +226,20 @@ export class RedisRevocationBus {
     return loaded
   }
 
+  /** Heartbeat out; pub/sub distrusted when our heartbeats stop coming back; the set read while it is. */
+  #tick (): void {
+    this.#client.publish(this.#heartbeatChannel, this.#heartbeatId).catch(() => { /* the main connection is down: nothing to do */ })
+    const silentMs = performance.now() - this.#heardAt
+    if (this.#live && silentMs > REVOCATION_HEARTBEAT_MISSES * this.#intervalMs) this.#live = false
+    if (!this.#live) this.#load().catch(() => { /* Redis unreachable: next tick */ })
+  }
+
+  /** Our heartbeat came back: pub/sub works; trust it again once the set has been read. */
+  #heard (): void {
+    this.#heardAt = performance.now()
+    if (!this.#live) this.#load().then(() => { this.#live = true }, () => {})
+  }
+
   /** Every live entry of every copy of the set into the local set; fails only if no copy answers. */
   async #load (): Promise<void> {
     const now = this.#clock.now()
@@ -239,10 +256,10 @@ export class RedisRevocationBus {
 
   async #subscribeAndLoad (): Promise<void> {
     try {
-      await this.#subscriber.subscribe(this.#channel)
-      this.#subscribed = true
+      await this.#subscriber.subscribe(this.#channel, this.#heartbeatChannel)
       // Subscribed first, loaded second: a revocation between the two is seen by both, never by neither.
       await this.#load()
+      this.#heardAt = performance.now() // subscribed just now: give the first heartbeat its intervals
       this.#live = true
       this.#loaded()
     } catch (err) {
