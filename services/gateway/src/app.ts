@@ -11,13 +11,26 @@ import type { GatewayConfig } from './config.js'
 import authRoutes from './auth/routes.js'
 import { ClientDirectory } from './identity/clients-file.js'
 import { UserDirectory } from './identity/user-directory.js'
-import { createLoginLimiter } from './auth/login-limiter.js'
+import { createLoginLimiter, MemoryAttemptCounter, RedisAttemptCounter, type AttemptCounter } from './auth/login-limiter.js'
 import oauthRoutes from './oauth/routes.js'
+import { ClientAssertionVerifier } from './oauth/client-assertion.js'
+import { ClientAuthenticator } from './oauth/client-auth.js'
+import { createClientAuthThrottle } from './oauth/client-auth-limiter.js'
+import { TokenExchange } from './oauth/token-exchange.js'
+import { type JtiReplayStore, MemoryJtiReplayStore } from './oauth/jti-replay-store.js'
+import { RedisJtiReplayStore } from './oauth/redis-jti-replay-store.js'
 import metricsPlugin, { createGatewayMetrics, type GatewayMetrics } from './ops/metrics.js'
 import { AccessTokenIssuer, AccessTokenVerifier } from './keys/access-token.js'
 import jwksRoute from './keys/jwks-route.js'
+import adminRoutes from './ops/admin-routes.js'
 import proxyPlugin from './proxy/plugin.js'
 import { demoPagePlugin } from './ui/demo-page.js'
+import oidcRoutes from './identity/oidc/routes.js'
+import { ProviderRegistry } from './identity/oidc/provider-registry.js'
+import { parseProvidersText } from './identity/oidc/providers-file.js'
+import { FileReloader } from './ops/reloader.js'
+import { MemorySignInStateStore, RedisSignInStateStore } from './identity/oidc/sign-in-state.js'
+import { MemoryFederatedLinks, RedisFederatedLinks } from './identity/oidc/federated-links.js'
 import { loadSigningKeys, type SigningKeys } from './keys/signing-keys.js'
 import { installErrorHandling } from './ops/error-handler.js'
 import { createGatewayEvents, type GatewayEvents } from './ops/events.js'
@@ -27,6 +40,7 @@ import { MemoryFamilyStore } from './sessions/memory-family-store.js'
 import { RedisFamilyStore } from './sessions/redis-family-store.js'
 import { connectRedis, createRedisClient } from './sessions/redis-connection.js'
 import { LocalRevokedSessions, RedisRevocationBus, REVOCATION_SLACK_MS, type RevokedSessions } from './sessions/revocation.js'
+import { SessionService, type EdgeRevocation } from './sessions/service.js'
 
 /** Server-side timeouts: a slow-loris client must not hold a socket forever. */
 export const CONNECTION_TIMEOUT_MS = 10_000
@@ -48,6 +62,10 @@ export interface GatewayDeps {
   readonly events: GatewayEvents
   /** Sessions revoked within the last access TTL, known to this replica. */
   readonly revoked: RevokedSessions
+  /** Tells every replica (this one included) of revoked sessions; `revoked` is what it feeds. */
+  readonly edge: EdgeRevocation
+  /** Client-assertion ids already used (RFC 7523 §3), until their exp. */
+  readonly replay: JtiReplayStore
 }
 
 export interface BuildGatewayOptions {
@@ -64,6 +82,8 @@ export interface GatewayInfo {
   readonly demoPassword: string | undefined
   readonly readiness: Readiness
   readonly deps: GatewayDeps
+  /** Every session change goes through here (routes, admin API, tests). */
+  readonly sessions: SessionService
 }
 
 declare module 'fastify' {
@@ -78,6 +98,11 @@ export function familyLimits (config: GatewayConfig): FamilyLimits {
     maxTtlMs: config.sessionMaxTtlS * 1000,
     graceMs: config.refreshReuseGraceS * 1000
   }
+}
+
+/** How long a replica remembers a revoked sid: one access-token lifetime, plus the verifier's slack. */
+export function revocationTtlMs (config: GatewayConfig): number {
+  return config.accessTokenTtlS * 1000 + REVOCATION_SLACK_MS
 }
 
 export async function buildGatewayApp (config: GatewayConfig, options: BuildGatewayOptions = {}): Promise<FastifyInstance> {
@@ -125,41 +150,94 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
     }
   }
   const familyStore = store
-  const revokedTtlMs = config.accessTokenTtlS * 1000 + REVOCATION_SLACK_MS
+  const revokedTtlMs = revocationTtlMs(config)
   let revoked = overrides.revoked
-  if (revoked === undefined) {
+  let edge = overrides.edge
+  if (revoked === undefined || edge === undefined) {
     if (redis === undefined) {
       const local = new LocalRevokedSessions({ clock, ttlMs: revokedTtlMs })
-      events.onRevoked((sids) => { for (const sid of sids) local.add(sid) })
       app.addHook('onClose', async () => { local.close() })
-      revoked = local
+      revoked ??= local
+      // One process: remembering the sid here is the whole broadcast.
+      edge ??= { publish: async (sids) => { for (const sid of sids) local.add(sid) } }
     } else {
       const bus = new RedisRevocationBus({ client: redis, keyPrefix: config.redisKeyPrefix, clock, ttlMs: revokedTtlMs, log: app.log, waitReplicas: config.redisWaitReplicas })
-      // publish() rejects (GW_STORE_UNAVAILABLE) when the revocation could not be made durable and
-      // broadcast; the bus logs it. The sessions service awaits it and answers 503 instead.
-      events.onRevoked((sids) => { bus.publish(sids).catch(() => {}) })
       if (!(await bus.start())) app.log.warn('revoked sessions not loaded yet (Redis not answering); loading on reconnect')
       app.addHook('onClose', async () => { await bus.close() })
-      revoked = bus
+      revoked ??= bus
+      // Awaited by every revocation; rejects (GW_STORE_UNAVAILABLE → 503) when it cannot be made durable.
+      edge ??= { publish: async (sids) => { await bus.publish(sids) } }
     }
   }
-  const deps: GatewayDeps = { clock, store: familyStore, keys, users, clients, metrics, events, revoked }
+  let replay = overrides.replay
+  if (replay === undefined) {
+    replay = redis === undefined
+      ? new MemoryJtiReplayStore({ clock })
+      : new RedisJtiReplayStore({ client: redis, clock, keyPrefix: config.redisKeyPrefix })
+    const owned = replay
+    app.addHook('onClose', async () => { await owned.close() })
+  }
+  const deps: GatewayDeps = { clock, store: familyStore, keys, users, clients, metrics, events, revoked, edge, replay }
   const readiness: Readiness = { draining: false, check: () => familyStore.ping() }
-  app.decorate('latchkey', { demoPassword, readiness, deps })
   // Draining: tell keep-alive clients to reconnect (to another replica) after this answer.
   app.addHook('onSend', async (_req, reply) => { if (readiness.draining) reply.header('Connection', 'close') })
 
   const issuer = new AccessTokenIssuer({ keys, issuer: config.issuer, ttlS: config.accessTokenTtlS, clock })
   const verifier = new AccessTokenVerifier({ keys, issuer: config.issuer, clock })
+  const parties = new ProviderRegistry({
+    issuer: config.issuer,
+    clock,
+    onDiscoveryError: (party, err) => { app.log.warn({ provider: party.entry.id, err }, 'identity provider discovery failed; retried on the next sign-in') }
+  })
+  const sessions = new SessionService({ store: familyStore, edge, events, users, clients, issuer, audience: config.audience, log: app.log, federated: parties })
+  app.decorate('latchkey', { demoPassword, readiness, deps, sessions })
 
   installErrorHandling(app)
   await app.register(metricsPlugin, { metrics, text: options.metricsSource?.(metrics.registry) })
-  const limiter = await createLoginLimiter(app, config.loginLimits, redis, events)
+  let attempts: AttemptCounter
+  if (redis === undefined) {
+    const local = new MemoryAttemptCounter(clock, config.loginLimits.windowS * 1000)
+    app.addHook('onClose', async () => { local.close() })
+    attempts = local
+  } else {
+    attempts = new RedisAttemptCounter(redis)
+  }
+  const limiter = createLoginLimiter(config.loginLimits, attempts, events)
   await app.register(healthRoutes, { readiness })
   await app.register(jwksRoute, { keys })
-  await app.register(authRoutes, { config, store: familyStore, users, issuer, verifier, clock, events, limiter, revoked })
-  await app.register(oauthRoutes, { config, store: familyStore, users, clients, issuer, events, limiter })
+  await app.register(authRoutes, { config, sessions, users, verifier, clock, events, limiter, revoked })
+  const assertions = new ClientAssertionVerifier({ clients, issuer: config.issuer, replay, clock })
+  const throttle = createClientAuthThrottle(config.clientAuthLimits, attempts, events, clock)
+  const clientAuth = new ClientAuthenticator({ clients, issuer: config.issuer, assertions, throttle })
+  const exchange = new TokenExchange({ keys, issuer: config.issuer, accessTokens: issuer, revoked, clock })
+  await app.register(oauthRoutes, { config, sessions, users, clients, issuer, events, limiter, clientAuth, exchange })
+  await app.register(adminRoutes, { config, sessions, users, verifier, revoked })
   await app.register(proxyPlugin, { routes: config.routes, keys, issuer: config.issuer, metrics, revoked, clock, genReqId })
+  // PROVIDERS_FILE is reloaded on change (ops/reloader.ts): validated whole, a bad file refused.
+  const providersReloader = config.providersFile === undefined
+    ? undefined
+    : new FileReloader({
+      path: config.providersFile,
+      name: 'PROVIDERS_FILE',
+      parse: (text) => parseProvidersText(text, 'PROVIDERS_FILE'),
+      apply: (entries) => { parties.replace(entries) },
+      log: app.log,
+      counter: metrics.configReloads
+    })
+  // Discovery starts here but nothing waits for it; a sign-in before it answers retries it.
+  app.addHook('onReady', async () => {
+    parties.replace(providersReloader === undefined ? config.providers : await providersReloader.load())
+    await providersReloader?.start()
+  })
+  app.addHook('onClose', async () => { providersReloader?.close() })
+  await app.register(oidcRoutes, {
+    config,
+    parties,
+    sessions,
+    state: redis === undefined ? new MemorySignInStateStore(clock) : new RedisSignInStateStore(redis),
+    links: redis === undefined ? new MemoryFederatedLinks(clock) : new RedisFederatedLinks(redis),
+    clock
+  })
   if (config.demoPage) await app.register(demoPagePlugin)
 
   app.addHook('onClose', async () => { await familyStore.close() })

@@ -9,6 +9,7 @@ import {
   type Env, type HostPort, deepFreeze, readBool, readDurationS, readEnum, readHostPorts, readInt, readList,
   readOptional, readPort, readString, readUrl
 } from '#shared/config.js'
+import { parseProvidersText, type ProviderEntry } from './identity/oidc/providers-file.js'
 
 export const PORT = 8080
 export const HOST = '0.0.0.0'
@@ -31,6 +32,10 @@ export const MAX_WORKERS = 64
 export const LOGIN_MAX_ATTEMPTS_PER_USER = 10
 export const LOGIN_MAX_ATTEMPTS_PER_IP = 100
 export const LOGIN_ATTEMPT_WINDOW_S = 300
+/** Failed client authentications at the OAuth endpoints (oauth/client-auth-limiter.ts), per window. */
+export const CLIENT_AUTH_MAX_FAILURES_PER_CLIENT = 20
+export const CLIENT_AUTH_MAX_FAILURES_PER_IP = 50
+export const CLIENT_AUTH_FAILURE_WINDOW_S = 300
 
 export type LogLevel = typeof LOG_LEVELS[number]
 
@@ -70,12 +75,16 @@ export interface GatewayConfig {
   readonly refreshReuseGraceS: number
   readonly cookieSecure: boolean
   readonly loginLimits: { readonly perUsername: number, readonly perIp: number, readonly windowS: number }
+  readonly clientAuthLimits: { readonly perClient: number, readonly perIp: number, readonly windowS: number }
   readonly corsOrigins: readonly string[]
   readonly logLevel: LogLevel
   /** `latchkey dev`: serve the demo page and print the walkthrough. */
   readonly devMode: boolean
   /** Serve the demo page at `/`: on in `dev`, off elsewhere unless DEMO_PAGE=true. */
   readonly demoPage: boolean
+  /** PROVIDERS_FILE (or PROVIDERS_JSON inline): upstream OpenID providers; none by default. */
+  readonly providersFile: string | undefined
+  readonly providers: readonly ProviderEntry[]
 }
 
 function readRoutes (env: Env): RouteConfig[] {
@@ -114,6 +123,22 @@ function readRoutes (env: Env): RouteConfig[] {
     }
     return { prefix: o.prefix, upstream: upstream.toString().replace(/\/$/, ''), audience: aud, scopes }
   })
+}
+
+/** PROVIDERS_FILE names a JSON file; PROVIDERS_JSON holds the same document inline (dev, compose). */
+function readProviders (env: Env): readonly ProviderEntry[] {
+  const file = readOptional(env, 'PROVIDERS_FILE')
+  const inline = readOptional(env, 'PROVIDERS_JSON')
+  if (file !== undefined && inline !== undefined) throw new ConfigError('PROVIDERS_JSON', 'set either PROVIDERS_FILE or PROVIDERS_JSON, not both')
+  if (file === undefined && inline === undefined) return []
+  if (file === undefined) return parseProvidersText(inline as string, 'PROVIDERS_JSON')
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new ConfigError('PROVIDERS_FILE', (err as NodeJS.ErrnoException).code === 'ENOENT' ? `file not found: ${file}` : `not readable: ${file}`)
+  }
+  return parseProvidersText(text, 'PROVIDERS_FILE')
 }
 
 function readRedis (env: Env): RedisConfig {
@@ -195,10 +220,17 @@ export function loadGatewayConfig (env: Env, overrides: { devMode?: boolean } = 
       perIp: readInt(env, 'LOGIN_MAX_ATTEMPTS_PER_IP', LOGIN_MAX_ATTEMPTS_PER_IP, 1, 1_000_000),
       windowS: readDurationS(env, 'LOGIN_ATTEMPT_WINDOW', LOGIN_ATTEMPT_WINDOW_S, 1, 86400)
     },
+    clientAuthLimits: {
+      perClient: readInt(env, 'CLIENT_AUTH_MAX_FAILURES_PER_CLIENT', CLIENT_AUTH_MAX_FAILURES_PER_CLIENT, 1, 1_000_000),
+      perIp: readInt(env, 'CLIENT_AUTH_MAX_FAILURES_PER_IP', CLIENT_AUTH_MAX_FAILURES_PER_IP, 1, 1_000_000),
+      windowS: readDurationS(env, 'CLIENT_AUTH_FAILURE_WINDOW', CLIENT_AUTH_FAILURE_WINDOW_S, 1, 86400)
+    },
     corsOrigins: readOrigins(env),
     logLevel: readEnum(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
     devMode: overrides.devMode ?? false,
-    demoPage: readBool(env, 'DEMO_PAGE', overrides.devMode ?? false)
+    demoPage: readBool(env, 'DEMO_PAGE', overrides.devMode ?? false),
+    providersFile: readOptional(env, 'PROVIDERS_FILE'),
+    providers: readProviders(env)
   }
   checkWorkers(config)
   return deepFreeze(config)

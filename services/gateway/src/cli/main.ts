@@ -11,6 +11,7 @@ import type { CliIo } from './io.js'
 import { runKeysCommand } from './keys.js'
 import { runUsersCommand } from './users.js'
 import { runClientsCommand } from './clients.js'
+import { runSessionsCommand } from './sessions.js'
 import { printWalkthrough } from './walkthrough.js'
 
 const USAGE = `usage: latchkey <command>
@@ -27,6 +28,9 @@ const USAGE = `usage: latchkey <command>
                                   add a user (password from stdin, or prompted)
   clients add <id> --scope "a b" --audience A [--grant G] [--file FILE]
                                   add an OAuth client (prints its secret once)
+  sessions list --user NAME [--json]
+  sessions revoke --user NAME [--session SID]
+                                  list or end a user's sessions at every replica (needs Redis)
 
 Configuration is read from the environment; see README.md.`
 
@@ -81,6 +85,7 @@ export async function main (argv: string[], io: CliIo, env: Readonly<Record<stri
       case 'keys': return await runKeysCommand(rest, io)
       case 'users': return await runUsersCommand(rest, io, env)
       case 'clients': return await runClientsCommand(rest, io, env)
+      case 'sessions': return await runSessionsCommand(rest, io, env)
       case undefined:
       case 'help':
       case '--help':

@@ -54,9 +54,9 @@ function prevailingParams (users: readonly StoredUser[]): Argon2Params {
 }
 
 export class UserDirectory {
-  readonly #byName: ReadonlyMap<string, StoredUser>
-  readonly #byId: ReadonlyMap<string, User>
-  readonly #dummyHash: string
+  #byName: ReadonlyMap<string, StoredUser>
+  #byId: ReadonlyMap<string, User>
+  #dummyHash: string
 
   private constructor (users: readonly StoredUser[], dummyHash: string) {
     this.#byName = new Map(users.map(u => [u.username, u]))
@@ -80,6 +80,20 @@ export class UserDirectory {
 
   get size (): number {
     return this.#byName.size
+  }
+
+  /** Put `users` in force in place: everything holding this directory sees them at once. */
+  async replace (users: readonly StoredUser[]): Promise<void> {
+    const next = await UserDirectory.fromUsers(users)
+    this.#byName = next.#byName
+    this.#byId = next.#byId
+    this.#dummyHash = next.#dummyHash
+  }
+
+  /** The user named `username` (case-sensitive, as at login), if present. */
+  getByUsername (username: string): User | undefined {
+    const stored = this.#byName.get(username)
+    return stored === undefined ? undefined : this.#byId.get(stored.id)
   }
 
   /** The user with this id (token `sub`), if still present. */

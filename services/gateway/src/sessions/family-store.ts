@@ -46,7 +46,7 @@ export interface NewFamily {
   readonly scope: string
   readonly userAgent: string
   readonly ip: string
-  /** The upstream identity provider that signed the user in; absent for a password login. */
+  /** The upstream identity provider that signed the user in; absent for password logins. */
   readonly provider?: string
 }
 
@@ -66,7 +66,7 @@ export interface Family {
   readonly idleExpiresAt: number
   /** When the family dies whatever happens (ms). */
   readonly absoluteExpiresAt: number
-  /** The upstream identity provider that signed the user in; absent for a password login. */
+  /** The upstream identity provider that signed the user in; absent for password logins. */
   readonly provider?: string
 }
 
