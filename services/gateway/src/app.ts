@@ -191,7 +191,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
       // One process: remembering the sid here is the whole broadcast.
       edge ??= { publish: async (sids) => { for (const sid of sids) local.add(sid) } }
     } else {
-      const bus = new RedisRevocationBus({ client: redis, keyPrefix: config.redisKeyPrefix, clock, ttlMs: revokedTtlMs, log: app.log })
+      const bus = new RedisRevocationBus({ client: redis, keyPrefix: config.redisKeyPrefix, clock, ttlMs: revokedTtlMs, log: app.log, waitReplicas: config.redisWaitReplicas })
       if (!(await bus.start())) app.log.warn('revoked sessions not loaded yet (Redis not answering); loading on reconnect')
       app.addHook('onClose', async () => { await bus.close() })
       revoked ??= bus

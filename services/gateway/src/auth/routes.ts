@@ -22,7 +22,7 @@ import { familyRemainingS, noStore } from './token-response.js'
 export const AUTH_BODY_LIMIT_BYTES = 8 * 1024
 // Defined beside the session service and the store; re-exported for existing importers.
 export { BROWSER_CLIENT_ID } from '../sessions/service.js'
-export { USER_AGENT_MAX_CHARS } from '../sessions/redis-family-store.js'
+export { USER_AGENT_MAX_CHARS } from '../sessions/family-store.js'
 
 export interface AuthRoutesOptions {
   readonly config: GatewayConfig
