@@ -5,6 +5,7 @@
  */
 import closeWithGrace from 'close-with-grace'
 import type { FastifyInstance } from 'fastify'
+import type { DestinationStream } from 'pino'
 import type { GatewayConfig } from './config.js'
 import { buildGatewayApp } from './app.js'
 import { isPoolWorker, leavePool, onPoolShutdown, runWorkerPool, workerMetricsSource } from './workers.js'
@@ -18,9 +19,19 @@ export const SHUTDOWN_GRACE_MS = 20_000
  */
 export const DRAIN_IDLE_SWEEP_MS = 100
 
-export async function startGateway (config: GatewayConfig, options: { alsoClose?: () => Promise<void> } = {}): Promise<FastifyInstance> {
+export interface StartGatewayOptions {
+  /** Closed with the gateway (`dev` runs the resource service in the same process). */
+  readonly alsoClose?: () => Promise<void>
+  /** Where log lines go; default stdout (JSON lines). */
+  readonly logStream?: DestinationStream | undefined
+}
+
+export async function startGateway (config: GatewayConfig, options: StartGatewayOptions = {}): Promise<FastifyInstance> {
   const worker = isPoolWorker()
-  const app = await buildGatewayApp(config, worker ? { metricsSource: workerMetricsSource } : {})
+  const app = await buildGatewayApp(config, {
+    ...(worker ? { metricsSource: workerMetricsSource } : {}),
+    ...(options.logStream === undefined ? {} : { logStream: options.logStream })
+  })
   let closing = false
   const handle = closeWithGrace({ delay: SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
     closing = true

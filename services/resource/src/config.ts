@@ -35,6 +35,8 @@ export interface ResourceConfig {
   readonly audience: string
   readonly logLevel: LogLevel
   readonly introspection: IntrospectionConfig | undefined
+  /** OTEL_EXPORTER_OTLP_ENDPOINT: where spans go over OTLP/HTTP; unset, tracing is off. */
+  readonly otlpEndpoint: string | undefined
 }
 
 function readIntrospection (env: Env): IntrospectionConfig | undefined {
@@ -57,7 +59,8 @@ export function loadResourceConfig (env: Env): ResourceConfig {
     issuer: (readUrl(env, 'ISSUER', ISSUER) as string).replace(/\/$/, ''),
     audience: readString(env, 'AUDIENCE', AUDIENCE),
     logLevel: readEnum(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
-    introspection: readIntrospection(env)
+    introspection: readIntrospection(env),
+    otlpEndpoint: readUrl(env, 'OTEL_EXPORTER_OTLP_ENDPOINT', undefined)
   }
   return deepFreeze(config)
 }

@@ -4,10 +4,10 @@
  * a rotation can publish the next key before it signs and keep the previous one
  * until its last token expires. Keys are imported once here, never per request.
  */
-import { readFile } from 'node:fs/promises'
 import type { KeyObject } from 'node:crypto'
 import { CompactSign, calculateJwkThumbprint, compactVerify, exportJWK, generateKeyPair, importJWK } from 'jose'
 import { ConfigError } from '#shared/errors.js'
+import { parseJsonConfig, readConfigFile } from '#shared/config-file.js'
 
 export const SIGNING_ALGS = ['EdDSA', 'ES256', 'RS256'] as const
 export type SigningAlg = typeof SIGNING_ALGS[number]
@@ -176,21 +176,8 @@ async function loadKey (raw: unknown, where: string): Promise<LoadedKey> {
 }
 
 async function readJwks (file: string): Promise<unknown[]> {
-  let text: string
-  try {
-    text = await readFile(file, 'utf8')
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    const why = code === 'ENOENT' ? 'file not found' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : `cannot read (${code ?? 'error'})`
-    throw new ConfigError(VARIABLE, `${why}: ${file}`)
-  }
-  let parsed: unknown
-  try {
-    parsed = JSON.parse(text)
-  } catch {
-    // Never the parser's message: it quotes the text around the error, i.e. key material.
-    throw new ConfigError(VARIABLE, `${file}: not valid JSON`)
-  }
+  // Never the parser's message: it quotes the text around the error, i.e. key material.
+  const parsed = parseJsonConfig(await readConfigFile(file, VARIABLE), file, VARIABLE)
   const keys = parsed !== null && typeof parsed === 'object' ? (parsed as { keys?: unknown }).keys : undefined
   if (!Array.isArray(keys) || keys.length === 0) {
     throw new ConfigError(VARIABLE, `${file}: expected a private JWKS {"keys": [...]} with at least one key`)

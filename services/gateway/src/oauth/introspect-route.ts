@@ -23,7 +23,8 @@ import { type AccessToken, AccessTokenVerifier } from '#shared/access-token-veri
 import { isLatchkeyError } from '#shared/errors.js'
 import type { GatewayConfig } from '../config.js'
 import type { SigningKeys } from '../keys/signing-keys.js'
-import { localKeys, type RevokedSids } from '../proxy/access.js'
+import type { RevokedSids } from '../auth/bearer.js'
+import { signingKeyResolver } from '../keys/verification-keys.js'
 import type { Family } from '../sessions/family-store.js'
 import type { SessionRevocations } from '../sessions/service.js'
 import { parseRefreshToken } from '../sessions/refresh-token.js'
@@ -102,7 +103,7 @@ export function createAccessTokenCheck (opts: Pick<IntrospectRouteOptions, 'conf
       // Clients reload in place; a bounded map keeps old audience sets from piling up.
       if (verifiers.size >= INTROSPECTION_VERIFIERS_MAX) verifiers.clear()
       verifier = new AccessTokenVerifier({
-        keys: localKeys(keys),
+        keys: signingKeyResolver(keys),
         issuer: config.issuer,
         audience: audiences,
         clock,

@@ -15,7 +15,7 @@ import { gatewayError, type GatewayErrorCode } from '../errors.js'
 import { handleError } from '../ops/error-handler.js'
 import type { Clock } from '#shared/clock.js'
 import type { SigningKeys } from '../keys/signing-keys.js'
-import type { RevokedSids } from '../proxy/access.js'
+import type { RevokedSids } from '../auth/bearer.js'
 
 export interface OAuthRoutesOptions extends TokenRouteOptions {
   readonly keys: SigningKeys
