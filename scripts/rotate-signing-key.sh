@@ -29,7 +29,7 @@ usage: scripts/rotate-signing-key.sh --file FILE --apply CMD [options]
                      rollout). Runs after each step with LATCHKEY_KEYS_FILE and
                      LATCHKEY_ROTATION_STEP (publish, promote, retire) in its environment.
                      Required for --step all; with a single step, roll it out yourself.
-  --alg ALG          algorithm of the new key: EdDSA (default), ES256 or RS256
+  --alg ALG          algorithm of the new key: ES256 (default), EdDSA or RS256
   --publish-wait S   seconds between publish and promote (default 360: the JWKS max-age of
                      300 s plus a margin)
   --retire-wait S    seconds between promote and retire (default 365: ACCESS_TOKEN_TTL 300 s,
@@ -51,7 +51,7 @@ usage_error() { printf 'rotate-signing-key: %s (see --help)\n' "$*" >&2; exit 2;
 
 FILE=''
 APPLY=''
-ALG='EdDSA'
+ALG='ES256'
 PUBLISH_WAIT=360
 RETIRE_WAIT=365
 STEP='all'

@@ -17,6 +17,7 @@ export const sharedErrors = defineCatalogue({
   AT_SERVICE_TOKEN_REQUIRED: { statusCode: 403, error: 'insufficient_scope', description: 'This route accepts service (client credentials) tokens only.' },
   AT_USER_TOKEN_REQUIRED: { statusCode: 403, error: 'insufficient_scope', description: 'This route accepts user tokens only.' },
   AT_JWKS_UNAVAILABLE: { statusCode: 503, error: 'temporarily_unavailable', description: 'The signing keys are unavailable; retry shortly.' },
+  AT_INTROSPECTION_UNAVAILABLE: { statusCode: 503, error: 'temporarily_unavailable', description: 'The token could not be checked for revocation; retry shortly.' },
   ST_REJECTED: { statusCode: 502, error: 'server_error', description: 'The token endpoint refused the client credentials.' },
   ST_UNAVAILABLE: { statusCode: 503, error: 'temporarily_unavailable', description: 'The token endpoint is unavailable; retry shortly.' },
   ST_BAD_RESPONSE: { statusCode: 502, error: 'server_error', description: 'The token endpoint answered with an unusable response.' }

@@ -70,7 +70,7 @@ export interface ExchangeRequest {
 }
 
 /** RFC 6749 §2.3.1: id and secret are form-urlencoded before being joined for HTTP Basic. */
-function basicCredentials (clientId: string, clientSecret: string): string {
+export function basicCredentials (clientId: string, clientSecret: string): string {
   const encode = (v: string): string => new URLSearchParams({ v }).toString().slice(2)
   return `Basic ${Buffer.from(`${encode(clientId)}:${encode(clientSecret)}`).toString('base64')}`
 }

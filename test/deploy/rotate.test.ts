@@ -161,12 +161,12 @@ t.test('one step at a time, without --apply: the file carries the state', async 
   const box = await sandbox(t)
   const [oldKid] = await kids(box.file)
 
-  const publish = await box.run(['--file', box.file, '--step', 'publish', '--alg', 'ES256'])
+  const publish = await box.run(['--file', box.file, '--step', 'publish', '--alg', 'RS256'])
   t.equal(publish.code, 0, publish.stderr)
   const [, newKid] = await kids(box.file)
   t.match(publish.stdout, /publish: done in .*keys\.json; roll it out to every gateway replica before the next step/)
   t.ok(publish.stdout.includes(`next, after 360 s: --step promote --kid ${newKid ?? ''}\n`), 'says what to run next')
-  t.equal((await loadSigningKeys(box.file, silent)).publicJwks.keys[1]?.alg, 'ES256', '--alg picks the new key\'s algorithm')
+  t.equal((await loadSigningKeys(box.file, silent)).publicJwks.keys[1]?.alg, 'RS256', '--alg picks the new key\'s algorithm')
 
   const promote = await box.run(['--file', box.file, '--step', 'promote'])
   t.equal(promote.code, 0, promote.stderr)

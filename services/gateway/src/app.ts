@@ -36,7 +36,7 @@ import { parseProvidersText } from './identity/oidc/providers-file.js'
 import { MemorySignInStateStore, RedisSignInStateStore } from './identity/oidc/sign-in-state.js'
 import { MemoryFederatedLinks, RedisFederatedLinks } from './identity/oidc/federated-links.js'
 import { loadSigningKeys, type SigningKeys } from './keys/signing-keys.js'
-import { installErrorHandling } from './ops/error-handler.js'
+import { frameworkErrors, installErrorHandling } from './ops/error-handler.js'
 import { createGatewayEvents, type GatewayEvents } from './ops/events.js'
 import healthRoutes, { type Readiness } from './ops/health-routes.js'
 import type { FamilyLimits, FamilyStore } from './sessions/family-store.js'
@@ -139,6 +139,8 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
     // proxy resolves the same list for its upstream X-Forwarded-* (proxy/client-origin.ts).
     trustProxy: config.trustedProxies.length === 0 ? false : [...config.trustedProxies],
     return503OnClosing: true,
+    // Pre-routing errors (a URL that does not decode) in the JSON error shape, no URL echoed.
+    frameworkErrors,
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } }
   })
 
@@ -264,7 +266,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   const throttle = createClientAuthThrottle(config.clientAuthLimits, attempts, events, clock)
   const clientAuth = new ClientAuthenticator({ clients, issuer: config.issuer, assertions, throttle })
   const exchange = new TokenExchange({ keys, issuer: config.issuer, accessTokens: issuer, revoked, clock })
-  await app.register(oauthRoutes, { config, sessions, users, clients, issuer, events, limiter, clientAuth, exchange })
+  await app.register(oauthRoutes, { config, sessions, users, clients, issuer, events, limiter, clientAuth, exchange, keys, revoked, clock })
   await app.register(adminRoutes, { config, sessions, users, verifier })
   await app.register(proxyPlugin, {
     routes,

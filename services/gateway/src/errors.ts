@@ -26,6 +26,12 @@ export const gatewayErrors = defineCatalogue({
   GW_UNSUPPORTED_GRANT_TYPE: { statusCode: 400, error: 'unsupported_grant_type', description: 'The grant type is not supported.' },
   GW_INVALID_SCOPE: { statusCode: 400, error: 'invalid_scope', description: 'The requested scope is invalid or exceeds what the client may ask for.' },
   GW_INVALID_TARGET: { statusCode: 400, error: 'invalid_target', description: 'The requested audience or resource is not allowed for this client.' },
+  GW_OAUTH_UNSUPPORTED_MEDIA_TYPE: { statusCode: 400, error: 'invalid_request', description: 'OAuth requests are application/x-www-form-urlencoded.' },
+  GW_OAUTH_BODY_TOO_LARGE: { statusCode: 400, error: 'invalid_request', description: 'The request body is too large.' },
+  GW_OAUTH_METHOD_NOT_ALLOWED: { statusCode: 405, error: 'invalid_request', description: 'This endpoint accepts POST only.' },
+  // A 429 in the §5.2 shape: a registered code that tells the client to come back later.
+  GW_OAUTH_RATE_LIMITED: { statusCode: 429, error: 'temporarily_unavailable', description: 'Too many attempts; retry after the time in Retry-After.' },
+  GW_TOKEN_OF_ANOTHER_CLIENT: { statusCode: 400, error: 'unauthorized_client', description: 'The token was not issued to this client.' },
   GW_UNSUPPORTED_TOKEN_TYPE: { statusCode: 400, error: 'unsupported_token_type', description: 'Only refresh tokens can be revoked here.' },
   // Reverse proxy (SPEC "Proxy"): generic texts, never the upstream's address or errno.
   // Forward-auth (/auth/verify): nginx turns any status but 2xx/401/403 into a 500.

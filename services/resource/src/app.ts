@@ -96,7 +96,8 @@ export async function buildResourceApp (config: ResourceConfig, deps: ResourceDe
     fetch: deps.fetch,
     jwks: deps.jwks,
     onOutcome: (outcome) => metrics.tokenOutcomes.inc({ outcome }),
-    onJwksFetch: (ok) => metrics.jwksFetches.inc({ result: ok ? 'ok' : 'error' })
+    onJwksFetch: (ok) => metrics.jwksFetches.inc({ result: ok ? 'ok' : 'error' }),
+    introspection: config.introspection === undefined ? undefined : { ...config.introspection, clock, fetch: deps.fetch }
   })
   await app.register(opsRoutes, { metrics })
   await app.register(meRoutes)

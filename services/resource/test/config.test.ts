@@ -26,3 +26,24 @@ t.test('invalid values name the variable', async (t) => {
     }
   }
 })
+
+t.test('introspection: off unless INTROSPECTION_URL is set; then the client credentials are required', async (t) => {
+  t.equal(loadResourceConfig({}).introspection, undefined, 'off by default')
+  const on = { INTROSPECTION_URL: 'http://gw:8080/oauth/introspect', INTROSPECTION_CLIENT_ID: 'notes', INTROSPECTION_CLIENT_SECRET: 's3cret-value' }
+  t.same(loadResourceConfig(on).introspection, { url: 'http://gw:8080/oauth/introspect', clientId: 'notes', clientSecret: 's3cret-value', cacheMs: 1000 })
+  t.equal(loadResourceConfig({ ...on, INTROSPECTION_CACHE_MS: '0' }).introspection?.cacheMs, 0)
+  for (const [name, env] of [
+    ['INTROSPECTION_CLIENT_ID', { ...on, INTROSPECTION_CLIENT_ID: '' }],
+    ['INTROSPECTION_CLIENT_SECRET', { ...on, INTROSPECTION_CLIENT_SECRET: undefined }],
+    ['INTROSPECTION_CACHE_MS', { ...on, INTROSPECTION_CACHE_MS: '120000' }],
+    ['INTROSPECTION_URL', { ...on, INTROSPECTION_URL: 'gw/introspect' }]
+  ] as const) {
+    try {
+      loadResourceConfig(env)
+      t.fail(`${name}: accepted`)
+    } catch (err) {
+      t.ok(err instanceof ConfigError && err.variable === name, `${name}: refused naming the variable`)
+      t.notOk(String((err as Error).message).includes('s3cret-value'), 'never echoes the secret')
+    }
+  }
+})

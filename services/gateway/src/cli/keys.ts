@@ -1,5 +1,5 @@
 /**
- * `latchkey keys generate [--alg EdDSA|ES256|RS256] [--out FILE [--append|--prepend]]`
+ * `latchkey keys generate [--alg ES256|EdDSA|RS256] [--out FILE [--append|--prepend]]`
  * `latchkey keys list --file FILE`
  * `latchkey keys promote <kid> --file FILE`
  * `latchkey keys retire <kid> --file FILE`
@@ -25,7 +25,7 @@ import type { CliIo } from './io.js'
 /** Private keys: readable by the owner only. */
 const FILE_MODE = 0o600
 
-const HELP = `usage: latchkey keys generate [--alg EdDSA|ES256|RS256] [--out FILE [--append|--prepend]]
+const HELP = `usage: latchkey keys generate [--alg ES256|EdDSA|RS256] [--out FILE [--append|--prepend]]
        latchkey keys list --file FILE
        latchkey keys promote <kid> --file FILE
        latchkey keys retire <kid> --file FILE
@@ -33,7 +33,8 @@ const HELP = `usage: latchkey keys generate [--alg EdDSA|ES256|RS256] [--out FIL
 Generates a signing key (default alg ${DEFAULT_SIGNING_ALG}; kid = its RFC 7638 thumbprint) as a
 private JWKS {"keys": [...]}, the format SIGNING_KEYS_FILE expects.
 
-  --alg ALG    EdDSA (Ed25519), ES256 (P-256) or RS256 (RSA 2048)
+  --alg ALG    ES256 (P-256, the default: every common JWT library verifies it),
+               EdDSA (Ed25519) or RS256 (RSA 2048)
   --out FILE   write to FILE (mode 0600) instead of stdout; refuses an existing FILE unless:
   --append     add the key LAST: published in the JWKS, but the current first key keeps signing.
                Rotation step 1: append, restart, wait for JWKS caches to expire (5 min).

@@ -22,7 +22,7 @@ const USAGE = `usage: latchkey <command>
   dev                             run both on embedded defaults and print a walkthrough
                                   (on 127.0.0.1 unless HOST is set; RESOURCE_PORT sets the
                                   resource's port in dev)
-  keys generate [--alg EdDSA|ES256|RS256] [--out FILE] [--append|--prepend]
+  keys generate [--alg ES256|EdDSA|RS256] [--out FILE] [--append|--prepend]
                                   write a private JWKS (the first key signs)
   keys list|promote <kid>|retire <kid> --file FILE
                                   inspect a key file; make a key the signing one; drop one

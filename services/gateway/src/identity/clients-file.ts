@@ -325,6 +325,11 @@ export class ClientDirectory {
     return undefined
   }
 
+  /** Every scope some client may be granted (RFC 8414 `scopes_supported`). */
+  scopes (): string[] {
+    return [...new Set([...this.#byId.values()].flatMap(e => e.client.scope))]
+  }
+
   /** The client if `secret` is its secret, else null; constant-time, never throws on input. */
   authenticate (id: unknown, secret: unknown): Client | null {
     const entry = typeof id === 'string' && id.length <= MAX_INPUT_LENGTH ? this.#byId.get(id) : undefined

@@ -101,6 +101,11 @@ export class UserDirectory {
     return this.#byId.get(id)
   }
 
+  /** Every scope some user holds (RFC 8414 `scopes_supported`). */
+  scopes (): string[] {
+    return [...new Set([...this.#byId.values()].flatMap(u => u.scope.split(' ').filter(Boolean)))]
+  }
+
   /**
    * The user if `username` exists and `password` is theirs, else null. Never throws on
    * input; every call costs one argon2id verify.

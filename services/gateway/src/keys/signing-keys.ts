@@ -11,7 +11,8 @@ import { parseJsonConfig, readConfigFile } from '#shared/config-file.js'
 
 export const SIGNING_ALGS = ['EdDSA', 'ES256', 'RS256'] as const
 export type SigningAlg = typeof SIGNING_ALGS[number]
-export const DEFAULT_SIGNING_ALG: SigningAlg = 'EdDSA'
+/** ES256: what every common verifier reads (jsonwebtoken, HAProxy, AWS API Gateway and .NET cannot verify EdDSA). */
+export const DEFAULT_SIGNING_ALG: SigningAlg = 'ES256'
 
 /** RSA below 2048 bits is refused (RFC 7518 §3.3 makes 2048 the minimum for RS256). */
 export const MIN_RSA_BITS = 2048
@@ -197,7 +198,7 @@ function assemble (loaded: readonly LoadedKey[], ephemeral: boolean): SigningKey
 }
 
 /**
- * Load SIGNING_KEYS_FILE. Without a file, one ephemeral EdDSA key is generated and a
+ * Load SIGNING_KEYS_FILE. Without a file, one ephemeral DEFAULT_SIGNING_ALG key is generated and a
  * warning logged: fine for `npm start`, wrong for replicas (each would sign with its own key).
  */
 export async function loadSigningKeys (file: string | undefined, log: KeyLoadLog): Promise<SigningKeys> {

@@ -21,8 +21,14 @@ export const CLIENT_AUTH_SIGNING_ALGS: readonly string[] = ASSERTION_ALGORITHMS
 /** RFC 6749 §5.2: a 401 invalid_client answers with the scheme the client should use. */
 export const BASIC_CHALLENGE = 'Basic realm="latchkey", charset="UTF-8"'
 
-export function invalidClient (cause?: unknown): Error {
-  return gatewayError('GW_INVALID_CLIENT', { cause, headers: { 'WWW-Authenticate': BASIC_CHALLENGE } })
+/**
+ * 401 invalid_client. §5.2 asks for a `WWW-Authenticate` challenge when the client tried the
+ * Authorization header (or sent no credentials); a client that authenticated in the body
+ * (`client_secret_post`) gets none: a Basic challenge there makes standard clients
+ * (oauth4webapi, openid-client) report a challenge instead of the invalid_client error.
+ */
+export function invalidClient (cause?: unknown, options: { challenge?: boolean } = {}): Error {
+  return gatewayError('GW_INVALID_CLIENT', { cause, headers: options.challenge === false ? {} : { 'WWW-Authenticate': BASIC_CHALLENGE } })
 }
 
 /**
@@ -85,6 +91,7 @@ export class ClientAuthenticator {
   async authenticate (req: FastifyRequest, form: FormParams): Promise<Client | null> {
     let bodyId: string | undefined
     let claimedId: string | undefined
+    const basicTried = req.headers.authorization !== undefined
     try {
       bodyId = param(form, 'client_id')
       const basic = basicCredentials(req)
@@ -116,8 +123,9 @@ export class ClientAuthenticator {
     } catch (err) {
       if (isLatchkeyError(err) && err.code === 'GW_INVALID_CLIENT') {
         await this.#throttle?.failed(req, claimedId)
-        // Always with the challenge (assertion failures come from client-assertion.ts without it).
-        throw invalidClient(err.cause)
+        // §5.2: the Basic challenge only where the client used (or tried) the Authorization
+        // header; a client_secret_post or assertion failure gets none (see invalidClient).
+        throw invalidClient(err.cause, { challenge: basicTried })
       }
       throw err
     }

@@ -1,38 +1,64 @@
 /**
  * GET /.well-known/oauth-authorization-server (RFC 8414 §3): what a standard OAuth client
- * needs to find the token, revocation and key endpoints.
+ * needs to find the token, revocation, introspection and key endpoints. Built per request
+ * from the live key set and client directory (both reload in place), so the algorithms
+ * and scopes listed are those actually published and grantable.
  */
 import type { FastifyInstance } from 'fastify'
 import type { GatewayConfig } from '../config.js'
+import type { ClientDirectory } from '../identity/clients-file.js'
+import type { UserDirectory } from '../identity/user-directory.js'
+import type { SigningKeys } from '../keys/signing-keys.js'
 import { CLIENT_AUTH_METHODS, CLIENT_AUTH_SIGNING_ALGS } from './client-auth.js'
+import { INTROSPECTION_PATH } from './introspect-route.js'
 import { GRANT_TYPES_SUPPORTED } from './token-route.js'
 
-/** Metadata changes only with a deploy; let clients cache it briefly. */
+/** Metadata changes only with a deploy or a reload; let clients cache it briefly. */
 export const DISCOVERY_MAX_AGE_S = 300
+export const DISCOVERY_PATH = '/.well-known/oauth-authorization-server'
 
-export function authorizationServerMetadata (config: GatewayConfig): Record<string, unknown> {
+export interface DiscoverySources {
+  readonly config: GatewayConfig
+  readonly keys: SigningKeys
+  readonly clients: ClientDirectory
+  readonly users: UserDirectory
+}
+
+export function authorizationServerMetadata (sources: DiscoverySources): Record<string, unknown> {
+  const { config, keys, clients, users } = sources
   const base = config.issuer
   return {
     issuer: base,
     token_endpoint: `${base}/oauth/token`,
     jwks_uri: `${base}/.well-known/jwks.json`,
     revocation_endpoint: `${base}/oauth/revoke`,
+    introspection_endpoint: `${base}${INTROSPECTION_PATH}`,
     grant_types_supported: [...GRANT_TYPES_SUPPORTED],
-    // No authorization endpoint: no redirect-based response types are offered.
-    response_types_supported: [],
+    // RFC 8414 §2 makes this REQUIRED and validators (authlib) refuse []. There is no
+    // authorization endpoint, so no response type issues anything: `none` (OAuth 2.0
+    // Multiple Response Type Encoding Practices §5) is the one that says so.
+    response_types_supported: ['none'],
+    // §2 RECOMMENDED: the scopes the gateway can grant, to users or to clients.
+    scopes_supported: [...new Set([...users.scopes(), ...clients.scopes()])].sort(),
     token_endpoint_auth_methods_supported: [...CLIENT_AUTH_METHODS],
     token_endpoint_auth_signing_alg_values_supported: [...CLIENT_AUTH_SIGNING_ALGS],
     revocation_endpoint_auth_methods_supported: [...CLIENT_AUTH_METHODS, 'none'],
     revocation_endpoint_auth_signing_alg_values_supported: [...CLIENT_AUTH_SIGNING_ALGS],
-    access_token_signing_alg_values_supported: ['EdDSA', 'ES256', 'RS256']
+    // RFC 7662 §2.1: introspection always needs an authenticated client.
+    introspection_endpoint_auth_methods_supported: [...CLIENT_AUTH_METHODS],
+    introspection_endpoint_auth_signing_alg_values_supported: [...CLIENT_AUTH_SIGNING_ALGS],
+    // Only what verifiers can meet: the algorithms of the keys in the JWKS right now.
+    access_token_signing_alg_values_supported: [...new Set(keys.publicJwks.keys.map(k => k.alg))]
   }
 }
 
-export function registerDiscoveryRoute (app: FastifyInstance, config: GatewayConfig): void {
-  const metadata = JSON.stringify(authorizationServerMetadata(config))
-  app.get('/.well-known/oauth-authorization-server', async (_req, reply) => {
+export function registerDiscoveryRoute (app: FastifyInstance, sources: DiscoverySources): void {
+  app.get(DISCOVERY_PATH, async (_req, reply) => {
+    // Public metadata: the OAuth context's no-store hook does not apply, and a Pragma:
+    // no-cache beside a public Cache-Control would contradict it (RFC 9111 §5.4).
+    reply.removeHeader('Pragma')
     reply.header('Cache-Control', `public, max-age=${DISCOVERY_MAX_AGE_S}`)
     reply.type('application/json')
-    return metadata
+    return JSON.stringify(authorizationServerMetadata(sources))
   })
 }

@@ -40,9 +40,12 @@ function requireGrant (client: Client | null, grant: string): Client {
 }
 
 export function registerTokenRoute (app: FastifyInstance, opts: TokenRouteOptions): void {
-  const { sessions, users, issuer, events, limiter, clientAuth, exchange } = opts
+  const { config, sessions, users, issuer, events, limiter, clientAuth, exchange } = opts
 
   async function refreshGrant (req: FastifyRequest, form: FormParams, client: Client | null): Promise<TokenBody> {
+    // RFC 8707 §2: user tokens are always for AUDIENCE; asking for another is invalid_target,
+    // checked before the rotation so that a refused request does not use up the token.
+    pickAudience(form, [config.audience])
     const raw = requireParam(form, 'refresh_token')
     if (client !== null && !client.grants.includes('refresh_token') && !client.grants.includes('password')) {
       throw gatewayError('GW_UNAUTHORIZED_CLIENT')
@@ -72,6 +75,7 @@ export function registerTokenRoute (app: FastifyInstance, opts: TokenRouteOption
 
   async function passwordGrant (req: FastifyRequest, form: FormParams, presented: Client | null): Promise<TokenBody> {
     const client = requireGrant(presented, 'password')
+    pickAudience(form, [config.audience])
     const username = requireParam(form, 'username')
     const password = requireParam(form, 'password')
     await limiter.check(req, username)

@@ -99,6 +99,13 @@ export interface FamilyStore {
    * to revoke, or (with `clientId`) when the family belongs to another client.
    */
   revokeByToken (presented: ParsedRefreshToken, options?: { clientId?: string }): Promise<RevokedFamily | null>
+  /**
+   * The live family whose *current* token is `presented` (RFC 7662 introspection), else
+   * null: unknown, expired, revoked, or a rotated-out token (even inside the grace window,
+   * where rotating it would hand back the successor, it is no longer the live token).
+   * Reads only: never rotates, revokes or extends anything.
+   */
+  lookup (presented: ParsedRefreshToken): Promise<Family | null>
   /** Revoke one family, only if it belongs to `userId` (DELETE /auth/sessions/:id). */
   revokeSession (userId: string, sid: string): Promise<boolean>
   /** Revoke every live family of the user; returns the revoked sids. */

@@ -153,6 +153,11 @@ export class MemoryFamilyStore implements FamilyStore {
     return { sid: presented.sid, userId: entry.family.userId }
   }
 
+  async lookup (presented: ParsedRefreshToken): Promise<Family | null> {
+    const entry = this.#live(presented.sid, this.#clock.now())
+    return entry !== undefined && hashesEqual(presented.hash, entry.hash) ? entry.family : null
+  }
+
   async revokeSession (userId: string, sid: string): Promise<boolean> {
     const entry = this.#live(sid, this.#clock.now())
     if (entry === undefined || entry.family.userId !== userId) return false

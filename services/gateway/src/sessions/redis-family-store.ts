@@ -290,6 +290,16 @@ export class RedisFamilyStore implements FamilyStore {
     return { sid: presented.sid, userId }
   }
 
+  async lookup (presented: ParsedRefreshToken): Promise<Family | null> {
+    const reply = await this.#redis(() => this.#client.lkFamilyRead(this.familyKey(presented.sid), this.#now(), rawHash(presented)))
+    if (reply === null) return null
+    try {
+      return familyFromReply(presented.sid, reply)
+    } catch (err) {
+      throw unavailable(err)
+    }
+  }
+
   async revokeSession (userId: string, sid: string): Promise<boolean> {
     // The sid comes from a URL: never let it shape a key (or its hash tag) it should not.
     if (!SID.test(sid)) return false

@@ -130,8 +130,10 @@ return f[F_USER]
 `
 
 /**
- * read — KEYS[1] family; ARGV: now ('' = TIME). Returns the public fields of a live family, else nil.
- * A script rather than GET because only Lua unpacks the MessagePack value here.
+ * read — KEYS[1] family; ARGV: now ('' = TIME), optionally a presented token hash (all 32
+ * bytes). Returns the public fields of a live family, else nil; with a hash, only when it
+ * is the family's current token (introspection). Writes nothing. A script rather than GET
+ * because only Lua unpacks the MessagePack value here.
  */
 const READ = `${PRELUDE}
 local blob = redis.call('GET', KEYS[1])
@@ -140,6 +142,8 @@ local f = load_family(blob)
 local now = now_ms(ARGV[1])
 -- Expired: treated as gone.
 if now >= f[F_IDLE_EXP] or now >= f[F_ABS_EXP] then return false end
+-- Stored hashes may be shorter than the presented one (see the format above).
+if ARGV[2] and (f[F_HASH] == '' or string.sub(ARGV[2], 1, #f[F_HASH]) ~= f[F_HASH]) then return false end
 return ${PUBLIC_FIELDS}
 `
 

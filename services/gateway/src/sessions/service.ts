@@ -22,7 +22,7 @@ import type { AccessTokenIssuer } from '../keys/access-token.js'
 import type { GatewayEvents, RevokeReason } from '../ops/events.js'
 import { accessTokenForFamily, type TokenBody } from '../auth/token-response.js'
 import type { Family, FamilyStore, RevokedFamily, RotateResult } from './family-store.js'
-import { parseRefreshToken } from './refresh-token.js'
+import { parseRefreshToken, type ParsedRefreshToken } from './refresh-token.js'
 
 /** The client id browser sessions are issued under (RFC 9068 `client_id`). */
 export const BROWSER_CLIENT_ID = 'latchkey-browser'
@@ -157,6 +157,11 @@ export class SessionRevocations {
     const sids = await this.store.revokeAllForUser(userId)
     await this.broadcast(caller, reason, sids, userId)
     return sids
+  }
+
+  /** The live family whose current token is `presented` (introspection, RFC 7009 §2.1); read-only. */
+  async lookup (presented: ParsedRefreshToken): Promise<Family | null> {
+    return await this.store.lookup(presented)
   }
 
   /** The user's live sessions, newest first. */

@@ -14,7 +14,7 @@ async function run (argv: string[]): Promise<{ code: number, stdout: string, std
   return { code, stdout: mem.stdout(), stderr: mem.stderr() }
 }
 
-t.test('generate prints a private JWKS of one key, for each alg; EdDSA by default', async t => {
+t.test('generate prints a private JWKS of one key, for each alg; ES256 by default', async t => {
   for (const alg of [undefined, ...SIGNING_ALGS]) {
     const r = await run(alg === undefined ? ['generate'] : ['generate', '--alg', alg])
     t.equal(r.code, 0)
@@ -23,7 +23,7 @@ t.test('generate prints a private JWKS of one key, for each alg; EdDSA by defaul
     t.same(Object.keys(parsed), ['keys'])
     t.equal(parsed.keys.length, 1)
     const key = parsed.keys[0] as Jwk
-    t.equal(key.alg, alg ?? 'EdDSA')
+    t.equal(key.alg, alg ?? 'ES256')
     t.equal(key.use, 'sig')
     t.type(key.d, 'string')
     t.ok(r.stdout.endsWith('}\n'))
@@ -38,11 +38,11 @@ t.test('generate prints a private JWKS of one key, for each alg; EdDSA by defaul
 t.test('--out writes mode 0600 and refuses to touch an existing file without --append/--prepend', async t => {
   const dir = tempDir(t)
   const file = join(dir, 'keys.json')
-  const first = await run(['generate', '--alg', 'ES256', '--out', file])
+  const first = await run(['generate', '--alg', 'EdDSA', '--out', file])
   t.equal(first.code, 0)
   t.equal(first.stderr, '')
   const [k0] = readKeys(file)
-  t.match(first.stdout, new RegExp(`^wrote ES256 key ${k0?.kid} to .*; it signs\\n$`))
+  t.match(first.stdout, new RegExp(`^wrote EdDSA key ${k0?.kid} to .*; it signs\\n$`))
   t.notOk(first.stdout.includes(k0?.d as string), 'the private key is not printed')
   t.equal(statSync(file).mode & 0o777, 0o600)
 
@@ -57,7 +57,7 @@ t.test('--out writes mode 0600 and refuses to touch an existing file without --a
   const appended = await run(['generate', '--alg', 'RS256', '--out', file, '--append'])
   t.equal(appended.code, 0)
   const afterAppend = readKeys(file)
-  t.same(afterAppend.map(k => k.alg), ['ES256', 'RS256'])
+  t.same(afterAppend.map(k => k.alg), ['EdDSA', 'RS256'])
   t.equal(afterAppend[0]?.kid, k0?.kid, 'the signing key stays first')
   t.match(appended.stdout, /appended RS256 key .* \(2 keys\): published; the current first key still signs/)
   t.equal(statSync(file).mode & 0o777, 0o600)
@@ -65,7 +65,7 @@ t.test('--out writes mode 0600 and refuses to touch an existing file without --a
   const prepended = await run(['generate', '--out', file, '--prepend'])
   t.equal(prepended.code, 0)
   const afterPrepend = readKeys(file)
-  t.same(afterPrepend.map(k => k.alg), ['EdDSA', 'ES256', 'RS256'])
+  t.same(afterPrepend.map(k => k.alg), ['ES256', 'EdDSA', 'RS256'])
   t.same(afterPrepend.slice(1), afterAppend, 'existing keys kept verbatim')
   const loaded = await loadSigningKeys(file, silent)
   t.equal(loaded.signing.kid, afterPrepend[0]?.kid, 'the prepended key signs')
@@ -140,7 +140,7 @@ t.test('--help documents --append and --prepend', async t => {
     const r = await run(argv)
     t.equal(r.code, 0)
     t.equal(r.stderr, '')
-    t.match(r.stdout, /^usage: latchkey keys generate \[--alg EdDSA\|ES256\|RS256\] \[--out FILE \[--append\|--prepend\]\]/)
+    t.match(r.stdout, /^usage: latchkey keys generate \[--alg ES256\|EdDSA\|RS256\] \[--out FILE \[--append\|--prepend\]\]/)
     t.match(r.stdout, /--append +add the key LAST/)
     t.match(r.stdout, /--prepend +add the key FIRST/)
     t.match(r.stdout, /mode 0600/)

@@ -90,16 +90,16 @@ t.test('kid and alg may be omitted: kid becomes the thumbprint, alg follows the 
   t.same(keys.publicJwks.keys.map(k => [k.kid, k.alg]), [[ec.kid, 'ES256'], [rsa.kid, 'RS256']])
 })
 
-t.test('no file: one ephemeral EdDSA key and exactly one warning', async t => {
+t.test('no file: one ephemeral ES256 key and exactly one warning', async t => {
   const warnings: Array<{ obj: object, msg: string }> = []
   const keys = await loadSigningKeys(undefined, { warn: (obj, msg) => { warnings.push({ obj, msg }) } })
   t.equal(keys.ephemeral, true)
-  t.equal(keys.signing.alg, 'EdDSA')
+  t.equal(keys.signing.alg, 'ES256')
   t.equal(keys.publicJwks.keys.length, 1)
   t.equal(keys.publicJwks.keys[0]?.kid, keys.signing.kid)
   t.equal(warnings.length, 1)
   t.match(warnings[0]?.msg, /SIGNING_KEYS_FILE.*ephemeral.*die with the process/)
-  t.same(warnings[0]?.obj, { kid: keys.signing.kid, alg: 'EdDSA' }, 'only the kid and alg, no key material')
+  t.same(warnings[0]?.obj, { kid: keys.signing.kid, alg: 'ES256' }, 'only the kid and alg, no key material')
   const other = await loadSigningKeys(undefined, silent)
   t.not(other.signing.kid, keys.signing.kid, 'each process gets its own key')
 })

@@ -40,7 +40,7 @@ t.test('per client id: past the limit, failures answer 429 from any IP and repli
   t.same(statuses, [401, 401, 401])
   const limited = await token(b.app, 'svc-b', 'wrong', '198.51.100.20')
   t.equal(limited.status, 429, 'the fourth failure, at the other replica, from another IP')
-  t.equal(limited.body.error, 'too_many_requests')
+  t.equal(limited.body.error, 'temporarily_unavailable', 'an RFC 6749 §5.2 error code')
   t.type(limited.body.error_description, 'string')
   t.ok(Number(limited.retryAfter) >= 1 && Number(limited.retryAfter) <= 60, `Retry-After ${String(limited.retryAfter)}`)
   t.equal((await token(a.app, 'svc-b', clients.secrets.svc_b as string, '198.51.100.21')).status, 200, 'not a lock-out of the real client')

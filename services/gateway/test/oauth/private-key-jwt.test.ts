@@ -120,7 +120,7 @@ t.test('a replayed assertion (same jti) is refused, at this gateway and at anoth
   const replay = await tokenRequest(cap.last())
   t.equal(replay.status, 401)
   t.equal(replay.body.error, 'invalid_client')
-  t.match(replay.headers.get('www-authenticate'), /^Basic /)
+  t.equal(replay.headers.get('www-authenticate'), null, 'no Basic challenge for a body-authenticated client (oauth4webapi reads invalid_client)')
 
   const other = await listeningGateway(t, env)
   const cap2 = capturing(oauth.PrivateKeyJwt({ key: es.privateKey, kid: 'es-1' }))

@@ -23,7 +23,7 @@ t.test('token endpoint errors', async (t) => {
     { name: 'wrong secret (Basic)', body: 'grant_type=client_credentials', auth: basic('svc-a', 'wrong'), status: 401, error: 'invalid_client', basicChallenge: true },
     { name: 'unknown client (Basic)', body: 'grant_type=client_credentials', auth: basic('nobody', 'x'), status: 401, error: 'invalid_client', basicChallenge: true },
     { name: 'malformed Basic header', body: 'grant_type=client_credentials', auth: 'Basic !!!', status: 401, error: 'invalid_client', basicChallenge: true },
-    { name: 'wrong secret (post)', body: 'grant_type=client_credentials&client_id=svc-a&client_secret=wrong', status: 401, error: 'invalid_client', basicChallenge: true },
+    { name: 'wrong secret (post): no Basic challenge', body: 'grant_type=client_credentials&client_id=svc-a&client_secret=wrong', status: 401, error: 'invalid_client' },
     { name: 'two auth methods at once', body: `grant_type=client_credentials&client_id=svc-a&client_secret=${encodeURIComponent(clients.secrets['svc-a'] as string)}`, auth: svcA, status: 400, error: 'invalid_request' },
     { name: 'Basic id and body client_id disagree', body: 'grant_type=client_credentials&client_id=web', auth: svcA, status: 401, error: 'invalid_client', basicChallenge: true },
     { name: 'scope beyond the client\'s', body: 'grant_type=client_credentials&scope=notes:write', auth: svcA, status: 400, error: 'invalid_scope' },
@@ -38,7 +38,10 @@ t.test('token endpoint errors', async (t) => {
     { name: 'password grant, scope the user lacks', body: `grant_type=password&username=bob&password=${encodeURIComponent(gw.password)}&scope=notes:write`, auth: web, status: 400, error: 'invalid_scope' },
     { name: 'refresh_token missing', body: 'grant_type=refresh_token', status: 400, error: 'invalid_request' },
     { name: 'refresh_token garbage', body: 'grant_type=refresh_token&refresh_token=abc', status: 400, error: 'invalid_grant' },
-    { name: 'JSON body', body: '{"grant_type":"client_credentials"}', type: 'application/json', auth: svcA, status: 415, error: 'invalid_request' }
+    { name: 'JSON body (§5.2: invalid_request 400)', body: '{"grant_type":"client_credentials"}', type: 'application/json', auth: svcA, status: 400, error: 'invalid_request' },
+    { name: 'password grant, unknown resource (RFC 8707)', body: 'grant_type=password&username=alice&password=x&resource=https%3A%2F%2Fpayroll.example', auth: web, status: 400, error: 'invalid_target' },
+    { name: 'refresh grant, another audience (RFC 8707)', body: 'grant_type=refresh_token&refresh_token=abc&audience=billing', status: 400, error: 'invalid_target' },
+    { name: 'two different resources', body: 'grant_type=client_credentials&resource=billing&resource=latchkey-api', auth: svcA, status: 400, error: 'invalid_target' }
   ]
   for (const c of cases) {
     const res = await gw.app.inject({
@@ -50,7 +53,7 @@ t.test('token endpoint errors', async (t) => {
     t.equal(body.error, c.error, `${c.name}: error`)
     t.type(body.error_description, 'string')
     t.equal(body.access_token, undefined, `${c.name}: no token`)
-    if (c.status !== 415) t.equal(res.headers['cache-control'], 'no-store', `${c.name}: no-store`)
+    t.equal(res.headers['cache-control'], 'no-store', `${c.name}: no-store`)
     if (c.basicChallenge === true) t.match(res.headers['www-authenticate'], /^Basic realm="latchkey"/, `${c.name}: WWW-Authenticate`)
     else t.equal(res.headers['www-authenticate'], undefined)
   }
@@ -98,12 +101,13 @@ t.test('revocation endpoint (RFC 7009)', async (t) => {
   t.equal(at.statusCode, 400)
   t.equal((at.json() as { error: string }).error, 'unsupported_token_type')
   const hinted = await post('token=opaque-thing&token_type_hint=access_token')
-  t.equal((hinted.json() as { error: string }).error, 'unsupported_token_type')
+  t.equal(hinted.statusCode, 200, 'an invalid token hinted as an access token: 200 (§2.2)')
   const bad = await post(`token=${refresh as string}`, { authorization: basic('svc-a', 'wrong') })
   t.equal(bad.statusCode, 401, 'wrong client credentials are still refused')
   t.match(bad.headers['www-authenticate'], /^Basic /)
   const foreign = await post(`token=${refresh as string}`, { authorization: basic('svc-a', clients.secrets['svc-a'] as string) })
-  t.equal(foreign.statusCode, 200)
+  t.equal(foreign.statusCode, 400, 'another client\'s token is refused (§2.1)')
+  t.equal((foreign.json() as { error: string }).error, 'unauthorized_client')
   const stillAlive = await gw.app.inject({ method: 'POST', url: '/auth/refresh', headers: { cookie: `lk_refresh=${refresh as string}` } })
   t.equal(stillAlive.statusCode, 200, 'another client cannot revoke a browser family')
   const next = stillAlive.headers['set-cookie'] as string
