@@ -28,6 +28,8 @@ export interface GatewayMetrics {
   readonly requestDuration: Histogram<'method' | 'route' | 'status_code'>
   readonly proxyDuration: Histogram<'route' | 'status_code'>
   readonly upstreamErrors: Counter<'route' | 'kind'>
+  /** Config file reloads (ops/reloader.ts) by file variable and result (success, failure). */
+  readonly configReloads: Counter<'file' | 'result'>
 }
 
 export function createGatewayMetrics (options: { defaultMetrics?: boolean } = {}): GatewayMetrics {
@@ -45,7 +47,8 @@ export function createGatewayMetrics (options: { defaultMetrics?: boolean } = {}
     storeErrors: new Counter({ name: 'latchkey_redis_errors_total', help: 'Requests that failed because the session store (Redis) did not answer.', registers }),
     requestDuration: new Histogram({ name: 'latchkey_http_request_duration_seconds', help: 'Gateway request duration.', labelNames: ['method', 'route', 'status_code'], buckets: DURATION_BUCKETS_S, registers }),
     proxyDuration: new Histogram({ name: 'latchkey_proxy_request_duration_seconds', help: 'Proxied request duration, upstream included.', labelNames: ['route', 'status_code'], buckets: DURATION_BUCKETS_S, registers }),
-    upstreamErrors: new Counter({ name: 'latchkey_upstream_errors_total', help: 'Proxied requests that failed upstream, by kind (refused, timeout, reset).', labelNames: ['route', 'kind'], registers })
+    upstreamErrors: new Counter({ name: 'latchkey_upstream_errors_total', help: 'Proxied requests that failed upstream, by kind (refused, timeout, reset).', labelNames: ['route', 'kind'], registers }),
+    configReloads: new Counter({ name: 'latchkey_config_reload_total', help: 'Config file reloads by file (USERS_FILE, ...) and result (success, failure: the old one stays).', labelNames: ['file', 'result'], registers })
   }
 }
 
