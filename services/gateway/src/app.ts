@@ -9,8 +9,8 @@ import { randomUUID } from 'node:crypto'
 import { systemClock, type Clock } from '#shared/clock.js'
 import type { GatewayConfig } from './config.js'
 import authRoutes from './auth/routes.js'
-import { ClientDirectory } from './identity/clients-file.js'
-import { UserDirectory } from './identity/user-directory.js'
+import type { ClientDirectory } from './identity/clients-file.js'
+import type { UserDirectory } from './identity/user-directory.js'
 import { createLoginLimiter } from './auth/login-limiter.js'
 import oauthRoutes from './oauth/routes.js'
 import metricsPlugin, { createGatewayMetrics, type GatewayMetrics } from './ops/metrics.js'
@@ -18,7 +18,8 @@ import { AccessTokenIssuer, AccessTokenVerifier } from './keys/access-token.js'
 import jwksRoute from './keys/jwks-route.js'
 import proxyPlugin from './proxy/plugin.js'
 import { demoPagePlugin } from './ui/demo-page.js'
-import { loadSigningKeys, type SigningKeys } from './keys/signing-keys.js'
+import type { SigningKeys } from './keys/signing-keys.js'
+import { type ConfigFiles, loadConfigFiles } from './ops/config-files.js'
 import { installErrorHandling } from './ops/error-handler.js'
 import { createGatewayEvents, type GatewayEvents } from './ops/events.js'
 import healthRoutes, { type Readiness } from './ops/health-routes.js'
@@ -64,6 +65,8 @@ export interface GatewayInfo {
   readonly demoPassword: string | undefined
   readonly readiness: Readiness
   readonly deps: GatewayDeps
+  /** USERS_FILE, CLIENTS_FILE, SIGNING_KEYS_FILE kept in force; `reload()` is what SIGHUP does. */
+  readonly files: ConfigFiles
 }
 
 declare module 'fastify' {
@@ -103,15 +106,20 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   const clock = overrides.clock ?? systemClock
   const metrics = overrides.metrics ?? createGatewayMetrics()
   const events = overrides.events ?? createGatewayEvents(metrics)
-  const clients = overrides.clients ?? await ClientDirectory.load(config.clientsFile)
-  const keys = overrides.keys ?? await loadSigningKeys(config.signingKeysFile, app.log)
-  let demoPassword: string | undefined
-  let users = overrides.users
-  if (users === undefined) {
-    const loaded = await UserDirectory.load(config.usersFile)
-    users = loaded.directory
-    demoPassword = loaded.demoPassword
-  }
+  // Set below, before any reload can run (watching starts once the app is built).
+  let endSessions: (userIds: readonly string[]) => Promise<void> = async () => {}
+  const files = await loadConfigFiles({
+    usersFile: config.usersFile,
+    clientsFile: config.clientsFile,
+    signingKeysFile: config.signingKeysFile,
+    log: app.log,
+    counter: metrics.configReloads,
+    clock,
+    given: { users: overrides.users, clients: overrides.clients, keys: overrides.keys },
+    onLostAccess: async (userIds) => { await endSessions(userIds) }
+  })
+  app.addHook('onClose', async () => { files.close() })
+  const { users, clients, keys, demoPassword } = files
   let store = overrides.store
   let redis: ReturnType<typeof createRedisClient> | undefined
   if (store === undefined) {
@@ -143,7 +151,8 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   }
   const deps: GatewayDeps = { clock, store: familyStore, keys, users, clients, metrics, events, revoked }
   const readiness: Readiness = { draining: false, check: () => familyStore.ping() }
-  app.decorate('latchkey', { demoPassword, readiness, deps })
+  app.decorate('latchkey', { demoPassword, readiness, deps, files })
+  endSessions = async (userIds) => { await endSessionsOf(userIds, familyStore, events, app.log) }
   // Draining: tell keep-alive clients to reconnect (to another replica) after this answer.
   app.addHook('onSend', async (_req, reply) => { if (readiness.draining) reply.header('Connection', 'close') })
 
@@ -161,5 +170,24 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   if (config.demoPage) await app.register(demoPagePlugin)
 
   app.addHook('onClose', async () => { await familyStore.close() })
+  await files.watch()
   return app
+}
+
+/**
+ * A users-file reload took access away (removed, disabled, new password, scope cut): end
+ * every session of those users, here and, through the revocation fan-out, at the edge of
+ * every replica. Each replica's reload runs this; a family is revoked once, by whichever
+ * gets there first (the store returns only the sids it revoked), so it fans out once.
+ */
+async function endSessionsOf (userIds: readonly string[], store: FamilyStore, events: GatewayEvents, log: FastifyInstance['log']): Promise<void> {
+  for (const userId of userIds) {
+    try {
+      const sids = await store.revokeAllForUser(userId)
+      events.revoked({ log }, 'user_changed', sids, userId)
+    } catch (err) {
+      log.error({ event: 'user_sessions_not_revoked', user: userId, err: { code: (err as { code?: string }).code } },
+        'the users file took access from this user, but their sessions could not be revoked (store unavailable); run `latchkey sessions revoke --user`')
+    }
+  }
 }

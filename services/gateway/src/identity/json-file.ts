@@ -25,6 +25,11 @@ export async function readJsonFile (path: string, variable: string, missingOk = 
     if (code === 'ENOENT' && missingOk) return undefined
     throw new ConfigError(variable, `${path}: cannot be read (${code ?? 'I/O error'})`)
   }
+  return parseJsonText(text, path, variable)
+}
+
+/** `text` parsed as JSON; the parser's message (which quotes the text) is never passed on. */
+export function parseJsonText (text: string, path: string, variable: string): unknown {
   try {
     return JSON.parse(text) as unknown
   } catch {

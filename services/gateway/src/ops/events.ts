@@ -8,7 +8,8 @@ import type { GatewayMetrics } from './metrics.js'
 
 export type RefreshOutcome = 'rotated' | 'grace' | 'invalid'
 export type Grant = 'login' | 'refresh_token' | 'client_credentials' | 'password'
-export type RevokeReason = 'logout' | 'logout_all' | 'session_delete' | 'reuse' | 'revoke'
+/** `user_changed`: a reloaded users file removed or disabled the user, changed the password or cut a scope. */
+export type RevokeReason = 'logout' | 'logout_all' | 'session_delete' | 'reuse' | 'revoke' | 'user_changed'
 
 /** Called with the sids of families that were revoked (edge revocation subscribes here). */
 export type RevocationListener = (sids: readonly string[]) => void
@@ -20,7 +21,8 @@ export interface GatewayEvents {
   tokenIssued (grant: Grant): void
   rateLimited (req: FastifyRequest, limit: 'ip' | 'username'): void
   reuseDetected (req: FastifyRequest, sid: string, userId: string): void
-  revoked (req: FastifyRequest, reason: RevokeReason, sids: readonly string[], userId: string): void
+  /** `req` may be anything with a logger: a config reload revokes outside any request. */
+  revoked (req: Pick<FastifyRequest, 'log'>, reason: RevokeReason, sids: readonly string[], userId: string): void
   onRevoked (listener: RevocationListener): void
 }
 
