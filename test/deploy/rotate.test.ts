@@ -5,10 +5,8 @@
  * verify wherever a replica or a cached JWKS of the neighbouring step may see them.
  */
 import { execFile } from 'node:child_process'
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { build } from 'esbuild'
 import t from 'tap'
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose'
 import { buildGatewayApp } from '#gateway/app.js'
@@ -18,35 +16,12 @@ import { JWKS_MAX_AGE_S, JWKS_PATH } from '#gateway/keys/jwks-route.js'
 import { generatePrivateJwk, loadSigningKeys } from '#gateway/keys/signing-keys.js'
 import { CLOCK_TOLERANCE_S } from '#shared/access-token-verifier.js'
 import { ROOT, tempDir } from './helpers.js'
+import { bundledCli } from '../helpers/bundled-cli.js'
 
 const SCRIPT = join(ROOT, 'scripts/rotate-signing-key.sh')
 const silent = { warn: () => {} }
 
-/**
- * The CLI from source (a stale dist/ must not decide the outcome), bundled once with
- * esbuild: the script starts it a dozen times, and tsx would compile it each time.
- * Dependencies stay external, found through a node_modules link beside the bundle.
- */
-async function bundledCli (): Promise<string> {
-  const dir = mkdtempSync(join(tmpdir(), 'latchkey-cli-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'), 'dir')
-  const outfile = join(dir, 'latchkey.mjs')
-  await build({
-    entryPoints: [join(ROOT, 'test/helpers/cli-entry.ts')],
-    bundle: true,
-    platform: 'node',
-    format: 'esm',
-    target: 'node20',
-    conditions: ['latchkey-source'],
-    packages: 'external',
-    outfile,
-    logLevel: 'warning'
-  })
-  if (outfile.includes(' ')) throw new Error('LATCHKEY is split on spaces; the temp dir has one')
-  return `${process.execPath} ${outfile}`
-}
-const CLI = await bundledCli()
+const CLI = await bundledCli(t)
 
 interface Run { code: number, stdout: string, stderr: string }
 
