@@ -149,6 +149,12 @@ t.test('offboarding: a user removed from USERS_FILE is refused at the proxy of b
   await removeUser(files.users, 'alice')
   await within(t, 'refused at replica A', async () => await me(a.port, session.access) === 401, EDGE_DEADLINE_MS)
   await within(t, 'refused at both workers of replica P', async () => (await allOf(2, async () => await me(p.port, session.access))).every(s => s === 401), EDGE_DEADLINE_MS)
+  // Three processes reloaded the file and each ran the revocation; her one family was revoked once.
+  const revocations = async (gw: Gateway): Promise<number> => {
+    const body = (await request(gw.port, 'GET', '/metrics')).body
+    return Number(/^latchkey_revocations_total\{reason="user_changed"\} (\d+)$/m.exec(body)?.[1] ?? 0)
+  }
+  t.equal(await revocations(a) + await revocations(p), 1, 'revoked once across the replicas and workers')
   t.equal(await refreshAt(a, session.refresh), 401, 'her next refresh is 401')
   t.equal(await refreshAt(p, session.refresh), 401, 'at the other replica too')
   t.equal((await login(p)).status, 401, 'and she cannot sign in')
