@@ -109,6 +109,8 @@ export class FileReloader<T> {
     if (this.#closed) return
     await this.#rewatch()
     this.#statSignature = await this.#signature()
+    // A change between load() and the watch would otherwise go unseen; an unchanged file costs one read.
+    if (this.#current !== undefined) this.#schedule()
     if (this.#pollMs > 0) {
       this.#poll = setInterval(() => { void this.#checkStat() }, this.#pollMs)
       this.#poll.unref()
