@@ -12,6 +12,7 @@ import { ConfigMap } from 'kubernetes-models/v1/ConfigMap'
 import { Namespace } from 'kubernetes-models/v1/Namespace'
 import { Secret } from 'kubernetes-models/v1/Secret'
 import { Service } from 'kubernetes-models/v1/Service'
+import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount'
 import type { Obj } from './helpers.js'
 
 interface Validatable { validate (): void }
@@ -27,7 +28,8 @@ const MODELS: Record<string, Model> = {
   'v1/ConfigMap': ConfigMap as unknown as Model,
   'v1/Namespace': Namespace as unknown as Model,
   'v1/Secret': Secret as unknown as Model,
-  'v1/Service': Service as unknown as Model
+  'v1/Service': Service as unknown as Model,
+  'v1/ServiceAccount': ServiceAccount as unknown as Model
 }
 
 export const KUSTOMIZE_KINDS = new Set(['kustomize.config.k8s.io/v1beta1/Kustomization', 'kustomize.config.k8s.io/v1alpha1/Component'])

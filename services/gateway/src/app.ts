@@ -11,11 +11,18 @@ import type { GatewayConfig } from './config.js'
 import authRoutes from './auth/routes.js'
 import type { ClientDirectory } from './identity/clients-file.js'
 import type { UserDirectory } from './identity/user-directory.js'
-import { createLoginLimiter } from './auth/login-limiter.js'
+import { createLoginLimiter, MemoryAttemptCounter, RedisAttemptCounter, type AttemptCounter } from './auth/login-limiter.js'
 import oauthRoutes from './oauth/routes.js'
+import { ClientAssertionVerifier } from './oauth/client-assertion.js'
+import { ClientAuthenticator } from './oauth/client-auth.js'
+import { createClientAuthThrottle } from './oauth/client-auth-limiter.js'
+import { TokenExchange } from './oauth/token-exchange.js'
+import { type JtiReplayStore, MemoryJtiReplayStore } from './oauth/jti-replay-store.js'
+import { RedisJtiReplayStore } from './oauth/redis-jti-replay-store.js'
 import metricsPlugin, { createGatewayMetrics, type GatewayMetrics } from './ops/metrics.js'
 import { AccessTokenIssuer, AccessTokenVerifier } from './keys/access-token.js'
 import jwksRoute from './keys/jwks-route.js'
+import adminRoutes from './ops/admin-routes.js'
 import proxyPlugin from './proxy/plugin.js'
 import { demoPagePlugin } from './ui/demo-page.js'
 import type { SigningKeys } from './keys/signing-keys.js'
@@ -28,6 +35,7 @@ import { MemoryFamilyStore } from './sessions/memory-family-store.js'
 import { RedisFamilyStore } from './sessions/redis-family-store.js'
 import { connectRedis, createRedisClient } from './sessions/redis-connection.js'
 import { LocalRevokedSessions, RedisRevocationBus, REVOCATION_SLACK_MS, type RevokedSessions } from './sessions/revocation.js'
+import { SessionService, type EdgeRevocation } from './sessions/service.js'
 
 /** Server-side timeouts: a slow-loris client must not hold a socket forever. */
 export const CONNECTION_TIMEOUT_MS = 10_000
@@ -49,6 +57,10 @@ export interface GatewayDeps {
   readonly events: GatewayEvents
   /** Sessions revoked within the last access TTL, known to this replica. */
   readonly revoked: RevokedSessions
+  /** Tells every replica (this one included) of revoked sessions; `revoked` is what it feeds. */
+  readonly edge: EdgeRevocation
+  /** Client-assertion ids already used (RFC 7523 §3), until their exp. */
+  readonly replay: JtiReplayStore
 }
 
 export interface BuildGatewayOptions {
@@ -65,6 +77,8 @@ export interface GatewayInfo {
   readonly demoPassword: string | undefined
   readonly readiness: Readiness
   readonly deps: GatewayDeps
+  /** Every session change goes through here (routes, admin API, tests). */
+  readonly sessions: SessionService
   /** USERS_FILE, CLIENTS_FILE, SIGNING_KEYS_FILE kept in force; `reload()` is what SIGHUP does. */
   readonly files: ConfigFiles
 }
@@ -81,6 +95,11 @@ export function familyLimits (config: GatewayConfig): FamilyLimits {
     maxTtlMs: config.sessionMaxTtlS * 1000,
     graceMs: config.refreshReuseGraceS * 1000
   }
+}
+
+/** How long a replica remembers a revoked sid: one access-token lifetime, plus the verifier's slack. */
+export function revocationTtlMs (config: GatewayConfig): number {
+  return config.accessTokenTtlS * 1000 + REVOCATION_SLACK_MS
 }
 
 export async function buildGatewayApp (config: GatewayConfig, options: BuildGatewayOptions = {}): Promise<FastifyInstance> {
@@ -133,39 +152,64 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
     }
   }
   const familyStore = store
-  const revokedTtlMs = config.accessTokenTtlS * 1000 + REVOCATION_SLACK_MS
+  const revokedTtlMs = revocationTtlMs(config)
   let revoked = overrides.revoked
-  if (revoked === undefined) {
+  let edge = overrides.edge
+  if (revoked === undefined || edge === undefined) {
     if (redis === undefined) {
       const local = new LocalRevokedSessions({ clock, ttlMs: revokedTtlMs })
-      events.onRevoked((sids) => { for (const sid of sids) local.add(sid) })
       app.addHook('onClose', async () => { local.close() })
-      revoked = local
+      revoked ??= local
+      // One process: remembering the sid here is the whole broadcast.
+      edge ??= { publish: async (sids) => { for (const sid of sids) local.add(sid) } }
     } else {
       const bus = new RedisRevocationBus({ client: redis, keyPrefix: config.redisKeyPrefix, clock, ttlMs: revokedTtlMs, log: app.log })
-      events.onRevoked((sids) => { void bus.publish(sids) })
       if (!(await bus.start())) app.log.warn('revoked sessions not loaded yet (Redis not answering); loading on reconnect')
       app.addHook('onClose', async () => { await bus.close() })
-      revoked = bus
+      revoked ??= bus
+      // Awaited by every revocation; rejects (GW_STORE_UNAVAILABLE → 503) when it cannot be made durable.
+      edge ??= { publish: async (sids) => { await bus.publish(sids) } }
     }
   }
-  const deps: GatewayDeps = { clock, store: familyStore, keys, users, clients, metrics, events, revoked }
+  let replay = overrides.replay
+  if (replay === undefined) {
+    replay = redis === undefined
+      ? new MemoryJtiReplayStore({ clock })
+      : new RedisJtiReplayStore({ client: redis, clock, keyPrefix: config.redisKeyPrefix })
+    const owned = replay
+    app.addHook('onClose', async () => { await owned.close() })
+  }
+  const deps: GatewayDeps = { clock, store: familyStore, keys, users, clients, metrics, events, revoked, edge, replay }
   const readiness: Readiness = { draining: false, check: () => familyStore.ping() }
-  app.decorate('latchkey', { demoPassword, readiness, deps, files })
-  endSessions = async (userIds) => { await endSessionsOf(userIds, familyStore, events, app.log) }
   // Draining: tell keep-alive clients to reconnect (to another replica) after this answer.
   app.addHook('onSend', async (_req, reply) => { if (readiness.draining) reply.header('Connection', 'close') })
 
   const issuer = new AccessTokenIssuer({ keys, issuer: config.issuer, ttlS: config.accessTokenTtlS, clock })
   const verifier = new AccessTokenVerifier({ keys, issuer: config.issuer, clock })
+  const sessions = new SessionService({ store: familyStore, edge, events, users, clients, issuer, audience: config.audience, log: app.log })
+  app.decorate('latchkey', { demoPassword, readiness, deps, sessions, files })
+  endSessions = async (userIds) => { await endSessionsOf(userIds, sessions, app.log) }
 
   installErrorHandling(app)
   await app.register(metricsPlugin, { metrics, text: options.metricsSource?.(metrics.registry) })
-  const limiter = await createLoginLimiter(app, config.loginLimits, redis, events)
+  let attempts: AttemptCounter
+  if (redis === undefined) {
+    const local = new MemoryAttemptCounter(clock, config.loginLimits.windowS * 1000)
+    app.addHook('onClose', async () => { local.close() })
+    attempts = local
+  } else {
+    attempts = new RedisAttemptCounter(redis)
+  }
+  const limiter = createLoginLimiter(config.loginLimits, attempts, events)
   await app.register(healthRoutes, { readiness })
   await app.register(jwksRoute, { keys })
-  await app.register(authRoutes, { config, store: familyStore, users, issuer, verifier, clock, events, limiter, revoked })
-  await app.register(oauthRoutes, { config, store: familyStore, users, clients, issuer, events, limiter })
+  await app.register(authRoutes, { config, sessions, users, verifier, clock, events, limiter, revoked })
+  const assertions = new ClientAssertionVerifier({ clients, issuer: config.issuer, replay, clock })
+  const throttle = createClientAuthThrottle(config.clientAuthLimits, attempts, events, clock)
+  const clientAuth = new ClientAuthenticator({ clients, issuer: config.issuer, assertions, throttle })
+  const exchange = new TokenExchange({ keys, issuer: config.issuer, accessTokens: issuer, revoked, clock })
+  await app.register(oauthRoutes, { config, sessions, users, clients, issuer, events, limiter, clientAuth, exchange })
+  await app.register(adminRoutes, { config, sessions, users, verifier, revoked })
   await app.register(proxyPlugin, { routes: config.routes, keys, issuer: config.issuer, metrics, revoked, clock, genReqId })
   if (config.demoPage) await app.register(demoPagePlugin)
 
@@ -176,15 +220,14 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
 
 /**
  * A users-file reload took access away (removed, disabled, new password, scope cut): end
- * every session of those users, here and, through the revocation fan-out, at the edge of
- * every replica. Each replica's reload runs this; a family is revoked once, by whichever
- * gets there first (the store returns only the sids it revoked), so it fans out once.
+ * every session of those users, here and at the edge of every replica. Each replica's
+ * reload runs this; a family is revoked once, by whichever gets there first (the store
+ * returns only the sids it revoked), so it is broadcast once.
  */
-async function endSessionsOf (userIds: readonly string[], store: FamilyStore, events: GatewayEvents, log: FastifyInstance['log']): Promise<void> {
+async function endSessionsOf (userIds: readonly string[], sessions: SessionService, log: FastifyInstance['log']): Promise<void> {
   for (const userId of userIds) {
     try {
-      const sids = await store.revokeAllForUser(userId)
-      events.revoked({ log }, 'user_changed', sids, userId)
+      await sessions.revokeAllForUser(userId, 'user_changed')
     } catch (err) {
       log.error({ event: 'user_sessions_not_revoked', user: userId, err: { code: (err as { code?: string }).code } },
         'the users file took access from this user, but their sessions could not be revoked (store unavailable); run `latchkey sessions revoke --user`')

@@ -31,6 +31,10 @@ export const MAX_WORKERS = 64
 export const LOGIN_MAX_ATTEMPTS_PER_USER = 10
 export const LOGIN_MAX_ATTEMPTS_PER_IP = 100
 export const LOGIN_ATTEMPT_WINDOW_S = 300
+/** Failed client authentications at the OAuth endpoints (oauth/client-auth-limiter.ts), per window. */
+export const CLIENT_AUTH_MAX_FAILURES_PER_CLIENT = 20
+export const CLIENT_AUTH_MAX_FAILURES_PER_IP = 50
+export const CLIENT_AUTH_FAILURE_WINDOW_S = 300
 
 export type LogLevel = typeof LOG_LEVELS[number]
 
@@ -70,6 +74,7 @@ export interface GatewayConfig {
   readonly refreshReuseGraceS: number
   readonly cookieSecure: boolean
   readonly loginLimits: { readonly perUsername: number, readonly perIp: number, readonly windowS: number }
+  readonly clientAuthLimits: { readonly perClient: number, readonly perIp: number, readonly windowS: number }
   readonly corsOrigins: readonly string[]
   readonly logLevel: LogLevel
   /** `latchkey dev`: serve the demo page and print the walkthrough. */
@@ -194,6 +199,11 @@ export function loadGatewayConfig (env: Env, overrides: { devMode?: boolean } = 
       perUsername: readInt(env, 'LOGIN_MAX_ATTEMPTS_PER_USER', LOGIN_MAX_ATTEMPTS_PER_USER, 1, 1_000_000),
       perIp: readInt(env, 'LOGIN_MAX_ATTEMPTS_PER_IP', LOGIN_MAX_ATTEMPTS_PER_IP, 1, 1_000_000),
       windowS: readDurationS(env, 'LOGIN_ATTEMPT_WINDOW', LOGIN_ATTEMPT_WINDOW_S, 1, 86400)
+    },
+    clientAuthLimits: {
+      perClient: readInt(env, 'CLIENT_AUTH_MAX_FAILURES_PER_CLIENT', CLIENT_AUTH_MAX_FAILURES_PER_CLIENT, 1, 1_000_000),
+      perIp: readInt(env, 'CLIENT_AUTH_MAX_FAILURES_PER_IP', CLIENT_AUTH_MAX_FAILURES_PER_IP, 1, 1_000_000),
+      windowS: readDurationS(env, 'CLIENT_AUTH_FAILURE_WINDOW', CLIENT_AUTH_FAILURE_WINDOW_S, 1, 86400)
     },
     corsOrigins: readOrigins(env),
     logLevel: readEnum(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),

@@ -32,6 +32,7 @@ export const gatewayErrors = defineCatalogue({
   GW_PROXY_PATH_NOT_ALLOWED: { statusCode: 400, error: 'invalid_request', description: 'The request path is not allowed.' },
   GW_BAD_GATEWAY: { statusCode: 502, error: 'bad_gateway', description: 'The upstream service is unavailable.' },
   GW_GATEWAY_TIMEOUT: { statusCode: 504, error: 'gateway_timeout', description: 'The upstream service did not answer in time.' },
+  GW_CLIENT_KEYS_UNAVAILABLE: { statusCode: 503, error: 'temporarily_unavailable', description: "The client's keys could not be fetched; retry shortly." },
   GW_STORE_UNAVAILABLE: { statusCode: 503, error: 'temporarily_unavailable', description: 'The session store is unavailable; retry shortly.' },
   GW_INTERNAL: { statusCode: 500, error: 'server_error', description: 'Internal server error.' }
 })

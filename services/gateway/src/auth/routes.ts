@@ -9,29 +9,26 @@ import type { Clock } from '#shared/clock.js'
 import type { GatewayConfig } from '../config.js'
 import { gatewayError } from '../errors.js'
 import type { UserDirectory } from '../identity/user-directory.js'
-import type { AccessTokenIssuer, AccessTokenVerifier } from '../keys/access-token.js'
-import type { FamilyStore, RotateResult } from '../sessions/family-store.js'
-import { parseRefreshToken } from '../sessions/refresh-token.js'
+import type { AccessTokenVerifier } from '../keys/access-token.js'
 import type { GatewayEvents } from '../ops/events.js'
 import type { LoginLimiter } from './login-limiter.js'
 import type { RevokedSessions } from '../sessions/revocation.js'
+import { BROWSER_CLIENT_ID, sessionView, type SessionService } from '../sessions/service.js'
 import { authenticateBearer } from './bearer.js'
-import { clearRefreshCookie, REFRESH_COOKIE, setRefreshCookie } from './cookie.js'
+import { clearAllRefreshCookies, clearRefreshCookie, refreshCookieValues, setRefreshCookie } from './cookie.js'
 import { corsHeaders, createOriginPolicy, crossSiteGuard } from './origin-guard.js'
-import { accessTokenForFamily, familyRemainingS, noStore } from './token-response.js'
+import { familyRemainingS, noStore } from './token-response.js'
 
 /** Auth bodies are a username and a password: anything bigger is not a login. */
 export const AUTH_BODY_LIMIT_BYTES = 8 * 1024
-/** The client id browser sessions are issued under (RFC 9068 `client_id`). */
-export const BROWSER_CLIENT_ID = 'latchkey-browser'
-/** Longest user agent kept with a session. */
-export const USER_AGENT_MAX_CHARS = 200
+// Defined beside the session service and the store; re-exported for existing importers.
+export { BROWSER_CLIENT_ID } from '../sessions/service.js'
+export { USER_AGENT_MAX_CHARS } from '../sessions/redis-family-store.js'
 
 export interface AuthRoutesOptions {
   readonly config: GatewayConfig
-  readonly store: FamilyStore
+  readonly sessions: SessionService
   readonly users: UserDirectory
-  readonly issuer: AccessTokenIssuer
   readonly verifier: AccessTokenVerifier
   readonly clock: Clock
   readonly events: GatewayEvents
@@ -50,12 +47,12 @@ const loginSchema = {
   }
 } as const
 
-function userAgentOf (req: FastifyRequest): string {
-  return (req.headers['user-agent'] ?? '').slice(0, USER_AGENT_MAX_CHARS)
+function seenOf (req: FastifyRequest): { ip: string, userAgent: string | undefined } {
+  return { ip: req.ip, userAgent: req.headers['user-agent'] }
 }
 
 async function authRoutes (app: FastifyInstance, opts: AuthRoutesOptions): Promise<void> {
-  const { config, store, users, issuer, verifier, clock, events, limiter, revoked } = opts
+  const { config, sessions, users, verifier, clock, events, limiter, revoked } = opts
   const policy = createOriginPolicy(config.origin, config.corsOrigins)
   const refuseCrossSite = crossSiteGuard(policy)
   const secure = config.cookieSecure
@@ -75,6 +72,18 @@ async function authRoutes (app: FastifyInstance, opts: AuthRoutesOptions): Promi
     throw err
   }
 
+  /**
+   * The one refresh cookie of the request, or undefined. Two or more (cookie tossing,
+   * SPEC "Browser flow") → 401 with every copy cleared: neither is trusted.
+   */
+  function presentedRefresh (req: FastifyRequest, reply: FastifyReply): string | undefined {
+    const values = refreshCookieValues(req)
+    if (values.length <= 1) return values[0]
+    clearAllRefreshCookies(reply, secure, req.url.split('?')[0] ?? req.url)
+    req.log.warn({ event: 'refresh_cookie_duplicated', count: values.length }, 'more than one refresh cookie: refused')
+    throw gatewayError('GW_INVALID_GRANT')
+  }
+
   app.post('/auth/login', { schema: loginSchema, preHandler: refuseCrossSite }, async (req, reply) => {
     const { username, password } = req.body as { username: string, password: string }
     await limiter.check(req, username)
@@ -83,71 +92,44 @@ async function authRoutes (app: FastifyInstance, opts: AuthRoutesOptions): Promi
       events.loginFailed(req, username)
       throw gatewayError('GW_INVALID_CREDENTIALS')
     }
+    await limiter.succeeded(req, username)
     // A refresh cookie sent with a login is ignored: login always starts a new family.
-    const { token, family } = await store.create({
-      userId: user.id, clientId: BROWSER_CLIENT_ID, scope: user.scope, userAgent: userAgentOf(req), ip: req.ip
-    })
-    const body = await accessTokenForFamily(issuer, family, config.audience)
-    events.loginSucceeded(req, user.id, family.sid)
-    events.tokenIssued('login')
-    setRefreshCookie(reply, token.raw, familyRemainingS(family, clock), secure)
+    const issued = await sessions.create(req, { user, clientId: BROWSER_CLIENT_ID, scope: user.scope, seen: seenOf(req), grant: 'login' })
+    setRefreshCookie(reply, issued.refreshToken, familyRemainingS(issued.family, clock), secure)
     noStore(reply)
-    return body
+    return issued.body
   })
 
   app.post('/auth/refresh', { preHandler: refuseCrossSite }, async (req, reply) => {
-    const presented = parseRefreshToken(req.cookies[REFRESH_COOKIE])
-    if (presented === null) {
-      events.refreshed(req, 'invalid')
-      failRefresh(reply, gatewayError('GW_INVALID_GRANT'))
-    }
-    const result: RotateResult = await store.rotate(presented, { ip: req.ip, userAgent: userAgentOf(req), clientId: BROWSER_CLIENT_ID })
-    if (result.kind === 'reuse') {
-      events.reuseDetected(req, result.sid, result.userId)
-      failRefresh(reply, gatewayError('GW_INVALID_GRANT'))
-    }
-    if (result.kind === 'invalid') {
-      events.refreshed(req, 'invalid')
-      failRefresh(reply, gatewayError('GW_INVALID_GRANT'))
-    }
-    const body = await accessTokenForFamily(issuer, result.family, config.audience)
-    events.refreshed(req, result.kind, result.family.sid)
-    events.tokenIssued('refresh_token')
-    setRefreshCookie(reply, result.token.raw, familyRemainingS(result.family, clock), secure)
+    const result = await sessions.refresh(req, presentedRefresh(req, reply), { clientId: BROWSER_CLIENT_ID, seen: seenOf(req) })
+    if (!result.ok) failRefresh(reply, gatewayError('GW_INVALID_GRANT'))
+    setRefreshCookie(reply, result.refreshToken, familyRemainingS(result.family, clock), secure)
     noStore(reply)
-    return body
+    return result.body
   })
 
   app.post('/auth/logout', { preHandler: refuseCrossSite }, async (req, reply) => {
-    const presented = parseRefreshToken(req.cookies[REFRESH_COOKIE])
-    if (presented !== null) {
-      const revoked = await store.revokeByToken(presented, { clientId: BROWSER_CLIENT_ID })
-      if (revoked !== null) events.revoked(req, 'logout', [revoked.sid], revoked.userId)
-    }
+    await sessions.revokeByToken(presentedRefresh(req, reply), { clientId: BROWSER_CLIENT_ID, reason: 'logout' }, req)
     clearRefreshCookie(reply, secure)
     return reply.code(204).send()
   })
 
   app.post('/auth/logout-all', async (req, reply) => {
     const claims = await authenticateBearer(req, verifier, config.audience, revoked)
-    const sids = await store.revokeAllForUser(claims.sub)
-    events.revoked(req, 'logout_all', sids, claims.sub)
+    await sessions.revokeAllForUser(claims.sub, 'logout_all', req)
     clearRefreshCookie(reply, secure)
     return reply.code(204).send()
   })
 
   app.get('/auth/sessions', async (req, reply) => {
     const claims = await authenticateBearer(req, verifier, config.audience, revoked)
-    const families = await store.listForUser(claims.sub)
+    const families = await sessions.list(claims.sub)
     reply.header('Cache-Control', 'no-store')
-    return families.map(f => ({
-      id: f.sid,
-      created_at: new Date(f.createdAt).toISOString(),
-      last_used_at: new Date(f.lastUsedAt).toISOString(),
-      user_agent: f.userAgent,
-      ip: f.ip,
-      current: f.sid === claims.sid
-    }))
+    // No client_id here: a browser's own list has always been these six fields.
+    return families.map(f => {
+      const { client_id: _client, ...view } = sessionView(f)
+      return { ...view, current: f.sid === claims.sid }
+    })
   })
 
   app.delete('/auth/sessions/:id', {
@@ -155,8 +137,7 @@ async function authRoutes (app: FastifyInstance, opts: AuthRoutesOptions): Promi
   }, async (req, reply) => {
     const claims = await authenticateBearer(req, verifier, config.audience, revoked)
     const { id } = req.params as { id: string }
-    if (!(await store.revokeSession(claims.sub, id))) throw gatewayError('GW_SESSION_NOT_FOUND')
-    events.revoked(req, 'session_delete', [id], claims.sub)
+    if (!(await sessions.revokeSession(claims.sub, id, 'session_delete', req))) throw gatewayError('GW_SESSION_NOT_FOUND')
     return reply.code(204).send()
   })
 }

@@ -1,27 +1,39 @@
 /**
  * `latchkey clients add <id> --scope "a b" --audience A [--audience B]
- *                        [--grant client_credentials|password|refresh_token]... [--file FILE]`
+ *                        [--grant client_credentials|password|refresh_token]... [--file FILE]
+ *                        [--jwks FILE | --jwks-uri URL |
+ *                         --federated-issuer URL --federated-subject SUB [--federated-jwks-uri URL]]
+ *                        [--exchange-audience A]...`
  * `latchkey clients list | remove <id> | disable <id> | enable <id> | rotate-secret <id> [--overlap 24h]`
  *
  * `add` and `rotate-secret` print the generated client secret once, on stdout (scriptable:
- * `... | awk '/^client_secret:/ {print $2}'`); only its keyed hash is stored. After
- * `rotate-secret` the old secret keeps working for the overlap (default 24 h), then stops.
- * A running gateway reloads the file within a second: a disabled or removed client gets
- * `invalid_client` from then on.
+ * `... | awk '/^client_secret:/ {print $2}'`); only its keyed hash is stored. With
+ * `--jwks`, `--jwks-uri` or `--federated-*` the client proves itself with a signed
+ * assertion instead (RFC 7523) and gets no secret at all. After `rotate-secret` the old
+ * secret keeps working for the overlap (default 24 h), then stops. A running gateway
+ * reloads the file within a second: a disabled or removed client gets `invalid_client`
+ * from then on.
  *
  * Exit codes: 0 done, 1 refused (unknown or duplicate id, invalid value, unreadable file), 2 usage.
  */
 import { parseArgs } from 'node:util'
-import { ConfigError } from '#shared/errors.js'
+import { readFile } from 'node:fs/promises'
+import type { JSONWebKeySet } from 'jose'
 import { readDurationS } from '#shared/config.js'
+import { ConfigError } from '#shared/errors.js'
 import {
-  type ClientSummary, GRANT_TYPES, SECRET_OVERLAP_MS, addClient, listClients, removeClient, rotateClientSecret, setClientDisabled
+  type Client, type ClientKeys, type ClientSummary, GRANT_TYPES, SECRET_OVERLAP_MS,
+  addClient, addKeyClient, listClients, removeClient, rotateClientSecret, setClientDisabled
 } from '../identity/clients-file.js'
+import { parsePublicJwks } from '../identity/client-keys.js'
 import type { CliIo } from './io.js'
 
 const USAGE = `usage: latchkey clients <command> [--file FILE]   (file default: $CLIENTS_FILE)
   add <id> --scope "a b" --audience A [--audience B] [--grant ${GRANT_TYPES.join('|')}]...
-                                  register a client (grant default: client_credentials); prints its secret once
+      [--jwks FILE | --jwks-uri URL | --federated-issuer URL --federated-subject SUBJECT [--federated-jwks-uri URL]]
+      [--exchange-audience A]...
+                                  register a client (grant default: client_credentials); prints its
+                                  secret once, or with keys / a federated trust gets no secret
   list                            every client: id, enabled|disabled, scope, audiences, grants
   remove <id>                     delete the client
   disable <id> | enable <id>      refuse (or accept again) the client's credentials
@@ -30,7 +42,9 @@ const USAGE = `usage: latchkey clients <command> [--file FILE]   (file default: 
                                   (300, 30m, 24h, 7d; default 24h; 0 stops it at once)`
 /** Longest overlap rotate-secret accepts. */
 const MAX_OVERLAP_S = 90 * 86400
-const ADD_ONLY = ['scope', 'audience', 'grant'] as const
+const ADD_ONLY = ['scope', 'audience', 'grant', 'jwks', 'jwks-uri', 'federated-issuer', 'federated-subject', 'federated-jwks-uri', 'exchange-audience'] as const
+
+type Values = Partial<Record<typeof ADD_ONLY[number] | 'overlap' | 'file', string | string[]>>
 
 export async function runClientsCommand (argv: string[], io: CliIo, env: Readonly<Record<string, string | undefined>>): Promise<number> {
   let parsed
@@ -43,6 +57,12 @@ export async function runClientsCommand (argv: string[], io: CliIo, env: Readonl
         grant: { type: 'string', multiple: true },
         overlap: { type: 'string' },
         file: { type: 'string' },
+        jwks: { type: 'string' },
+        'jwks-uri': { type: 'string' },
+        'federated-issuer': { type: 'string' },
+        'federated-subject': { type: 'string' },
+        'federated-jwks-uri': { type: 'string' },
+        'exchange-audience': { type: 'string', multiple: true },
         help: { type: 'boolean', short: 'h' }
       },
       allowPositionals: true,
@@ -78,13 +98,7 @@ export async function runClientsCommand (argv: string[], io: CliIo, env: Readonl
 
   try {
     switch (sub) {
-      case 'add': {
-        const { client, secret } = await addClient(file, { id: clientId, scope: values.scope as string, audiences: values.audience as string[], grants: values.grant })
-        say(`added client ${JSON.stringify(client.id)} to ${file} ` +
-          `(scope "${client.scope.join(' ')}", audiences ${client.audiences.join(',')}, grants ${client.grants.join(',')})`)
-        printSecret(say, client.id, secret)
-        return 0
-      }
+      case 'add': return await add(io, file, clientId, values)
       case 'list': {
         for (const c of await listClients(file)) say(describe(c))
         return 0
@@ -108,7 +122,7 @@ export async function runClientsCommand (argv: string[], io: CliIo, env: Readonl
         say(client.previousSecretExpiresAt === undefined
           ? `new secret for client ${JSON.stringify(client.id)} in ${file}; the old one stops working once the gateway reloads the file`
           : `new secret for client ${JSON.stringify(client.id)} in ${file}; the old one keeps working until ${new Date(client.previousSecretExpiresAt).toISOString()}`)
-        printSecret(say, client.id, secret)
+        printSecret(say, secret)
         return 0
       }
     }
@@ -121,8 +135,56 @@ export async function runClientsCommand (argv: string[], io: CliIo, env: Readonl
   }
 }
 
-function printSecret (say: (line: string) => void, id: string, secret: string): void {
-  say(`client_id: ${id}`)
+/** `clients add`: with a secret, or with keys / a federated trust and no secret. */
+async function add (io: CliIo, file: string, id: string, values: Values): Promise<number> {
+  const str = (name: keyof Values): string | undefined => values[name] as string | undefined
+  const federated = str('federated-issuer') !== undefined || str('federated-subject') !== undefined || str('federated-jwks-uri') !== undefined
+  const keyOptions = [str('jwks') !== undefined, str('jwks-uri') !== undefined, federated].filter(Boolean).length
+  if (keyOptions > 1) {
+    io.stderr.write(`latchkey clients: give one of --jwks, --jwks-uri or --federated-*\n${USAGE}\n`)
+    return 2
+  }
+  if (federated && (str('federated-issuer') === undefined || str('federated-subject') === undefined)) {
+    io.stderr.write(`latchkey clients: --federated-issuer and --federated-subject go together\n${USAGE}\n`)
+    return 2
+  }
+  const input = {
+    id,
+    scope: str('scope') as string,
+    audiences: values.audience as string[],
+    grants: values.grant as string[] | undefined,
+    exchangeAudiences: values['exchange-audience'] as string[] | undefined
+  }
+  const added = (client: Client): string => `added client ${JSON.stringify(client.id)} to ${file} ` +
+    `(scope "${client.scope.join(' ')}", audiences ${client.audiences.join(',')}, grants ${client.grants.join(',')}` +
+    `${client.exchangeAudiences === undefined ? '' : `, exchanges into ${client.exchangeAudiences.join(',')}`})\n` +
+    `client_id: ${client.id}\n`
+  if (keyOptions === 0) {
+    const { client, secret } = await addClient(file, input)
+    io.stdout.write(added(client))
+    printSecret((line) => { io.stdout.write(`${line}\n`) }, secret)
+    return 0
+  }
+  let keys: ClientKeys
+  const jwksFile = str('jwks')
+  const jwksUri = str('jwks-uri')
+  if (jwksFile !== undefined) {
+    keys = { jwks: await readJwksFile(jwksFile) }
+  } else if (jwksUri !== undefined) {
+    keys = { jwksUri }
+  } else {
+    const federatedJwksUri = str('federated-jwks-uri')
+    keys = { federated: { issuer: str('federated-issuer') as string, subject: str('federated-subject') as string, ...(federatedJwksUri === undefined ? {} : { jwksUri: federatedJwksUri }) } }
+  }
+  const client = await addKeyClient(file, { ...input, keys })
+  const how = 'jwks' in keys
+    ? `private_key_jwt with the ${keys.jwks.keys.length} public key(s) of ${jwksFile ?? ''}`
+    : 'jwksUri' in keys ? `private_key_jwt with the keys at ${keys.jwksUri}` : `tokens of ${keys.federated.issuer} for subject ${keys.federated.subject}`
+  io.stdout.write(`${added(client)}client_auth: ${how} (no secret)\n`)
+  return 0
+}
+
+function printSecret (say: (line: string) => void, secret: string): void {
   say(`client_secret: ${secret}`)
   say('This secret is shown only this once and cannot be recovered (only a hash is stored); keep it now.')
 }
@@ -130,4 +192,18 @@ function printSecret (say: (line: string) => void, id: string, secret: string): 
 function describe (c: ClientSummary): string {
   const previous = c.previousSecretExpiresAt === undefined ? [] : [`previous secret until ${new Date(c.previousSecretExpiresAt).toISOString()}`]
   return [c.id, c.disabled === true ? 'disabled' : 'enabled', c.scope.join(' '), c.audiences.join(','), c.grants.join(','), ...previous].join('\t')
+}
+
+/** A public JWKS (or one public JWK) from a file; a private key is refused, never copied. */
+async function readJwksFile (path: string): Promise<JSONWebKeySet> {
+  let json: unknown
+  try {
+    json = JSON.parse(await readFile(path, 'utf8'))
+  } catch {
+    throw new ConfigError('jwks', `${path}: cannot be read as JSON`)
+  }
+  const set = typeof json === 'object' && json !== null && 'kty' in json ? { keys: [json] } : json
+  const jwks = parsePublicJwks(set)
+  if (typeof jwks === 'string') throw new ConfigError('jwks', `${path}: ${jwks}`)
+  return jwks
 }

@@ -12,6 +12,7 @@ import type { CliIo } from './io.js'
 import { runKeysCommand } from './keys.js'
 import { runUsersCommand } from './users.js'
 import { runClientsCommand } from './clients.js'
+import { runSessionsCommand } from './sessions.js'
 import { printWalkthrough } from './walkthrough.js'
 
 const USAGE = `usage: latchkey <command>
@@ -33,6 +34,9 @@ const USAGE = `usage: latchkey <command>
   clients list|remove|disable|enable|rotate-secret ...
                                   manage clients (latchkey clients --help)
   --version                       print the version
+  sessions list --user NAME [--json]
+  sessions revoke --user NAME [--session SID]
+                                  list or end a user's sessions at every replica (needs Redis)
 
 Configuration is read from the environment; see README.md.`
 
@@ -105,6 +109,7 @@ export async function main (argv: string[], io: CliIo, env: Readonly<Record<stri
       case 'version':
         io.stdout.write(`latchkey ${version()}\n`)
         return 0
+      case 'sessions': return await runSessionsCommand(rest, io, env)
       case undefined:
       case 'help':
       case '--help':

@@ -16,6 +16,13 @@
  *     ]
  *   }
  *
+ * Optional, for service-to-service without a shared secret (identity/client-keys.ts):
+ *   "jwks": {"keys": [...]} or "jwks_uri": "https://..."   // private_key_jwt (RFC 7523)
+ *   "federated": {"issuer": "https://...", "subject": "system:serviceaccount:ns:name",
+ *                 "jwks_uri"?: "...", "jwks"?: {...}}       // workload identity
+ *   "exchange": {"audiences": ["billing"]}                  // token exchange (RFC 8693) into these
+ * A client with keys or a federated trust may have no "secret" at all.
+ *
  * Secrets are 256 random bits (base64url, 43 chars), shown once by `addClient`. Being
  * uniformly random they cannot be guessed offline, so a slow password hash would buy
  * nothing and cost a CPU-bound KDF per token request; a keyed fast hash suffices:
@@ -32,8 +39,10 @@
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import { ConfigError } from '#shared/errors.js'
+import type { JSONWebKeySet } from 'jose'
 import { type Clock, systemClock } from '#shared/clock.js'
 import { parseJsonText, readJsonFile, writeFileAtomic } from './json-file.js'
+import { checkKeyUrl, parseFederatedTrust, parsePublicJwks, serialiseFederatedTrust, type FederatedTrust } from './client-keys.js'
 import { formatScope, parseScope } from './scope.js'
 
 const VARIABLE = 'CLIENTS_FILE'
@@ -47,7 +56,9 @@ const HASH_FORMAT = /^hs256\$([A-Za-z0-9_-]{43})\$([A-Za-z0-9_-]{43})$/
 const ID_FORMAT = /^[A-Za-z0-9._~-]{1,64}$/
 const AUDIENCE_FORMAT = /^[\x21-\x7E]{1,256}$/
 const ISO_INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,3})?Z$/
-const CLIENT_KEYS = new Set(['id', 'secret', 'scope', 'audiences', 'grants', 'disabled', 'previous_secret', 'previous_secret_expires_at'])
+const CLIENT_KEYS = new Set([
+  'id', 'secret', 'scope', 'audiences', 'grants', 'jwks', 'jwks_uri', 'federated', 'exchange', 'disabled', 'previous_secret', 'previous_secret_expires_at'
+])
 /** How long `rotate-secret` keeps the old secret working by default. */
 export const SECRET_OVERLAP_MS = 24 * 3600_000
 /** Presented ids/secrets longer than this are refused cheaply (the dummy compare still runs). */
@@ -60,16 +71,29 @@ export interface Client {
   readonly audiences: string[]
   /** A subset of GRANT_TYPES. */
   readonly grants: string[]
+  /** Public keys for `private_key_jwt`: inline, or where to fetch them. */
+  readonly jwks?: JSONWebKeySet
+  readonly jwksUri?: string
+  /** Workload identity: the external issuer and subject that stand for this client. */
+  readonly federated?: FederatedTrust
+  /** RFC 8693: the audiences this client may exchange a user's token into. */
+  readonly exchangeAudiences?: readonly string[]
 }
 
 export interface StoredClient extends Client {
-  /** `hs256$<salt>$<digest>`. */
-  readonly secret: string
+  /** `hs256$<salt>$<digest>`; absent for clients that authenticate with keys only. */
+  readonly secret?: string
   /** Kept in the file, unknown to the gateway (absent means enabled). */
   readonly disabled?: boolean
-  /** The secret before the last rotation, accepted until `previousSecretExpiresAt`. */
+  /** The secret before the last rotation, accepted until `expiresAt` (ms since the epoch). */
   readonly previousSecret?: { readonly hash: string, readonly expiresAt: number }
 }
+
+/** How a client without a secret proves itself: exactly one of these. */
+export type ClientKeys =
+  | { readonly jwks: JSONWebKeySet }
+  | { readonly jwksUri: string }
+  | { readonly federated: FederatedTrust }
 
 export interface NewClient {
   readonly id: string
@@ -78,6 +102,7 @@ export interface NewClient {
   readonly audiences: readonly string[]
   /** Default: ['client_credentials']. */
   readonly grants?: readonly string[]
+  readonly exchangeAudiences?: readonly string[]
 }
 
 export interface AddedClient {
@@ -143,8 +168,12 @@ function parseClients (path: string, data: unknown): StoredClient[] {
     const { id, secret, scope, audiences, grants, disabled } = rec
     if (typeof id !== 'string' || !ID_FORMAT.test(id)) fail(`${at}.id: expected 1..64 of A-Z a-z 0-9 . _ ~ -`)
     if (ids.has(id)) fail(`${at}.id: duplicate id "${id}"`)
+    const keyFields = parseKeyFields(rec, at, fail)
+    const keyed = keyFields.jwks !== undefined || keyFields.jwksUri !== undefined || keyFields.federated !== undefined
     // Never echoed: it may be a plaintext secret pasted by mistake.
-    if (typeof secret !== 'string' || parseSecretHash(secret) === null) fail(`${at}.secret: expected hs256$<salt>$<digest> (use "latchkey clients add")`)
+    if ((secret !== undefined || !keyed) && (typeof secret !== 'string' || parseSecretHash(secret) === null)) {
+      fail(`${at}.secret: expected hs256$<salt>$<digest> (use "latchkey clients add"), or give jwks, jwks_uri or federated instead`)
+    }
     const tokens = typeof scope === 'string' ? parseScope(scope) : null
     if (tokens === null) fail(`${at}.scope: expected space-separated RFC 6749 scope tokens`)
     if (!Array.isArray(audiences) || audiences.length === 0 || !audiences.every(a => typeof a === 'string' && AUDIENCE_FORMAT.test(a))) {
@@ -153,16 +182,53 @@ function parseClients (path: string, data: unknown): StoredClient[] {
     if (!Array.isArray(grants) || grants.length === 0 || !grants.every(isGrantType)) {
       fail(`${at}.grants: expected a non-empty array of ${GRANT_TYPES.join(', ')}`)
     }
+    const trust = keyFields.federated
+    // One issuer+subject names one client: the token endpoint finds the client by them.
+    if (trust !== undefined && clients.some(c => c.federated?.issuer === trust.issuer && c.federated.subject === trust.subject)) {
+      fail(`${at}.federated: another client already trusts this issuer for this subject`)
+    }
     if (disabled !== undefined && typeof disabled !== 'boolean') fail(`${at}.disabled: expected true or false`)
     const previousSecret = parsePrevious(rec, fail, at)
     ids.add(id)
     clients.push({
-      id, secret, scope: tokens, audiences: [...new Set<string>(audiences)], grants: [...new Set<string>(grants)],
+      id, ...(secret === undefined ? {} : { secret: secret as string }), scope: tokens, audiences: [...new Set<string>(audiences)], grants: [...new Set<string>(grants)], ...keyFields,
       ...(disabled === true ? { disabled } : {}),
       ...(previousSecret === undefined ? {} : { previousSecret })
     })
   }
   return clients
+}
+
+type KeyFields = Pick<Client, 'jwks' | 'jwksUri' | 'federated' | 'exchangeAudiences'>
+
+/** The optional key and exchange fields of one entry (only those present). */
+function parseKeyFields (rec: Record<string, unknown>, at: string, fail: (problem: string) => never): KeyFields {
+  const out: { -readonly [K in keyof KeyFields]: KeyFields[K] } = {}
+  if (rec.jwks !== undefined && rec.jwks_uri !== undefined) fail(`${at}: give jwks or jwks_uri, not both`)
+  if (rec.jwks !== undefined) {
+    const jwks = parsePublicJwks(rec.jwks)
+    if (typeof jwks === 'string') fail(`${at}.jwks: ${jwks}`)
+    out.jwks = jwks
+  }
+  if (rec.jwks_uri !== undefined) {
+    const uri = checkKeyUrl(rec.jwks_uri)
+    if (uri === null) fail(`${at}.jwks_uri: expected an https URL (http only on localhost)`)
+    out.jwksUri = uri
+  }
+  if (rec.federated !== undefined) {
+    const trust = parseFederatedTrust(rec.federated)
+    if (typeof trust === 'string') fail(`${at}.federated: ${trust}`)
+    out.federated = trust
+  }
+  if (rec.exchange !== undefined) {
+    const ex = rec.exchange as { audiences?: unknown } | null
+    const list = typeof ex === 'object' && ex !== null && !Array.isArray(ex) && Object.keys(ex).every(k => k === 'audiences') ? ex.audiences : undefined
+    if (!Array.isArray(list) || list.length === 0 || !list.every(a => typeof a === 'string' && AUDIENCE_FORMAT.test(a))) {
+      fail(`${at}.exchange: expected {"audiences": [non-empty list of audience strings]}`)
+    }
+    out.exchangeAudiences = [...new Set<string>(list as string[])]
+  }
+  return out
 }
 
 /** Every client in `path`, validated; any problem is one ConfigError('CLIENTS_FILE', ...). */
@@ -178,10 +244,14 @@ export function parseClientsText (text: string, path: string): StoredClient[] {
 function serialise (clients: readonly StoredClient[]): string {
   const records = clients.map(c => ({
     id: c.id,
-    secret: c.secret,
+    ...(c.secret === undefined ? {} : { secret: c.secret }),
     scope: formatScope(c.scope),
     audiences: c.audiences,
     grants: c.grants,
+    ...(c.jwks === undefined ? {} : { jwks: c.jwks }),
+    ...(c.jwksUri === undefined ? {} : { jwks_uri: c.jwksUri }),
+    ...(c.federated === undefined ? {} : { federated: serialiseFederatedTrust(c.federated) }),
+    ...(c.exchangeAudiences === undefined ? {} : { exchange: { audiences: c.exchangeAudiences } }),
     ...(c.disabled === true ? { disabled: true } : {}),
     ...(c.previousSecret === undefined
       ? {}
@@ -195,6 +265,24 @@ function serialise (clients: readonly StoredClient[]): string {
  * return that secret: the only time it exists in plaintext.
  */
 export async function addClient (path: string, input: NewClient): Promise<AddedClient> {
+  const secret = randomBytes(CLIENT_SECRET_BYTES).toString('base64url')
+  const client = await insertClient(path, input, { secret: hashClientSecret(secret) })
+  return { client, secret }
+}
+
+/**
+ * Register a client in `path` that proves itself with keys (`private_key_jwt`) or an
+ * external issuer's token (workload identity): no secret exists for it at all.
+ */
+export async function addKeyClient (path: string, input: NewClient & { readonly keys: ClientKeys }): Promise<Client> {
+  const keys: Record<string, unknown> = 'jwks' in input.keys
+    ? { jwks: input.keys.jwks }
+    : 'jwksUri' in input.keys ? { jwks_uri: input.keys.jwksUri } : { federated: serialiseFederatedTrust(input.keys.federated) }
+  const fields = parseKeyFields(keys, 'keys', (problem) => { throw new ConfigError('keys', problem) })
+  return await insertClient(path, input, fields)
+}
+
+async function insertClient (path: string, input: NewClient, credentials: KeyFields & { secret?: string }): Promise<Client> {
   if (typeof input.id !== 'string' || !ID_FORMAT.test(input.id)) throw new ConfigError('id', 'expected 1..64 of A-Z a-z 0-9 . _ ~ -')
   const scope = typeof input.scope === 'string' ? parseScope(input.scope) : null
   if (scope === null) throw new ConfigError('scope', 'expected space-separated RFC 6749 scope tokens (printable ASCII, no " or \\)')
@@ -206,14 +294,17 @@ export async function addClient (path: string, input: NewClient): Promise<AddedC
   if (grants.length === 0) throw new ConfigError('grant', 'at least one grant type is required')
   const badGrant = grants.find(g => !isGrantType(g))
   if (badGrant !== undefined) throw new ConfigError('grant', `"${String(badGrant)}" is not one of ${GRANT_TYPES.join(', ')}`)
+  const exchange = input.exchangeAudiences === undefined
+    ? {}
+    : parseKeyFields({ exchange: { audiences: input.exchangeAudiences } }, 'exchange', (problem) => { throw new ConfigError('exchange-audience', problem) })
 
   const data = await readJsonFile(path, VARIABLE, true)
   const clients = data === undefined ? [] : parseClients(path, data)
   if (clients.some(c => c.id === input.id)) throw new ConfigError(VARIABLE, `${path}: a client with id "${input.id}" already exists`)
-  const secret = randomBytes(CLIENT_SECRET_BYTES).toString('base64url')
-  const client: Client = { id: input.id, scope, audiences, grants }
-  await writeFileAtomic(path, serialise([...clients, { ...client, secret: hashClientSecret(secret) }]), VARIABLE)
-  return { client, secret }
+  const { secret, ...keyFields } = credentials
+  const client: Client = { id: input.id, scope, audiences, grants, ...keyFields, ...exchange }
+  await writeFileAtomic(path, serialise([...clients, { ...client, ...(secret === undefined ? {} : { secret }) }]), VARIABLE)
+  return client
 }
 
 export interface ClientSummary extends Client {
@@ -223,11 +314,8 @@ export interface ClientSummary extends Client {
 }
 
 function summary (c: StoredClient): ClientSummary {
-  return {
-    id: c.id, scope: c.scope, audiences: c.audiences, grants: c.grants,
-    ...(c.disabled === true ? { disabled: true } : {}),
-    ...(c.previousSecret === undefined ? {} : { previousSecretExpiresAt: c.previousSecret.expiresAt })
-  }
+  const { secret: _secret, previousSecret, ...client } = c
+  return { ...client, ...(previousSecret === undefined ? {} : { previousSecretExpiresAt: previousSecret.expiresAt }) }
 }
 
 /** Read-modify-write of one existing client: `change` returns the new record, or null to delete it. */
@@ -258,7 +346,8 @@ export async function setClientDisabled (path: string, id: string, disabled: boo
 /**
  * A new secret for `id` (returned once, like `addClient`'s); the current one keeps working
  * for `overlapMs` from `now` (0: stops at once). A secret still in its overlap from an
- * earlier rotation is dropped: only one previous secret is kept.
+ * earlier rotation is dropped: only one previous secret is kept. A key-only client gets
+ * its first secret (nothing to overlap).
  */
 export async function rotateClientSecret (path: string, id: string, overlapMs = SECRET_OVERLAP_MS, now = Date.now()): Promise<{ client: ClientSummary, secret: string }> {
   if (!Number.isSafeInteger(overlapMs) || overlapMs < 0) throw new ConfigError('overlap', 'must be a non-negative duration')
@@ -266,35 +355,43 @@ export async function rotateClientSecret (path: string, id: string, overlapMs = 
   const client = await editClient(path, id, ({ previousSecret: _dropped, ...current }) => ({
     ...current,
     secret: hashClientSecret(secret),
-    ...(overlapMs === 0 ? {} : { previousSecret: { hash: current.secret, expiresAt: now + overlapMs } })
+    ...(overlapMs === 0 || current.secret === undefined ? {} : { previousSecret: { hash: current.secret, expiresAt: now + overlapMs } })
   }))
   return { client, secret }
 }
 
 interface Entry {
   readonly client: Client
-  readonly hash: SecretHash
+  /** Absent for key-only clients: no secret ever authenticates them. */
+  readonly hash: SecretHash | undefined
   readonly previous?: { readonly hash: SecretHash, readonly expiresAt: number }
 }
 
+function matches (hash: SecretHash, given: string): boolean {
+  return timingSafeEqual(hmac(hash.salt, given), hash.digest)
+}
+
+/** The entries the gateway accepts: a disabled client does not exist for it (client_credentials: invalid_client at once). */
 function entriesOf (clients: readonly StoredClient[]): ReadonlyMap<string, Entry> {
-  // A disabled client does not exist for the gateway: its client_credentials are invalid_client at once.
   return new Map(clients.filter(c => c.disabled !== true).map(c => {
-    const hash = parseSecretHash(c.secret)
+    const hash = c.secret === undefined ? undefined : parseSecretHash(c.secret)
     if (hash === null) throw new ConfigError(VARIABLE, `client "${c.id}": secret is not hs256$<salt>$<digest>`)
     const previousHash = c.previousSecret === undefined ? null : parseSecretHash(c.previousSecret.hash)
     const client: Client = Object.freeze({
-      id: c.id, scope: Object.freeze([...c.scope]) as string[], audiences: Object.freeze([...c.audiences]) as string[], grants: Object.freeze([...c.grants]) as string[]
+      id: c.id,
+      scope: Object.freeze([...c.scope]) as string[],
+      audiences: Object.freeze([...c.audiences]) as string[],
+      grants: Object.freeze([...c.grants]) as string[],
+      ...(c.jwks === undefined ? {} : { jwks: c.jwks }),
+      ...(c.jwksUri === undefined ? {} : { jwksUri: c.jwksUri }),
+      ...(c.federated === undefined ? {} : { federated: Object.freeze({ ...c.federated }) }),
+      ...(c.exchangeAudiences === undefined ? {} : { exchangeAudiences: Object.freeze([...c.exchangeAudiences]) })
     })
     const entry: Entry = previousHash === null || c.previousSecret === undefined
       ? { client, hash }
       : { client, hash, previous: { hash: previousHash, expiresAt: c.previousSecret.expiresAt } }
     return [c.id, entry]
   }))
-}
-
-function matches (hash: SecretHash, given: string): boolean {
-  return timingSafeEqual(hmac(hash.salt, given), hash.digest)
 }
 
 /**
@@ -322,17 +419,25 @@ export class ClientDirectory {
     return new ClientDirectory(clients, clock)
   }
 
-  /** Put a reloaded clients file in force, in one assignment. */
-  replace (clients: readonly StoredClient[]): void {
-    this.#byId = entriesOf(clients)
-  }
-
   get size (): number {
     return this.#byId.size
   }
 
   get (id: string): Client | undefined {
     return this.#byId.get(id)?.client
+  }
+
+  /** Put a reloaded clients file in force, in one assignment: everything holding this directory sees it at once. */
+  replace (clients: readonly StoredClient[]): void {
+    this.#byId = entriesOf(clients)
+  }
+
+  /** The client that trusts `issuer` to vouch for `subject` (workload identity), if any. */
+  findFederated (issuer: string, subject: string): Client | undefined {
+    for (const { client } of this.#byId.values()) {
+      if (client.federated?.issuer === issuer && client.federated.subject === subject) return client
+    }
+    return undefined
   }
 
   /**
@@ -343,7 +448,7 @@ export class ClientDirectory {
     const entry = typeof id === 'string' && id.length <= MAX_INPUT_LENGTH ? this.#byId.get(id) : undefined
     const given = typeof secret === 'string' && secret.length <= MAX_INPUT_LENGTH ? secret : undefined
     // Both compares always run: which one matched, or whether there was a previous secret, is not timed.
-    const current = matches(entry?.hash ?? this.#dummy, given ?? '')
+    const current = matches(entry?.hash ?? this.#dummy, given ?? '') && entry?.hash !== undefined
     const previous = matches(entry?.previous?.hash ?? this.#dummy, given ?? '') &&
       entry?.previous !== undefined && this.#clock.now() < entry.previous.expiresAt
     return (current || previous) && entry !== undefined && given !== undefined ? entry.client : null

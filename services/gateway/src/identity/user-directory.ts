@@ -124,6 +124,13 @@ export class UserDirectory {
     return this.#state.byName.size
   }
 
+  /** The user named `username` (case-sensitive, as at login), if present and enabled. */
+  getByUsername (username: string): User | undefined {
+    const state = this.#state
+    const stored = state.byName.get(username)
+    return stored === undefined ? undefined : state.byId.get(stored.id)
+  }
+
   /** The user with this id (token `sub`), if still present. */
   getById (id: string): User | undefined {
     return this.#state.byId.get(id)

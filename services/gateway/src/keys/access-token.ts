@@ -36,6 +36,15 @@ export interface AccessTokenClaims {
   readonly scope: string
   /** The refresh-token family id, for user tokens. */
   readonly sid?: string
+  /** RFC 8693 §4.1: who acts for `sub` (token exchange), nested for chains. */
+  readonly act?: ActorClaim
+  /** Seconds since the epoch: expire no later than this (an exchanged token never outlives its subject token). */
+  readonly notAfter?: number
+}
+
+export interface ActorClaim {
+  readonly sub: string
+  readonly act?: ActorClaim
 }
 
 export interface IssuedAccessToken {
@@ -110,20 +119,22 @@ export class AccessTokenIssuer {
   async issue (claims: AccessTokenClaims): Promise<IssuedAccessToken> {
     this.#follow()
     const iat = Math.floor(this.#clock.now() / 1000)
+    const exp = claims.notAfter === undefined ? iat + this.#ttlS : Math.min(iat + this.#ttlS, claims.notAfter)
     const payload: JWTPayload = {
       iss: this.#issuer,
       sub: claims.sub,
       aud: typeof claims.aud === 'string' ? claims.aud : [...claims.aud],
-      exp: iat + this.#ttlS,
+      exp,
       iat,
       jti: randomUUID(),
       client_id: claims.client_id,
       scope: claims.scope
     }
     if (claims.sid !== undefined) payload.sid = claims.sid
+    if (claims.act !== undefined) payload.act = claims.act
     const signingInput = `${this.#encodedHeader}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}`
     const signature = this.#sign(Buffer.from(signingInput)).toString('base64url')
-    return { token: `${signingInput}.${signature}`, expiresIn: this.#ttlS }
+    return { token: `${signingInput}.${signature}`, expiresIn: exp - iat }
   }
 }
 

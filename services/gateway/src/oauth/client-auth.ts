@@ -1,21 +1,39 @@
 /**
- * Client authentication at the token and revocation endpoints (RFC 6749 §2.3.1):
- * `client_secret_basic` (HTTP Basic, id and secret form-urlencoded before base64) or
- * `client_secret_post` (in the body). Using both at once is refused (§2.3: "MUST NOT use
- * more than one authentication method in each request").
+ * Client authentication at the token, revocation and introspection endpoints:
+ * - `client_secret_basic` (RFC 6749 §2.3.1: HTTP Basic, id and secret form-urlencoded
+ *   before base64) or `client_secret_post` (in the body);
+ * - `private_key_jwt` and federated workload identity: a JWT `client_assertion`
+ *   (RFC 7523 §2.2, OIDC Core §9; see client-assertion.ts).
+ * Using more than one at once is refused (RFC 6749 §2.3: "MUST NOT use more than one
+ * authentication method in each request").
  */
 import type { FastifyRequest } from 'fastify'
+import { isLatchkeyError } from '#shared/errors.js'
 import { gatewayError } from '../errors.js'
 import type { Client, ClientDirectory } from '../identity/clients-file.js'
+import { CLIENT_ASSERTION_TYPE, type ClientAssertionVerifier, ASSERTION_ALGORITHMS } from './client-assertion.js'
 import { param, type FormParams } from './form-body.js'
 
-export const CLIENT_AUTH_METHODS = ['client_secret_basic', 'client_secret_post'] as const
+export const CLIENT_AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'private_key_jwt'] as const
+/** RFC 8414 §2 `token_endpoint_auth_signing_alg_values_supported`. */
+export const CLIENT_AUTH_SIGNING_ALGS: readonly string[] = ASSERTION_ALGORITHMS
 
 /** RFC 6749 §5.2: a 401 invalid_client answers with the scheme the client should use. */
 export const BASIC_CHALLENGE = 'Basic realm="latchkey", charset="UTF-8"'
 
 export function invalidClient (cause?: unknown): Error {
   return gatewayError('GW_INVALID_CLIENT', { cause, headers: { 'WWW-Authenticate': BASIC_CHALLENGE } })
+}
+
+/**
+ * Throttling of failed client authentications (client-auth-limiter.ts): asked before
+ * any credential is checked, and told of each failure.
+ */
+export interface ClientAuthThrottle {
+  /** Throws 429 when this request's source is over its failure limit. */
+  before (req: FastifyRequest, clientId: string | undefined): Promise<void>
+  /** Counts a failure; throws 429 instead of the failure when a limit is now exceeded. */
+  failed (req: FastifyRequest, clientId: string | undefined): Promise<void>
 }
 
 interface PresentedCredentials { id: string, secret: string }
@@ -39,27 +57,69 @@ function basicCredentials (req: FastifyRequest): PresentedCredentials | undefine
   return { id: decodeComponent(decoded.slice(0, colon)), secret: decodeComponent(decoded.slice(colon + 1)) }
 }
 
-/**
- * The authenticated client, or null when the request carries no client credentials at all
- * (a public client). Wrong credentials throw 401 invalid_client.
- */
-export function authenticateClient (req: FastifyRequest, form: FormParams, clients: ClientDirectory): Client | null {
-  const basic = basicCredentials(req)
-  const postSecret = param(form, 'client_secret')
-  if (basic !== undefined && postSecret !== undefined) {
-    throw gatewayError('GW_OAUTH_INVALID_REQUEST', { description: 'Use one client authentication method, not two.' })
+export interface ClientAuthenticatorOptions {
+  readonly clients: ClientDirectory
+  /** Our issuer: endpoint URLs (an accepted assertion `aud`) are built on it. */
+  readonly issuer: string
+  readonly assertions: ClientAssertionVerifier
+  readonly throttle?: ClientAuthThrottle
+}
+
+export class ClientAuthenticator {
+  readonly #clients: ClientDirectory
+  readonly #issuer: string
+  readonly #assertions: ClientAssertionVerifier
+  readonly #throttle: ClientAuthThrottle | undefined
+
+  constructor (options: ClientAuthenticatorOptions) {
+    this.#clients = options.clients
+    this.#issuer = options.issuer
+    this.#assertions = options.assertions
+    this.#throttle = options.throttle
   }
-  let presented: PresentedCredentials | undefined = basic
-  if (presented === undefined && postSecret !== undefined) {
-    const id = param(form, 'client_id')
-    if (id === undefined) throw invalidClient()
-    presented = { id, secret: postSecret }
+
+  /**
+   * The authenticated client, or null when the request carries no client credentials at
+   * all (a public client). Wrong credentials throw 401 invalid_client (429 when throttled).
+   */
+  async authenticate (req: FastifyRequest, form: FormParams): Promise<Client | null> {
+    let bodyId: string | undefined
+    let claimedId: string | undefined
+    try {
+      bodyId = param(form, 'client_id')
+      const basic = basicCredentials(req)
+      claimedId = basic?.id ?? bodyId
+      const postSecret = param(form, 'client_secret')
+      const assertion = param(form, 'client_assertion')
+      const assertionType = param(form, 'client_assertion_type')
+      const methods = [basic, postSecret, assertion ?? assertionType].filter(m => m !== undefined).length
+      if (methods > 1) throw gatewayError('GW_OAUTH_INVALID_REQUEST', { description: 'Use one client authentication method, not two.' })
+      if (methods === 0) return null
+      await this.#throttle?.before(req, claimedId)
+      if (assertion !== undefined || assertionType !== undefined) {
+        if (assertionType !== CLIENT_ASSERTION_TYPE || assertion === undefined) throw invalidClient()
+        const url = `${this.#issuer}${req.routeOptions.url ?? '/oauth/token'}`
+        const client = await this.#assertions.verify(assertion, bodyId, url)
+        return client
+      }
+      let presented: PresentedCredentials | undefined = basic
+      if (presented === undefined && postSecret !== undefined) {
+        if (bodyId === undefined) throw invalidClient()
+        presented = { id: bodyId, secret: postSecret }
+      }
+      if (presented === undefined) return null
+      // A body client_id must agree with the Basic one (RFC 6749 §3.2.1 lets clients send both).
+      if (bodyId !== undefined && bodyId !== presented.id) throw invalidClient()
+      const client = this.#clients.authenticate(presented.id, presented.secret)
+      if (client === null) throw invalidClient()
+      return client
+    } catch (err) {
+      if (isLatchkeyError(err) && err.code === 'GW_INVALID_CLIENT') {
+        await this.#throttle?.failed(req, claimedId)
+        // Always with the challenge (assertion failures come from client-assertion.ts without it).
+        throw invalidClient(err.cause)
+      }
+      throw err
+    }
   }
-  if (presented === undefined) return null
-  // A body client_id must agree with the Basic one (RFC 6749 §3.2.1 lets clients send both).
-  const bodyId = param(form, 'client_id')
-  if (bodyId !== undefined && bodyId !== presented.id) throw invalidClient()
-  const client = clients.authenticate(presented.id, presented.secret)
-  if (client === null) throw invalidClient()
-  return client
 }

@@ -4,7 +4,7 @@
  */
 import type { FastifyInstance } from 'fastify'
 import type { GatewayConfig } from '../config.js'
-import { CLIENT_AUTH_METHODS } from './client-auth.js'
+import { CLIENT_AUTH_METHODS, CLIENT_AUTH_SIGNING_ALGS } from './client-auth.js'
 import { GRANT_TYPES_SUPPORTED } from './token-route.js'
 
 /** Metadata changes only with a deploy; let clients cache it briefly. */
@@ -21,7 +21,9 @@ export function authorizationServerMetadata (config: GatewayConfig): Record<stri
     // No authorization endpoint: no redirect-based response types are offered.
     response_types_supported: [],
     token_endpoint_auth_methods_supported: [...CLIENT_AUTH_METHODS],
+    token_endpoint_auth_signing_alg_values_supported: [...CLIENT_AUTH_SIGNING_ALGS],
     revocation_endpoint_auth_methods_supported: [...CLIENT_AUTH_METHODS, 'none'],
+    revocation_endpoint_auth_signing_alg_values_supported: [...CLIENT_AUTH_SIGNING_ALGS],
     access_token_signing_alg_values_supported: ['EdDSA', 'ES256', 'RS256']
   }
 }

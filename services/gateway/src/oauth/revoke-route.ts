@@ -7,23 +7,20 @@
  */
 import type { FastifyInstance } from 'fastify'
 import { gatewayError } from '../errors.js'
-import type { ClientDirectory } from '../identity/clients-file.js'
-import type { GatewayEvents } from '../ops/events.js'
-import type { FamilyStore } from '../sessions/family-store.js'
 import { parseRefreshToken } from '../sessions/refresh-token.js'
-import { BROWSER_CLIENT_ID } from '../auth/routes.js'
+import { BROWSER_CLIENT_ID, type SessionService } from '../sessions/service.js'
 import { noStore } from '../auth/token-response.js'
-import { authenticateClient } from './client-auth.js'
+import type { ClientAuthenticator } from './client-auth.js'
 import { param, requireParam, type FormParams } from './form-body.js'
 
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/
 
-export function registerRevokeRoute (app: FastifyInstance, opts: { store: FamilyStore, clients: ClientDirectory, events: GatewayEvents }): void {
-  const { store, clients, events } = opts
+export function registerRevokeRoute (app: FastifyInstance, opts: { sessions: SessionService, clientAuth: ClientAuthenticator }): void {
+  const { sessions, clientAuth } = opts
   app.post('/oauth/revoke', async (req, reply) => {
     noStore(reply)
     const form: FormParams = (req.body as FormParams | undefined) ?? {}
-    const client = authenticateClient(req, form, clients)
+    const client = await clientAuth.authenticate(req, form)
     const token = requireParam(form, 'token')
     const hint = param(form, 'token_type_hint')
     const presented = parseRefreshToken(token)
@@ -32,8 +29,7 @@ export function registerRevokeRoute (app: FastifyInstance, opts: { store: Family
       return reply.code(200).send()
     }
     // §2.1: a client may revoke only its own tokens; another client's token is left alone.
-    const revoked = await store.revokeByToken(presented, { clientId: client?.id ?? BROWSER_CLIENT_ID })
-    if (revoked !== null) events.revoked(req, 'revoke', [revoked.sid], revoked.userId)
+    await sessions.revokeByToken(token, { clientId: client?.id ?? BROWSER_CLIENT_ID, reason: 'revoke' }, req)
     return reply.code(200).send()
   })
 }

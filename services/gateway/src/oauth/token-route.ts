@@ -8,55 +8,29 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { GatewayConfig } from '../config.js'
 import { gatewayError } from '../errors.js'
 import type { ClientDirectory, Client } from '../identity/clients-file.js'
-import { formatScope, parseScope } from '../identity/scope.js'
 import type { UserDirectory } from '../identity/user-directory.js'
 import type { AccessTokenIssuer } from '../keys/access-token.js'
 import type { GatewayEvents } from '../ops/events.js'
-import type { FamilyStore } from '../sessions/family-store.js'
-import { parseRefreshToken } from '../sessions/refresh-token.js'
-import { BROWSER_CLIENT_ID, USER_AGENT_MAX_CHARS } from '../auth/routes.js'
+import { BROWSER_CLIENT_ID, type SessionService } from '../sessions/service.js'
 import type { LoginLimiter } from '../auth/login-limiter.js'
-import { accessTokenForFamily, noStore, type TokenBody } from '../auth/token-response.js'
-import { authenticateClient, invalidClient } from './client-auth.js'
+import { noStore, type TokenBody } from '../auth/token-response.js'
+import { type ClientAuthenticator, invalidClient } from './client-auth.js'
 import { param, requireParam, type FormParams } from './form-body.js'
+import { narrowScope, pickAudience } from './token-scope.js'
+import { TOKEN_EXCHANGE_GRANT, type TokenExchange } from './token-exchange.js'
 
-export const GRANT_TYPES_SUPPORTED = ['refresh_token', 'client_credentials', 'password'] as const
+export const GRANT_TYPES_SUPPORTED = ['refresh_token', 'client_credentials', 'password', TOKEN_EXCHANGE_GRANT] as const
 
 export interface TokenRouteOptions {
   readonly config: GatewayConfig
-  readonly store: FamilyStore
+  readonly sessions: SessionService
   readonly users: UserDirectory
   readonly clients: ClientDirectory
   readonly issuer: AccessTokenIssuer
   readonly events: GatewayEvents
   readonly limiter: LoginLimiter
-}
-
-/** The requested scope as a subset of `allowed`, or all of `allowed` when none is asked (§3.3). */
-function narrowScope (requested: string | undefined, allowed: readonly string[]): string {
-  if (requested === undefined) return formatScope(allowed)
-  const tokens = parseScope(requested)
-  if (tokens === null || tokens.length === 0) throw gatewayError('GW_INVALID_SCOPE')
-  const permitted = new Set(allowed)
-  if (!tokens.every(s => permitted.has(s))) throw gatewayError('GW_INVALID_SCOPE')
-  return formatScope([...new Set(tokens)])
-}
-
-/** RFC 8707 §2: `resource` (or the common `audience`) picks one of the client's audiences. */
-function pickAudience (form: FormParams, client: Client): string {
-  const audience = param(form, 'audience')
-  const resource = param(form, 'resource')
-  if (audience !== undefined && resource !== undefined && audience !== resource) {
-    throw gatewayError('GW_OAUTH_INVALID_REQUEST', { description: 'audience and resource disagree.' })
-  }
-  const wanted = audience ?? resource
-  if (wanted === undefined) {
-    const first = client.audiences[0]
-    if (first === undefined) throw gatewayError('GW_INVALID_TARGET')
-    return first
-  }
-  if (!client.audiences.includes(wanted)) throw gatewayError('GW_INVALID_TARGET')
-  return wanted
+  readonly clientAuth: ClientAuthenticator
+  readonly exchange: TokenExchange
 }
 
 function requireGrant (client: Client | null, grant: string): Client {
@@ -66,44 +40,29 @@ function requireGrant (client: Client | null, grant: string): Client {
 }
 
 export function registerTokenRoute (app: FastifyInstance, opts: TokenRouteOptions): void {
-  const { config, store, users, clients, issuer, events, limiter } = opts
+  const { sessions, users, issuer, events, limiter, clientAuth, exchange } = opts
 
   async function refreshGrant (req: FastifyRequest, form: FormParams, client: Client | null): Promise<TokenBody> {
-    const presented = parseRefreshToken(requireParam(form, 'refresh_token'))
-    if (presented === null) {
-      events.refreshed(req, 'invalid')
-      throw gatewayError('GW_OAUTH_INVALID_GRANT')
-    }
+    const raw = requireParam(form, 'refresh_token')
     if (client !== null && !client.grants.includes('refresh_token') && !client.grants.includes('password')) {
       throw gatewayError('GW_UNAUTHORIZED_CLIENT')
     }
     // A family is bound to the client it was issued to (§6): a confidential client's family
     // needs that client's authentication; a browser family is refreshed without one.
-    const result = await store.rotate(presented, {
-      ip: req.ip,
-      userAgent: (req.headers['user-agent'] ?? '').slice(0, USER_AGENT_MAX_CHARS),
-      clientId: client?.id ?? BROWSER_CLIENT_ID
-    })
-    if (result.kind === 'reuse') {
-      events.reuseDetected(req, result.sid, result.userId)
-      throw gatewayError('GW_OAUTH_INVALID_GRANT')
-    }
-    if (result.kind === 'invalid') {
-      events.refreshed(req, 'invalid')
-      throw gatewayError('GW_OAUTH_INVALID_GRANT')
-    }
     const requested = param(form, 'scope')
-    // §6: a refresh may narrow the scope of the access token, never widen the family's.
-    const scope = requested === undefined ? result.family.scope : narrowScope(requested, result.family.scope.split(' ').filter(Boolean))
-    const body = await accessTokenForFamily(issuer, { ...result.family, scope }, config.audience)
-    events.refreshed(req, result.kind, result.family.sid)
-    events.tokenIssued('refresh_token')
-    return { ...body, refresh_token: result.token.raw }
+    const result = await sessions.refresh(req, raw, {
+      clientId: client?.id ?? BROWSER_CLIENT_ID,
+      seen: { ip: req.ip, userAgent: req.headers['user-agent'] },
+      // §6: a refresh may narrow the scope of the access token, never widen the family's.
+      narrow: (allowed) => narrowScope(requested, allowed)
+    })
+    if (!result.ok) throw gatewayError('GW_OAUTH_INVALID_GRANT')
+    return { ...result.body, refresh_token: result.refreshToken }
   }
 
   async function clientCredentialsGrant (form: FormParams, presented: Client | null): Promise<TokenBody> {
     const client = requireGrant(presented, 'client_credentials')
-    const aud = pickAudience(form, client)
+    const aud = pickAudience(form, client.audiences)
     const scope = narrowScope(param(form, 'scope'), client.scope)
     // A service token: sub is the client itself, and there is no session (no sid).
     const { token, expiresIn } = await issuer.issue({ sub: client.id, aud, client_id: client.id, scope })
@@ -121,16 +80,12 @@ export function registerTokenRoute (app: FastifyInstance, opts: TokenRouteOption
       events.loginFailed(req, username)
       throw gatewayError('GW_OAUTH_INVALID_CREDENTIALS')
     }
+    await limiter.succeeded(req, username)
     const userScopes = user.scope.split(' ').filter(Boolean)
     const allowed = client.scope.length === 0 ? userScopes : userScopes.filter(s => client.scope.includes(s))
     const scope = narrowScope(param(form, 'scope'), allowed)
-    const { token, family } = await store.create({
-      userId: user.id, clientId: client.id, scope, userAgent: (req.headers['user-agent'] ?? '').slice(0, USER_AGENT_MAX_CHARS), ip: req.ip
-    })
-    const body = await accessTokenForFamily(issuer, family, config.audience)
-    events.loginSucceeded(req, user.id, family.sid)
-    events.tokenIssued('password')
-    return { ...body, refresh_token: token.raw }
+    const issued = await sessions.create(req, { user, clientId: client.id, scope, seen: { ip: req.ip, userAgent: req.headers['user-agent'] }, grant: 'password' })
+    return { ...issued.body, refresh_token: issued.refreshToken }
   }
 
   app.post('/oauth/token', async (req: FastifyRequest, reply: FastifyReply) => {
@@ -139,10 +94,16 @@ export function registerTokenRoute (app: FastifyInstance, opts: TokenRouteOption
     const grantType = param(form, 'grant_type')
     if (grantType === undefined) throw gatewayError('GW_OAUTH_INVALID_REQUEST', { description: 'Missing parameter grant_type.' })
     if (!(GRANT_TYPES_SUPPORTED as readonly string[]).includes(grantType)) throw gatewayError('GW_UNSUPPORTED_GRANT_TYPE')
-    const client = authenticateClient(req, form, clients)
+    const client = await clientAuth.authenticate(req, form)
     switch (grantType) {
       case 'refresh_token': return refreshGrant(req, form, client)
       case 'client_credentials': return clientCredentialsGrant(form, client)
+      case TOKEN_EXCHANGE_GRANT: {
+        if (client === null) throw invalidClient()
+        const body = await exchange.exchange(form, client)
+        events.tokenIssued('token_exchange')
+        return body
+      }
       default: return passwordGrant(req, form, client)
     }
   })

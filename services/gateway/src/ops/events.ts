@@ -1,40 +1,44 @@
 /**
- * What happened, said once: audit log lines and the revocation fan-out hang off these
- * calls so the routes do not repeat them. Lines carry ids (user, sid), never a token,
- * password or secret.
+ * What happened, said once: audit log lines and metrics hang off these calls so the routes
+ * do not repeat them. Lines carry ids (user, sid), never a token, password or secret.
+ * Revocations are reported by the session service (sessions/service.ts), which also
+ * broadcasts them to the edge: nothing here revokes anything.
  */
-import type { FastifyRequest } from 'fastify'
+import type { FastifyBaseLogger } from 'fastify'
 import type { GatewayMetrics } from './metrics.js'
 
 export type RefreshOutcome = 'rotated' | 'grace' | 'invalid'
-export type Grant = 'login' | 'refresh_token' | 'client_credentials' | 'password'
-/** `user_changed`: a reloaded users file removed or disabled the user, changed the password or cut a scope. */
-export type RevokeReason = 'logout' | 'logout_all' | 'session_delete' | 'reuse' | 'revoke' | 'user_changed'
+export type Grant = 'login' | 'refresh_token' | 'client_credentials' | 'password' | 'token_exchange'
+/** Which brute-force limit refused: login (ip, username) or client authentication (client_ip, client_id). */
+export type RateLimit = 'ip' | 'username' | 'client_ip' | 'client_id'
+/**
+ * Why sessions ended: user and admin actions, reuse (SPEC rule 2), a refresh that found
+ * its user or client gone or disabled, and a reloaded users file that removed or disabled
+ * the user, changed the password or cut a scope (`user_changed`).
+ */
+export type RevokeReason = 'logout' | 'logout_all' | 'session_delete' | 'reuse' | 'revoke' | 'user_gone' | 'client_gone' | 'admin' | 'cli' | 'user_changed'
 
-/** Called with the sids of families that were revoked (edge revocation subscribes here). */
-export type RevocationListener = (sids: readonly string[]) => void
+/** Where a line goes: a Fastify request (its request id comes along) or a plain logger. */
+export interface EventSource {
+  readonly log: Pick<FastifyBaseLogger, 'info' | 'warn'>
+}
 
 export interface GatewayEvents {
-  loginSucceeded (req: FastifyRequest, userId: string, sid: string): void
-  loginFailed (req: FastifyRequest, username: string): void
-  refreshed (req: FastifyRequest, outcome: RefreshOutcome, sid?: string): void
+  loginSucceeded (req: EventSource, userId: string, sid: string): void
+  loginFailed (req: EventSource, username: string): void
+  refreshed (req: EventSource, outcome: RefreshOutcome, sid?: string): void
   tokenIssued (grant: Grant): void
-  rateLimited (req: FastifyRequest, limit: 'ip' | 'username'): void
-  reuseDetected (req: FastifyRequest, sid: string, userId: string): void
-  /** `req` may be anything with a logger: a config reload revokes outside any request. */
-  revoked (req: Pick<FastifyRequest, 'log'>, reason: RevokeReason, sids: readonly string[], userId: string): void
-  onRevoked (listener: RevocationListener): void
+  rateLimited (req: EventSource, limit: RateLimit): void
+  /** The store has revoked the family; the session service broadcasts it. */
+  reuseDetected (req: EventSource, sid: string, userId: string): void
+  /** Audit line and metric for revoked sessions; the session service broadcasts them. */
+  sessionsRevoked (req: EventSource, reason: RevokeReason, sids: readonly string[], userId: string): void
 }
 
 /** Usernames are logged for failed logins (they are not secrets) but bounded. */
 const LOGGED_USERNAME_MAX_CHARS = 64
 
 export function createGatewayEvents (metrics: GatewayMetrics): GatewayEvents {
-  const listeners: RevocationListener[] = []
-  const fanOut = (sids: readonly string[]): void => {
-    if (sids.length === 0) return
-    for (const l of listeners) l(sids)
-  }
   return {
     loginSucceeded (req, userId, sid) {
       metrics.logins.inc({ outcome: 'success' })
@@ -61,15 +65,10 @@ export function createGatewayEvents (metrics: GatewayMetrics): GatewayEvents {
       metrics.reuseDetections.inc()
       metrics.revocations.inc({ reason: 'reuse' })
       req.log.warn({ event: 'refresh_reuse_detected', sid, user: userId }, 'refresh_reuse_detected: family revoked')
-      fanOut([sid])
     },
-    revoked (req, reason, sids, userId) {
+    sessionsRevoked (req, reason, sids, userId) {
       metrics.revocations.inc({ reason }, sids.length)
       req.log.info({ event: 'session_revoked', reason, sids, user: userId }, 'sessions revoked')
-      fanOut(sids)
-    },
-    onRevoked (listener) {
-      listeners.push(listener)
     }
   }
 }

@@ -30,7 +30,7 @@ export interface ProxyAccessOptions {
  * Keys by kid from the gateway's own, already-imported key set; the alg is pinned to the
  * key's, so a token header cannot choose it (RFC 8725 §3.1).
  */
-function localKeys (keys: SigningKeys): JWTVerifyGetKey {
+export function localKeys (keys: SigningKeys): JWTVerifyGetKey {
   return (header) => {
     const entry = header.kid === undefined ? undefined : keys.verificationKey(header.kid)
     if (entry === undefined) throw new joseErrors.JWKSNoMatchingKey()

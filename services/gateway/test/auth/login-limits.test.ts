@@ -1,7 +1,8 @@
 /**
  * Brute-force limits on password checks, per username and per client IP, in Redis and in
  * process: the 429 arrives with Retry-After, the counter expires, and one attacker's
- * failures lock out neither a different user nor a different address.
+ * failures lock out neither a different user nor a different address. They count failures,
+ * not sign-ins: a success clears the user's count, and successes never fill the IP's.
  */
 import t from 'tap'
 import { redisForTest } from '../../../../test/helpers/redis.js'
@@ -41,6 +42,36 @@ for (const [name, env] of [['memory', {}], ['redis', { REDIS_URL: redis.url, RED
     t.equal(limited.statusCode, 429, 'spraying usernames from one address hits the IP limit')
     t.ok(limited.headers['retry-after'])
     t.equal((await gw.app.inject({ method: 'POST', url: '/auth/login', payload: { username: 'alice', password: TEST_PASSWORD }, remoteAddress: '10.1.1.1' })).statusCode, 200)
+  })
+
+  t.test(`${name}: 15 successful sign-ins in a row are all 200; 11 wrong passwords → 429 (default limits)`, async (t) => {
+    // Its own key prefix: the default window is 5 minutes, and alice ends this test locked out.
+    const gw = await buildTestGateway(t, name === 'redis' ? { ...env, REDIS_KEY_PREFIX: `${redis.prefix}defaults:` } : env)
+    const attempt = (password: string) => gw.app.inject({ method: 'POST', url: '/auth/login', payload: { username: 'alice', password }, remoteAddress: '10.3.3.3' })
+    for (let i = 0; i < 15; i++) t.equal((await attempt(TEST_PASSWORD)).statusCode, 200, `sign-in ${i + 1}`)
+    for (let i = 0; i < 10; i++) t.equal((await attempt('guess')).statusCode, 401, `wrong password ${i + 1}`)
+    const limited = await attempt('guess')
+    t.equal(limited.statusCode, 429, 'the 11th wrong password')
+    t.ok(Number(limited.headers['retry-after']) >= 1)
+  })
+
+  t.test(`${name}: a success clears the user's failures; the IP counts only failures`, async (t) => {
+    // A window long enough that nothing expires on a slow machine, under its own key prefix.
+    const own = name === 'redis' ? { REDIS_KEY_PREFIX: `${redis.prefix}successes:` } : {}
+    const gw = await buildTestGateway(t, { ...env, ...LIMITS, LOGIN_ATTEMPT_WINDOW: '60', ...own })
+    const attempt = (username: string, password: string, ip = '10.4.4.4') =>
+      gw.app.inject({ method: 'POST', url: '/auth/login', payload: { username, password }, remoteAddress: ip })
+    // Per user 3: two failures, a success, two failures, a success... never limited.
+    for (let round = 0; round < 3; round++) {
+      t.equal((await attempt('alice', 'guess', '10.5.5.5')).statusCode, 401)
+      t.equal((await attempt('alice', 'guess', '10.5.5.6')).statusCode, 401)
+      t.equal((await attempt('alice', TEST_PASSWORD, '10.5.5.7')).statusCode, 200, `round ${round + 1}: the success is not limited`)
+    }
+    // Per IP 6: ten successes from one address fill nothing...
+    for (let i = 0; i < 10; i++) t.equal((await attempt(i % 2 === 0 ? 'alice' : 'bob', TEST_PASSWORD)).statusCode, 200)
+    // ...so six failures from it are still allowed, and the seventh attempt is refused.
+    for (let i = 0; i < 6; i++) t.equal((await attempt(`user${i}`, 'guess')).statusCode, 401)
+    t.equal((await attempt('alice', TEST_PASSWORD)).statusCode, 429, 'the IP limit counts the failures')
   })
 
   t.test(`${name}: the password grant shares the limits`, async (t) => {

@@ -1,0 +1,247 @@
+/**
+ * The one way a session changes: sign-in starts a family, refresh rotates it, and every
+ * revocation (logout, RFC 7009, session delete, logout-all, reuse, offboarding, admin,
+ * CLI) goes through here, so none of them can forget the edge. Routes translate the
+ * outcome into their own wire errors (cookie flow: 401 `invalid_grant`; token endpoint:
+ * RFC 6749 §5.2 `invalid_grant`).
+ *
+ * Every revocation awaits the edge broadcast: a revocation is answered only once every
+ * replica has been told (SPEC "Proxy": refused at every replica within 1 s). When the
+ * broadcast cannot be made durable it rejects with `GW_STORE_UNAVAILABLE` (503), never a
+ * silent 204.
+ *
+ * Refresh re-checks the user and the client (SPEC "Browser flow"): a family whose user or
+ * client is gone or disabled is revoked everywhere on its next refresh, and the new access
+ * token carries only the scopes the family, the user and the client all still hold.
+ */
+import type { FastifyBaseLogger } from 'fastify'
+import type { Client } from '../identity/clients-file.js'
+import { formatScope, parseScope } from '../identity/scope.js'
+import type { User } from '../identity/user-directory.js'
+import type { AccessTokenIssuer } from '../keys/access-token.js'
+import type { GatewayEvents, RevokeReason } from '../ops/events.js'
+import { accessTokenForFamily, type TokenBody } from '../auth/token-response.js'
+import type { Family, FamilyStore, RevokedFamily } from './family-store.js'
+import { parseRefreshToken } from './refresh-token.js'
+
+/** The client id browser sessions are issued under (RFC 9068 `client_id`). */
+export const BROWSER_CLIENT_ID = 'latchkey-browser'
+
+/** Tells every replica's edge that these sessions are revoked; resolves once that is durable. */
+export interface EdgeRevocation {
+  publish (sids: readonly string[]): Promise<void>
+}
+
+/** Who asked, for the audit lines: a Fastify request, or the CLI's logger. */
+export interface Caller {
+  readonly log: Pick<FastifyBaseLogger, 'info' | 'warn'>
+}
+
+/** The user a family belongs to, if that user may still hold sessions (undefined: gone or disabled). */
+export interface SessionUsers {
+  getById (id: string): User | undefined
+}
+
+/** The client a family belongs to, if it may still be used (undefined: removed or disabled). */
+export interface SessionClients {
+  get (id: string): Client | undefined
+}
+
+/** Where the session was seen from (kept with the family, shown in `/auth/sessions`). */
+export interface Seen {
+  readonly ip: string
+  /** Raw header value (the store clamps it). */
+  readonly userAgent: string | undefined
+}
+
+export interface IssuedSession {
+  /** The refresh token to hand to the client (cookie or body). */
+  readonly refreshToken: string
+  readonly family: Family
+  readonly body: TokenBody
+}
+
+export type RefreshResult =
+  | ({ readonly ok: true } & IssuedSession)
+  /** Missing, unknown, expired, revoked or reused token, or a user or client no longer allowed. */
+  | { readonly ok: false }
+
+export interface SessionRevocationsOptions {
+  readonly store: FamilyStore
+  readonly edge: EdgeRevocation
+  readonly events: GatewayEvents
+  /** Audit lines of revocations that have no request (CLI, reload). */
+  readonly log: Caller['log']
+}
+
+export interface SessionServiceOptions extends SessionRevocationsOptions {
+  readonly users: SessionUsers
+  readonly clients: SessionClients
+  readonly issuer: AccessTokenIssuer
+  /** The audience of user access tokens. */
+  readonly audience: string
+}
+
+/** A live session as the sessions APIs show it (`/auth/sessions`, admin API, CLI). */
+export interface SessionView {
+  readonly id: string
+  readonly client_id: string
+  readonly created_at: string
+  readonly last_used_at: string
+  readonly user_agent: string
+  readonly ip: string
+}
+
+export function sessionView (f: Family): SessionView {
+  return {
+    id: f.sid,
+    client_id: f.clientId,
+    created_at: new Date(f.createdAt).toISOString(),
+    last_used_at: new Date(f.lastUsedAt).toISOString(),
+    user_agent: f.userAgent,
+    ip: f.ip
+  }
+}
+
+/** `scope` as a list; a stored scope is valid by construction, so an invalid one counts as none. */
+function scopeList (scope: string | readonly string[]): readonly string[] {
+  return typeof scope === 'string' ? (parseScope(scope) ?? []) : scope
+}
+
+/**
+ * Listing and ending sessions: all that a process which only administers them needs (the
+ * CLI holds no signing key and issues nothing).
+ */
+export class SessionRevocations {
+  protected readonly store: FamilyStore
+  protected readonly events: GatewayEvents
+  readonly #edge: EdgeRevocation
+  readonly #system: Caller
+
+  constructor (options: SessionRevocationsOptions) {
+    this.store = options.store
+    this.events = options.events
+    this.#edge = options.edge
+    this.#system = { log: options.log }
+  }
+
+  /** Logout, RFC 7009: the family `raw` belongs to, if it is `clientId`'s. Null when nothing was revoked. */
+  async revokeByToken (raw: string | undefined, options: { clientId: string, reason: 'logout' | 'revoke' }, caller: Caller = this.#system): Promise<RevokedFamily | null> {
+    const presented = parseRefreshToken(raw)
+    if (presented === null) return null
+    const revoked = await this.store.revokeByToken(presented, { clientId: options.clientId })
+    if (revoked !== null) await this.broadcast(caller, options.reason, [revoked.sid], revoked.userId)
+    return revoked
+  }
+
+  /** One session of `userId`; false when it is not a live session of that user. */
+  async revokeSession (userId: string, sid: string, reason: RevokeReason, caller: Caller = this.#system): Promise<boolean> {
+    if (!(await this.store.revokeSession(userId, sid))) return false
+    await this.broadcast(caller, reason, [sid], userId)
+    return true
+  }
+
+  /** Every session of `userId`; returns the revoked sids. */
+  async revokeAllForUser (userId: string, reason: RevokeReason, caller: Caller = this.#system): Promise<string[]> {
+    const sids = await this.store.revokeAllForUser(userId)
+    await this.broadcast(caller, reason, sids, userId)
+    return sids
+  }
+
+  /** The user's live sessions, newest first. */
+  async list (userId: string): Promise<Family[]> {
+    return this.store.listForUser(userId)
+  }
+
+  /** The audit line, then every replica's edge. */
+  protected async broadcast (caller: Caller, reason: RevokeReason, sids: readonly string[], userId: string): Promise<void> {
+    if (sids.length === 0) return
+    this.events.sessionsRevoked(caller, reason, sids, userId)
+    await this.publish(sids)
+  }
+
+  /** Every replica's edge; resolves once the broadcast is durable, rejects (503) when it cannot be. */
+  protected async publish (sids: readonly string[]): Promise<void> {
+    await this.#edge.publish(sids)
+  }
+}
+
+/** Sign-in and refresh on top of the revocations: what the gateway's routes use. */
+export class SessionService extends SessionRevocations {
+  readonly #users: SessionUsers
+  readonly #clients: SessionClients
+  readonly #issuer: AccessTokenIssuer
+  readonly #audience: string
+
+  constructor (options: SessionServiceOptions) {
+    super(options)
+    this.#users = options.users
+    this.#clients = options.clients
+    this.#issuer = options.issuer
+    this.#audience = options.audience
+  }
+
+  /** Start a family for a user who has just proved who they are (login, password grant). */
+  async create (caller: Caller, input: { user: User, clientId: string, scope: string, seen: Seen, grant: 'login' | 'password' }): Promise<IssuedSession> {
+    const { token, family } = await this.store.create({
+      userId: input.user.id, clientId: input.clientId, scope: input.scope, userAgent: input.seen.userAgent ?? '', ip: input.seen.ip
+    })
+    const body = await accessTokenForFamily(this.#issuer, family, this.#audience)
+    this.events.loginSucceeded(caller, input.user.id, family.sid)
+    this.events.tokenIssued(input.grant)
+    return { refreshToken: token.raw, family, body }
+  }
+
+  /**
+   * The refresh sequence, for the cookie flow and the `refresh_token` grant alike: parse,
+   * rotate, branch on the outcome, re-check user and client, issue. `clientId` binds the
+   * token to its client (RFC 6749 §6); `narrow` picks the access token's scope out of what
+   * is still allowed (the grant's `scope` parameter) and may throw `invalid_scope`.
+   */
+  async refresh (caller: Caller, raw: string | undefined, options: { clientId: string, seen: Seen, narrow?: (allowed: readonly string[]) => string }): Promise<RefreshResult> {
+    const presented = parseRefreshToken(raw)
+    if (presented === null) {
+      this.events.refreshed(caller, 'invalid')
+      return { ok: false }
+    }
+    const result = await this.store.rotate(presented, { ip: options.seen.ip, userAgent: options.seen.userAgent ?? '', clientId: options.clientId })
+    if (result.kind === 'reuse') {
+      // SPEC rule 2: the store has revoked the family; its access tokens die at the edge too.
+      this.events.reuseDetected(caller, result.sid, result.userId)
+      await this.publish([result.sid])
+      return { ok: false }
+    }
+    if (result.kind === 'invalid') {
+      this.events.refreshed(caller, 'invalid')
+      return { ok: false }
+    }
+    const { family } = result
+    const user = this.#users.getById(family.userId)
+    const client = family.clientId === BROWSER_CLIENT_ID ? undefined : this.#clients.get(family.clientId)
+    if (user === undefined || (family.clientId !== BROWSER_CLIENT_ID && client === undefined)) {
+      await this.#revokeFamily(caller, family, user === undefined ? 'user_gone' : 'client_gone')
+      this.events.refreshed(caller, 'invalid', family.sid)
+      return { ok: false }
+    }
+    const allowed = this.#currentScope(family, user, client)
+    const scope = options.narrow === undefined ? formatScope(allowed) : options.narrow(allowed)
+    const body = await accessTokenForFamily(this.#issuer, { ...family, scope }, this.#audience)
+    this.events.refreshed(caller, result.kind, family.sid)
+    this.events.tokenIssued('refresh_token')
+    return { ok: true, refreshToken: result.token.raw, family, body }
+  }
+
+  /** Family ∩ user's current scopes (∩ the client's, for a client's family), in the family's order. */
+  #currentScope (family: Family, user: User, client: Client | undefined): readonly string[] {
+    const userScopes = new Set(scopeList(user.scope))
+    const clientScopes = client === undefined ? undefined : new Set(scopeList(client.scope))
+    return scopeList(family.scope).filter(s => userScopes.has(s) && (clientScopes?.has(s) ?? true))
+  }
+
+  async #revokeFamily (caller: Caller, family: Family, reason: RevokeReason): Promise<void> {
+    await this.store.revokeSession(family.userId, family.sid)
+    // Broadcast even if the store found nothing left to revoke: the access tokens already
+    // issued to this family must stop at the edge either way.
+    await this.broadcast(caller, reason, [family.sid], family.userId)
+  }
+}
