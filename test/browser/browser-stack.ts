@@ -63,7 +63,8 @@ export function requireChromium (t: Test): boolean {
 
 export async function startStack (t: Test, env: Record<string, string> = {}): Promise<Stack> {
   buildBrowserBundle()
-  const port = await freePort()
+  // A test that must know the port before start (an IdP's redirect URI) passes PORT itself.
+  const port = env.PORT === undefined ? await freePort() : Number(env.PORT)
   const resourcePort = await freePort()
   const proc = latchkey(t, ['dev'], { PORT: String(port), RESOURCE_PORT: String(resourcePort), HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env })
   const match = await proc.waitFor(/Demo user: demo \/ (\S+)/)

@@ -25,6 +25,12 @@ import jwksRoute from './keys/jwks-route.js'
 import adminRoutes from './ops/admin-routes.js'
 import proxyPlugin from './proxy/plugin.js'
 import { demoPagePlugin } from './ui/demo-page.js'
+import oidcRoutes from './identity/oidc/routes.js'
+import { ProviderRegistry } from './identity/oidc/provider-registry.js'
+import { parseProvidersText } from './identity/oidc/providers-file.js'
+import { FileReloader } from './ops/reloader.js'
+import { MemorySignInStateStore, RedisSignInStateStore } from './identity/oidc/sign-in-state.js'
+import { MemoryFederatedLinks, RedisFederatedLinks } from './identity/oidc/federated-links.js'
 import type { SigningKeys } from './keys/signing-keys.js'
 import { type ConfigFiles, loadConfigFiles } from './ops/config-files.js'
 import { installErrorHandling } from './ops/error-handler.js'
@@ -186,7 +192,12 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
 
   const issuer = new AccessTokenIssuer({ keys, issuer: config.issuer, ttlS: config.accessTokenTtlS, clock })
   const verifier = new AccessTokenVerifier({ keys, issuer: config.issuer, clock })
-  const sessions = new SessionService({ store: familyStore, edge, events, users, clients, issuer, audience: config.audience, log: app.log })
+  const parties = new ProviderRegistry({
+    issuer: config.issuer,
+    clock,
+    onDiscoveryError: (party, err) => { app.log.warn({ provider: party.entry.id, err }, 'identity provider discovery failed; retried on the next sign-in') }
+  })
+  const sessions = new SessionService({ store: familyStore, edge, events, users, clients, issuer, audience: config.audience, log: app.log, federated: parties })
   app.decorate('latchkey', { demoPassword, readiness, deps, sessions, files })
   endSessions = async (userIds) => { await endSessionsOf(userIds, sessions, app.log) }
 
@@ -211,6 +222,32 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   await app.register(oauthRoutes, { config, sessions, users, clients, issuer, events, limiter, clientAuth, exchange })
   await app.register(adminRoutes, { config, sessions, users, verifier, revoked })
   await app.register(proxyPlugin, { routes: config.routes, keys, issuer: config.issuer, metrics, revoked, clock, genReqId })
+  // PROVIDERS_FILE is reloaded on change (ops/reloader.ts): validated whole, a bad file refused.
+  const providersReloader = config.providersFile === undefined
+    ? undefined
+    : new FileReloader({
+      path: config.providersFile,
+      name: 'PROVIDERS_FILE',
+      parse: (text) => parseProvidersText(text, 'PROVIDERS_FILE'),
+      apply: (entries) => { parties.replace(entries) },
+      log: app.log,
+      counter: metrics.configReloads
+    })
+  // Watched, and re-read on SIGHUP, with the other files (files.watch below).
+  if (providersReloader !== undefined) files.add(providersReloader)
+  // Discovery starts here but nothing waits for it; a sign-in before it answers retries it.
+  app.addHook('onReady', async () => {
+    parties.replace(providersReloader === undefined ? config.providers : await providersReloader.load())
+  })
+  app.addHook('onClose', async () => { providersReloader?.close() })
+  await app.register(oidcRoutes, {
+    config,
+    parties,
+    sessions,
+    state: redis === undefined ? new MemorySignInStateStore(clock) : new RedisSignInStateStore(redis),
+    links: redis === undefined ? new MemoryFederatedLinks(clock) : new RedisFederatedLinks(redis),
+    clock
+  })
   if (config.demoPage) await app.register(demoPagePlugin)
 
   app.addHook('onClose', async () => { await familyStore.close() })

@@ -9,6 +9,7 @@ import {
   type Env, type HostPort, deepFreeze, readBool, readDurationS, readEnum, readHostPorts, readInt, readList,
   readOptional, readPort, readString, readUrl
 } from '#shared/config.js'
+import { parseProvidersText, type ProviderEntry } from './identity/oidc/providers-file.js'
 
 export const PORT = 8080
 export const HOST = '0.0.0.0'
@@ -81,6 +82,9 @@ export interface GatewayConfig {
   readonly devMode: boolean
   /** Serve the demo page at `/`: on in `dev`, off elsewhere unless DEMO_PAGE=true. */
   readonly demoPage: boolean
+  /** PROVIDERS_FILE (or PROVIDERS_JSON inline): upstream OpenID providers; none by default. */
+  readonly providersFile: string | undefined
+  readonly providers: readonly ProviderEntry[]
 }
 
 function readRoutes (env: Env): RouteConfig[] {
@@ -119,6 +123,22 @@ function readRoutes (env: Env): RouteConfig[] {
     }
     return { prefix: o.prefix, upstream: upstream.toString().replace(/\/$/, ''), audience: aud, scopes }
   })
+}
+
+/** PROVIDERS_FILE names a JSON file; PROVIDERS_JSON holds the same document inline (dev, compose). */
+function readProviders (env: Env): readonly ProviderEntry[] {
+  const file = readOptional(env, 'PROVIDERS_FILE')
+  const inline = readOptional(env, 'PROVIDERS_JSON')
+  if (file !== undefined && inline !== undefined) throw new ConfigError('PROVIDERS_JSON', 'set either PROVIDERS_FILE or PROVIDERS_JSON, not both')
+  if (file === undefined && inline === undefined) return []
+  if (file === undefined) return parseProvidersText(inline as string, 'PROVIDERS_JSON')
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new ConfigError('PROVIDERS_FILE', (err as NodeJS.ErrnoException).code === 'ENOENT' ? `file not found: ${file}` : `not readable: ${file}`)
+  }
+  return parseProvidersText(text, 'PROVIDERS_FILE')
 }
 
 function readRedis (env: Env): RedisConfig {
@@ -208,7 +228,9 @@ export function loadGatewayConfig (env: Env, overrides: { devMode?: boolean } = 
     corsOrigins: readOrigins(env),
     logLevel: readEnum(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
     devMode: overrides.devMode ?? false,
-    demoPage: readBool(env, 'DEMO_PAGE', overrides.devMode ?? false)
+    demoPage: readBool(env, 'DEMO_PAGE', overrides.devMode ?? false),
+    providersFile: readOptional(env, 'PROVIDERS_FILE'),
+    providers: readProviders(env)
   }
   checkWorkers(config)
   return deepFreeze(config)

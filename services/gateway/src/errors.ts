@@ -34,6 +34,15 @@ export const gatewayErrors = defineCatalogue({
   GW_GATEWAY_TIMEOUT: { statusCode: 504, error: 'gateway_timeout', description: 'The upstream service did not answer in time.' },
   GW_CLIENT_KEYS_UNAVAILABLE: { statusCode: 503, error: 'temporarily_unavailable', description: "The client's keys could not be fetched; retry shortly." },
   GW_STORE_UNAVAILABLE: { statusCode: 503, error: 'temporarily_unavailable', description: 'The session store is unavailable; retry shortly.' },
+  // Upstream sign-in (OIDC): RFC 6749 §4.1.2.1 names; Back-Channel Logout 1.0 §2.8 answers 400.
+  GW_OIDC_UNKNOWN_PROVIDER: { statusCode: 404, error: 'not_found', description: 'No such identity provider.' },
+  GW_OIDC_BAD_RETURN_TO: { statusCode: 400, error: 'invalid_request', description: 'return_to must be on this gateway\'s origin or an allowed origin.' },
+  GW_OIDC_STATE: { statusCode: 400, error: 'invalid_request', description: 'This sign-in is unknown, expired, already used, or was started in another browser; start again.' },
+  GW_OIDC_IDP_ERROR: { statusCode: 400, error: 'access_denied', description: 'The identity provider did not sign you in.' },
+  GW_OIDC_INVALID_RESPONSE: { statusCode: 400, error: 'invalid_request', description: 'The identity provider\'s answer failed validation; no session was created.' },
+  GW_OIDC_DENIED: { statusCode: 403, error: 'access_denied', description: 'Your identity provider account is not allowed to sign in here.' },
+  GW_OIDC_LOGOUT_TOKEN: { statusCode: 400, error: 'invalid_request', description: 'The logout token is invalid.' },
+  GW_OIDC_UNAVAILABLE: { statusCode: 503, error: 'temporarily_unavailable', description: 'The identity provider cannot be reached; retry shortly.' },
   GW_INTERNAL: { statusCode: 500, error: 'server_error', description: 'Internal server error.' }
 })
 

@@ -128,7 +128,8 @@ async function authRoutes (app: FastifyInstance, opts: AuthRoutesOptions): Promi
     // No client_id here: a browser's own list has always been these six fields.
     return families.map(f => {
       const { client_id: _client, ...view } = sessionView(f)
-      return { ...view, current: f.sid === claims.sid }
+      // A session an upstream identity provider signed in says which (identity/oidc).
+      return { ...view, current: f.sid === claims.sid, ...(f.provider === undefined ? {} : { provider: f.provider }) }
     })
   })
 

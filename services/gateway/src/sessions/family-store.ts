@@ -33,6 +33,8 @@ export interface NewFamily {
   readonly scope: string
   readonly userAgent: string
   readonly ip: string
+  /** The upstream identity provider that signed the user in; absent for password logins. */
+  readonly provider?: string
 }
 
 export interface Family {
@@ -51,6 +53,8 @@ export interface Family {
   readonly idleExpiresAt: number
   /** When the family dies whatever happens (ms). */
   readonly absoluteExpiresAt: number
+  /** The upstream identity provider that signed the user in; absent for password logins. */
+  readonly provider?: string
 }
 
 export type RotateResult =

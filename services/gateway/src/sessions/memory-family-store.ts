@@ -98,7 +98,8 @@ export class MemoryFamilyStore implements FamilyStore {
       createdAt: now,
       lastUsedAt: now,
       idleExpiresAt: Math.min(now + this.#limits.idleTtlMs, absoluteExpiresAt),
-      absoluteExpiresAt
+      absoluteExpiresAt,
+      ...(input.provider === undefined ? {} : { provider: input.provider })
     })
     this.#families.set(token.sid, { family, hash: token.hash, prevHash: null, nonce: null, rotatedAt: 0 })
     let sids = this.#byUser.get(input.userId)

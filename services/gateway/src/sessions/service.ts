@@ -21,7 +21,7 @@ import type { User } from '../identity/user-directory.js'
 import type { AccessTokenIssuer } from '../keys/access-token.js'
 import type { GatewayEvents, RevokeReason } from '../ops/events.js'
 import { accessTokenForFamily, type TokenBody } from '../auth/token-response.js'
-import type { Family, FamilyStore, RevokedFamily } from './family-store.js'
+import type { Family, FamilyStore, RevokedFamily, RotateResult } from './family-store.js'
 import { parseRefreshToken } from './refresh-token.js'
 
 /** The client id browser sessions are issued under (RFC 9068 `client_id`). */
@@ -74,7 +74,18 @@ export interface SessionRevocationsOptions {
   readonly log: Caller['log']
 }
 
+/**
+ * Users an upstream identity provider signed in (identity/oidc): not in the users file, so a
+ * refresh asks whether their provider is still configured instead.
+ */
+export interface FederatedUsers {
+  /** The configured provider `family` came from, or undefined (not federated, or provider removed). */
+  providerOf (family: Family): string | undefined
+}
+
 export interface SessionServiceOptions extends SessionRevocationsOptions {
+  /** Federated sign-in (PROVIDERS_FILE); absent: every family's user must be in the users file. */
+  readonly federated?: FederatedUsers
   readonly users: SessionUsers
   readonly clients: SessionClients
   readonly issuer: AccessTokenIssuer
@@ -172,9 +183,11 @@ export class SessionService extends SessionRevocations {
   readonly #clients: SessionClients
   readonly #issuer: AccessTokenIssuer
   readonly #audience: string
+  readonly #federated: FederatedUsers | undefined
 
   constructor (options: SessionServiceOptions) {
     super(options)
+    this.#federated = options.federated
     this.#users = options.users
     this.#clients = options.clients
     this.#issuer = options.issuer
@@ -189,6 +202,20 @@ export class SessionService extends SessionRevocations {
     const body = await accessTokenForFamily(this.#issuer, family, this.#audience)
     this.events.loginSucceeded(caller, input.user.id, family.sid)
     this.events.tokenIssued(input.grant)
+    return { refreshToken: token.raw, family, body }
+  }
+
+  /**
+   * Start a family for a user an upstream identity provider has just signed in; `scope` is
+   * what the provider's mapping granted. Same family rules as any other.
+   */
+  async createFederated (caller: Caller, input: { userId: string, scope: string, provider: string, seen: Seen }): Promise<IssuedSession> {
+    const { token, family } = await this.store.create({
+      userId: input.userId, clientId: BROWSER_CLIENT_ID, scope: input.scope, userAgent: input.seen.userAgent ?? '', ip: input.seen.ip, provider: input.provider
+    })
+    const body = await accessTokenForFamily(this.#issuer, family, this.#audience)
+    this.events.loginSucceeded(caller, input.userId, family.sid)
+    this.events.tokenIssued('login')
     return { refreshToken: token.raw, family, body }
   }
 
@@ -216,6 +243,9 @@ export class SessionService extends SessionRevocations {
       return { ok: false }
     }
     const { family } = result
+    if (family.clientId === BROWSER_CLIENT_ID && this.#federated !== undefined && this.#users.getById(family.userId) === undefined) {
+      return await this.#refreshFederated(caller, result, options)
+    }
     const user = this.#users.getById(family.userId)
     const client = family.clientId === BROWSER_CLIENT_ID ? undefined : this.#clients.get(family.clientId)
     if (user === undefined || (family.clientId !== BROWSER_CLIENT_ID && client === undefined)) {
@@ -224,6 +254,25 @@ export class SessionService extends SessionRevocations {
       return { ok: false }
     }
     const allowed = this.#currentScope(family, user, client)
+    const scope = options.narrow === undefined ? formatScope(allowed) : options.narrow(allowed)
+    const body = await accessTokenForFamily(this.#issuer, { ...family, scope }, this.#audience)
+    this.events.refreshed(caller, result.kind, family.sid)
+    this.events.tokenIssued('refresh_token')
+    return { ok: true, refreshToken: result.token.raw, family, body }
+  }
+
+  /**
+   * A federated family: its user is not in the users file, its scope was mapped at sign-in.
+   * Refused (and revoked) once its provider is no longer configured.
+   */
+  async #refreshFederated (caller: Caller, result: Extract<RotateResult, { kind: 'rotated' | 'grace' }>, options: { narrow?: (allowed: readonly string[]) => string }): Promise<RefreshResult> {
+    const { family } = result
+    if (this.#federated?.providerOf(family) === undefined) {
+      await this.#revokeFamily(caller, family, 'user_gone')
+      this.events.refreshed(caller, 'invalid', family.sid)
+      return { ok: false }
+    }
+    const allowed = scopeList(family.scope)
     const scope = options.narrow === undefined ? formatScope(allowed) : options.narrow(allowed)
     const body = await accessTokenForFamily(this.#issuer, { ...family, scope }, this.#audience)
     this.events.refreshed(caller, result.kind, family.sid)

@@ -42,7 +42,8 @@ const ui = {
   sessionsSection: byId('sessions-section'),
   sessions: byId<HTMLUListElement>('sessions'),
   reloadSessions: byId<HTMLButtonElement>('reload-sessions'),
-  sessionsError: byId('sessions-error')
+  sessionsError: byId('sessions-error'),
+  providers: byId('providers')
 }
 
 const SIGNED_OUT_MESSAGES: Record<SignedOutReason, string> = {
@@ -221,6 +222,23 @@ client.on('signed-out', ({ reason }) => {
 })
 
 setInterval(renderCountdown, COUNTDOWN_INTERVAL_MS)
+
+/** One "Sign in with …" link per upstream identity provider (GET /auth/oidc/providers). */
+async function loadProviders (): Promise<void> {
+  const res = await fetch('/auth/oidc/providers', { credentials: 'same-origin' })
+  if (!res.ok) return
+  const { providers } = await res.json() as { providers: Array<{ id: string, name: string, start: string }> }
+  ui.providers.replaceChildren(...providers.map((p) => {
+    const a = document.createElement('a')
+    a.className = 'button provider'
+    a.dataset.provider = p.id
+    a.href = `${p.start}?return_to=${encodeURIComponent(location.pathname)}`
+    a.textContent = `Sign in with ${p.name}`
+    return a
+  }))
+  ui.providers.hidden = providers.length === 0
+}
+void loadProviders().catch(() => { /* no buttons: password sign-in still works */ })
 
 // Tests and the curious drive the client from the console; it holds no storage to leak.
 Object.assign(globalThis, { latchkeyDemo: { client, SessionClient, loadIdentity, callTwenty } })

@@ -1,0 +1,190 @@
+/**
+ * Sign-in through an upstream OpenID provider (SPEC "Upstream sign-in"):
+ *
+ *   GET  /auth/oidc/:provider/start?return_to=     → 302 to the IdP's authorization endpoint
+ *   GET  /auth/oidc/:provider/callback             → an ordinary family + `lk_refresh`, 303 to return_to
+ *   POST /auth/oidc/:provider/backchannel-logout   → the IdP's logout token revokes the families it names
+ *   GET  /auth/oidc/providers                      → ids, labels and start paths (the demo page's buttons)
+ *
+ * The pending request (PKCE verifier, nonce, return_to) is kept server-side under its
+ * `state`, taken once; the browser holds the `state` in the `lk_oidc` cookie, so a callback
+ * is accepted only in the browser that started it (login CSRF, RFC 9700 §4.7.1) and only
+ * once. The cookie is SameSite=Lax: the callback is a top-level navigation from the IdP's
+ * site, which a Strict cookie would not accompany.
+ *
+ * `return_to` must resolve to the gateway's own origin or one in CORS_ORIGINS: never an open
+ * redirect (RFC 9700 §4.11).
+ */
+import fp from 'fastify-plugin'
+import cookie from '@fastify/cookie'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { timingSafeEqual } from 'node:crypto'
+import type { Clock } from '#shared/clock.js'
+import type { GatewayConfig } from '../../config.js'
+import { gatewayError } from '../../errors.js'
+import type { SessionService } from '../../sessions/service.js'
+import { USER_AGENT_MAX_CHARS } from '../../auth/routes.js'
+import { setRefreshCookie } from '../../auth/cookie.js'
+import { familyRemainingS, noStore } from '../../auth/token-response.js'
+import { parseForm } from '../../oauth/form-body.js'
+import { mapClaims } from './claim-mapping.js'
+import type { FederatedLinks } from './federated-links.js'
+import type { ProviderRegistry } from './provider-registry.js'
+import type { PendingSignIn, RelyingParty } from './relying-party.js'
+import type { SignInStateStore } from './sign-in-state.js'
+
+export const SIGN_IN_COOKIE = 'lk_oidc'
+export const SIGN_IN_COOKIE_PATH = '/auth/oidc/'
+/** How long a started sign-in may take at the IdP (login, MFA, consent). */
+export const SIGN_IN_TTL_S = 600
+export const RETURN_TO_MAX_CHARS = 2048
+/** A logout token's `jti` is remembered this long; older tokens are refused by `iat` anyway. */
+export const LOGOUT_JTI_TTL_MS = 2 * 300_000
+export const LOGOUT_BODY_LIMIT_BYTES = 16 * 1024
+
+export interface OidcRoutesOptions {
+  readonly config: GatewayConfig
+  readonly parties: ProviderRegistry
+  readonly sessions: SessionService
+  readonly state: SignInStateStore
+  readonly links: FederatedLinks
+  readonly clock: Clock
+}
+
+const providerParams = {
+  type: 'object',
+  required: ['provider'],
+  properties: { provider: { type: 'string', maxLength: 32 } }
+} as const
+
+/** An absolute URL on an allowed origin, or undefined (RFC 9700 §4.11: no open redirect). */
+export function resolveReturnTo (raw: string | undefined, own: string, allowed: readonly string[]): string | undefined {
+  if (raw === undefined || raw === '') return `${own}/`
+  if (raw.length > RETURN_TO_MAX_CHARS || raw.includes('\\')) return undefined
+  let url: URL
+  try { url = new URL(raw, `${own}/`) } catch { return undefined }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return undefined
+  if (url.username !== '' || url.password !== '') return undefined
+  return url.origin === own || allowed.includes(url.origin) ? url.href : undefined
+}
+
+/**
+ * These routes' request log lines: Fastify's own `req` serializer (fastify/lib/logger-pino.js)
+ * less the query (the callback's `code` and `state`): an authorization code is a credential
+ * until spent.
+ */
+const logSerializers = {
+  req: (req: FastifyRequest) => {
+    const q = req.url.indexOf('?')
+    return {
+      method: req.method,
+      url: q === -1 ? req.url : `${req.url.slice(0, q)}?[redacted]`,
+      version: [req.headers['accept-version']].flat()[0],
+      host: req.host,
+      remoteAddress: req.ip,
+      remotePort: req.socket?.remotePort
+    }
+  }
+}
+
+function sameString (a: string, b: string): boolean {
+  const x = Buffer.from(a)
+  const y = Buffer.from(b)
+  return x.length === y.length && timingSafeEqual(x, y)
+}
+
+async function oidcRoutes (app: FastifyInstance, opts: OidcRoutesOptions): Promise<void> {
+  const { config, parties, sessions, state: stateStore, links, clock } = opts
+  const secure = config.cookieSecure
+  await app.register(cookie)
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: LOGOUT_BODY_LIMIT_BYTES }, (_req, body, done) => {
+    try { done(null, parseForm(body as string)) } catch (err) { done(err as Error, undefined) }
+  })
+
+  function partyOf (req: FastifyRequest): RelyingParty {
+    const party = parties.get((req.params as { provider: string }).provider)
+    if (party === undefined) throw gatewayError('GW_OIDC_UNKNOWN_PROVIDER')
+    return party
+  }
+
+  function clearSignInCookie (reply: FastifyReply): void {
+    reply.setCookie(SIGN_IN_COOKIE, '', { httpOnly: true, secure, sameSite: 'lax', path: SIGN_IN_COOKIE_PATH, maxAge: 0, expires: new Date(0) })
+  }
+
+  // Public: what a sign-in page needs to draw its buttons; nothing secret.
+  app.get('/auth/oidc/providers', async (_req, reply) => {
+    reply.header('Cache-Control', 'no-cache')
+    return { providers: parties.list().map(p => ({ id: p.entry.id, name: p.entry.name, start: `/auth/oidc/${p.entry.id}/start` })) }
+  })
+
+  app.get('/auth/oidc/:provider/start', {
+    logSerializers,
+    schema: { params: providerParams, querystring: { type: 'object', properties: { return_to: { type: 'string' } } } }
+  }, async (req, reply) => {
+    const party = partyOf(req)
+    const returnTo = resolveReturnTo((req.query as { return_to?: string }).return_to, config.origin, config.corsOrigins)
+    if (returnTo === undefined) throw gatewayError('GW_OIDC_BAD_RETURN_TO')
+    const { url, state, pending } = await party.start(returnTo)
+    await stateStore.put(`flow:${state}`, JSON.stringify(pending), SIGN_IN_TTL_S * 1000)
+    reply.setCookie(SIGN_IN_COOKIE, state, { httpOnly: true, secure, sameSite: 'lax', path: SIGN_IN_COOKIE_PATH, maxAge: SIGN_IN_TTL_S })
+    reply.header('Cache-Control', 'no-store')
+    return reply.redirect(url.href, 302)
+  })
+
+  app.get('/auth/oidc/:provider/callback', { logSerializers, schema: { params: providerParams } }, async (req, reply) => {
+    const party = partyOf(req)
+    noStore(reply)
+    clearSignInCookie(reply)
+    const query = new URLSearchParams(req.url.slice(req.url.indexOf('?') + 1 || req.url.length))
+    const state = query.get('state') ?? ''
+    const held = req.cookies[SIGN_IN_COOKIE] ?? ''
+    // Wrong browser, or a state not from this browser's last start: refused before anything is spent.
+    if (state === '' || held === '' || !sameString(state, held)) throw gatewayError('GW_OIDC_STATE')
+    const stored = await stateStore.take(`flow:${state}`)
+    if (stored === null) throw gatewayError('GW_OIDC_STATE')
+    const pending = JSON.parse(stored) as PendingSignIn
+    if (pending.provider !== party.entry.id) throw gatewayError('GW_OIDC_STATE')
+    // RFC 6749 §4.1.2.1: the IdP's own refusal. Its code is a short ASCII token; shown, not trusted.
+    const idpError = query.get('error')
+    if (idpError !== null) {
+      const code = /^[\x20-\x21\x23-\x5b\x5d-\x7e]{1,64}$/.test(idpError) ? idpError : 'error'
+      throw gatewayError('GW_OIDC_IDP_ERROR', { description: `The identity provider did not sign you in (${code}).` })
+    }
+    const signedIn = await party.finish(query, state, pending)
+    const mapped = mapClaims(party.entry, signedIn.claims)
+    if (!mapped.ok) {
+      req.log.info({ event: 'oidc_sign_in_refused', provider: party.entry.id, reason: mapped.reason }, 'upstream sign-in refused by the provider mapping')
+      throw gatewayError('GW_OIDC_DENIED')
+    }
+    const { user } = mapped
+    const { refreshToken, family } = await sessions.createFederated(req, {
+      userId: user.userId,
+      scope: user.scope,
+      provider: party.entry.id,
+      seen: { ip: req.ip, userAgent: (req.headers['user-agent'] ?? '').slice(0, USER_AGENT_MAX_CHARS) }
+    })
+    await links.add(party.entry.id, { sub: signedIn.sub, ...(signedIn.idpSid === undefined ? {} : { idpSid: signedIn.idpSid }) },
+      { userId: user.userId, sid: family.sid }, config.sessionMaxTtlS * 1000)
+    setRefreshCookie(reply, refreshToken, familyRemainingS(family, clock), secure)
+    return reply.redirect(pending.returnTo, 303)
+  })
+
+  app.post('/auth/oidc/:provider/backchannel-logout', { schema: { params: providerParams } }, async (req, reply) => {
+    const party = partyOf(req)
+    noStore(reply)
+    const form = (req.body ?? {}) as Readonly<Record<string, string>>
+    const logoutToken = typeof form.logout_token === 'string' ? form.logout_token : ''
+    if (logoutToken === '') throw gatewayError('GW_OIDC_LOGOUT_TOKEN')
+    const request = await party.verifyLogoutToken(logoutToken)
+    if (!(await stateStore.once(`jti:${party.entry.id}:${request.jti}`, LOGOUT_JTI_TTL_MS))) throw gatewayError('GW_OIDC_LOGOUT_TOKEN')
+    const found = await links.find(party.entry.id, {
+      ...(request.sub === undefined ? {} : { sub: request.sub }),
+      ...(request.idpSid === undefined ? {} : { idpSid: request.idpSid })
+    })
+    // Each revocation awaits the edge broadcast: answered 200 only once every replica will refuse.
+    for (const link of found) await sessions.revokeSession(link.userId, link.sid, 'backchannel_logout', req)
+    return reply.code(200).send()
+  })
+}
+
+export default fp(oidcRoutes, { name: 'latchkey-oidc-routes', fastify: '5.x', encapsulate: true })
