@@ -25,11 +25,13 @@ import { parseArgs } from 'node:util'
 import { cookieChains, grantChains, perConnectionHeader, type ChainSet } from './lib/chains.js'
 import { summariseProfile } from './lib/cpu-profile.js'
 import { type LoadSpec, type Sample, runLoad, summarise } from './lib/load.js'
-import { nginxAvailable, startNginx } from './lib/nginx.js'
+import { ensureDebianPackage } from './lib/apt.js'
+import { haproxyUnavailable, startHaproxy } from './lib/haproxy.js'
+import { startNginx } from './lib/nginx.js'
 import { ROOT, freePort, rssBytes, stopAll, stopChildrenOnExit, treeCpuTimeMs, treeRssBytes, waitIdle } from './lib/processes.js'
 import { type Row, type Target, atLeast, atMost, fmtRatio, markdownTable, ratio, targetsTable } from './lib/report.js'
 import {
-  AUDIENCE, type LaunchOptions, type Service, createWorkspace, gatewayEnv, startGateway, startPeer, startRedis, startResource
+  AUDIENCE, BENCH_CLIENT_SCOPE, type LaunchOptions, type Service, createWorkspace, gatewayEnv, startGateway, startPeer, startRedis, startResource
 } from './lib/services.js'
 import {
   BROWSER_USER_AGENT, type BenchRedis, type SessionMemory, connectBenchRedis, createChainFamilies, liveFamilies,
@@ -258,7 +260,13 @@ async function main (): Promise<void> {
     const fastifyJwt = await startPeer('peer: @fastify/jwt', 'fastify-jwt.ts', peerEnv)
     const httpProxy = await startPeer('peer: http-proxy', 'http-proxy.ts', peerEnv)
     const fastifyProxy = await startPeer('peer: @fastify/http-proxy', 'fastify-proxy.ts', peerEnv)
-    const nginx = nginxAvailable() ? await startNginx(ws.dir, resource.url) : undefined
+    const haveNginx = ensureDebianPackage('nginx', 'nginx-light', log)
+    const nginx = haveNginx ? await startNginx(ws.dir, resource.url) : undefined
+    // nginx in front, latchkey deciding (forward-auth), with and without nginx's decision cache.
+    const nginxAuth = haveNginx ? await startNginx(ws.dir, resource.url, { gatewayUrl, cache: false }) : undefined
+    const nginxAuthCached = haveNginx ? await startNginx(ws.dir, resource.url, { gatewayUrl, cache: true }) : undefined
+    const haproxyWhyNot = ensureDebianPackage('haproxy', 'haproxy', log) ? haproxyUnavailable() : 'haproxy could not be installed'
+    const haproxy = haproxyWhyNot === undefined ? await startHaproxy(ws.dir, resource.url, ws.keysFile, gatewayUrl, AUDIENCE) : undefined
 
     // One access token per connection, each from its own session (as many browsers would hold).
     const families = await createChainFamilies(rA, CONNECTIONS.get, ws.userId, ws.userScope)
@@ -294,8 +302,15 @@ async function main (): Promise<void> {
     add(member({ set: 'get', key: 'fastify_proxy', name: '@fastify/http-proxy, no auth', group: g2, kind: 'peer', connections: CONNECTIONS.get, cpu: [['proxy', fastifyProxy.child.pid], ['resource', resource.child.pid]], spec: getSpec(fastifyProxy.url), probe: probe(fastifyProxy.url) }))
     const nginxRow = add(member({ set: 'get', key: 'nginx', name: 'nginx, no auth', group: g2, kind: 'peer', connections: CONNECTIONS.get, ...(nginx === undefined ? {} : { spec: getSpec(nginx.url), probe: probe(nginx.url), cpu: [['proxy', nginx.child.pid], ['resource', resource.child.pid]] }) }))
     if (nginx === undefined) nginxRow.skipped = 'nginx is not on PATH'
+    const peerRow = (key: string, name: string, svc: { child: { pid: number }, url: string } | undefined, whyNot: string): void => {
+      const row = add(member({ set: 'get', key, name, group: g2, kind: key.startsWith('nginx_forward_auth') ? 'latchkey' : 'peer', connections: CONNECTIONS.get, ...(svc === undefined ? {} : { spec: getSpec(svc.url), probe: probe(svc.url), cpu: [['proxy', svc.child.pid], ['gateway', gateway.child.pid], ['resource', resource.child.pid]] }) }))
+      if (svc === undefined) row.skipped = whyNot
+    }
+    peerRow('nginx_forward_auth', 'nginx auth_request → latchkey forward-auth', nginxAuth, 'nginx is not on PATH')
+    peerRow('nginx_forward_auth_cached', 'nginx auth_request → latchkey forward-auth, 1 s decision cache', nginxAuthCached, 'nginx is not on PATH')
+    peerRow('haproxy_jwt', 'HAProxy jwt_verify ES256 (no revocation)', haproxy, haproxyWhyNot ?? '')
     add(member({ set: 'get', key: 'fastify_jwt', name: '@fastify/jwt + get-jwks (same route)', group: g3, kind: 'peer', connections: CONNECTIONS.get, cpu: [['server', fastifyJwt.child.pid]], spec: getSpec(fastifyJwt.url), probe: probe(fastifyJwt.url) }))
-    await runSet('get', ['resource_verified', 'resource_noauth', 'fastify_jwt', 'gateway_proxy', 'gateway_proxy_pool', 'http_proxy', 'fastify_proxy', 'nginx'].filter(k => members.has(k)).map(get))
+    await runSet('get', ['resource_verified', 'resource_noauth', 'fastify_jwt', 'gateway_proxy', 'gateway_proxy_pool', 'http_proxy', 'fastify_proxy', 'nginx', 'nginx_forward_auth', 'nginx_forward_auth_cached', 'haproxy_jwt'].filter(k => members.has(k)).map(get))
   }
 
   // --- Set "scale": refresh rotations with 1,000 and with 1,000,000 live sessions ---
@@ -331,6 +346,15 @@ async function main (): Promise<void> {
       spec: async () => ({ url: gatewayUrl, method: 'POST', path: '/oauth/token', connections: CONNECTIONS.clientCredentials, headers: ccHeaders, body: 'grant_type=client_credentials' }),
       probe: async () => await status(`${gatewayUrl}/oauth/token`, { method: 'POST', headers: ccHeaders, body: 'grant_type=client_credentials' })
     }))
+    // The same client, id and secret, registered with node-oidc-provider (JWT access tokens, ES256).
+    const oidcProvider = await startPeer('peer: oidc-provider', 'oidc-provider.ts', { CLIENT_ID: ws.clientId, CLIENT_SECRET: ws.clientSecret, AUDIENCE, SCOPE: BENCH_CLIENT_SCOPE })
+    const opBody = `grant_type=client_credentials&scope=${encodeURIComponent(BENCH_CLIENT_SCOPE)}`
+    add(member({
+      set: 'tokens',
+      key: 'oidc_provider_cc', name: 'node-oidc-provider client_credentials (JWT, ES256)', group: g4, kind: 'peer', connections: CONNECTIONS.clientCredentials, cpu: [['server', oidcProvider.child.pid]],
+      spec: async () => ({ url: oidcProvider.url, method: 'POST', path: '/token', connections: CONNECTIONS.clientCredentials, headers: ccHeaders, body: opBody }),
+      probe: async () => await status(`${oidcProvider.url}/token`, { method: 'POST', headers: ccHeaders, body: opBody })
+    }))
     const loginHeaders = { 'content-type': 'application/json', 'user-agent': BROWSER_USER_AGENT }
     const loginBody = JSON.stringify({ username: ws.username, password: ws.password })
     add(member({
@@ -353,7 +377,7 @@ async function main (): Promise<void> {
       }))
       pooled.push(cookiePool, grantPool, ccPool)
     }
-    await runSet('tokens', [cookie, grant, get('client_credentials'), get('login'), ...pooled])
+    await runSet('tokens', [cookie, grant, get('client_credentials'), get('oidc_provider_cc'), get('login'), ...pooled])
   }
 
   // "After the run": once the gateway has finished what the last row left in flight.
@@ -375,8 +399,9 @@ async function main (): Promise<void> {
   ws.remove()
 
   // --- Figures ---
-  const order = ['resource_verified', 'resource_noauth', 'gateway_proxy', 'gateway_proxy_pool', 'http_proxy', 'fastify_proxy', 'nginx', 'fastify_jwt',
-    'refresh_cookie', 'refresh_grant', 'client_credentials', 'login', 'refresh_cookie_pool', 'refresh_grant_pool', 'client_credentials_pool', 'refresh_1k', 'refresh_1m']
+  const order = ['resource_verified', 'resource_noauth', 'gateway_proxy', 'gateway_proxy_pool', 'http_proxy', 'fastify_proxy', 'nginx',
+    'nginx_forward_auth', 'nginx_forward_auth_cached', 'haproxy_jwt', 'fastify_jwt',
+    'refresh_cookie', 'refresh_grant', 'client_credentials', 'oidc_provider_cc', 'login', 'refresh_cookie_pool', 'refresh_grant_pool', 'client_credentials_pool', 'refresh_1k', 'refresh_1m']
   const rows: Row[] = order.filter(k => members.has(k)).map(k => {
     const m = get(k)
     const base = { key: m.key, name: m.name, group: m.group, set: m.set, kind: m.kind, connections: m.connections, ...(k === 'login' ? { ownScale: true } : {}) }
@@ -405,7 +430,12 @@ async function main (): Promise<void> {
     nginx_vs_direct: ratio(row('nginx'), row('resource_verified')),
     resource_verify_vs_noauth: ratio(row('resource_verified'), row('resource_noauth')),
     resource_verify_vs_fastify_jwt: ratio(row('resource_verified'), row('fastify_jwt')),
-    refresh_rps_1m_vs_1k: ratio(row('refresh_1m'), row('refresh_1k'))
+    refresh_rps_1m_vs_1k: ratio(row('refresh_1m'), row('refresh_1k')),
+    forward_auth_cached_vs_haproxy: ratio(row('nginx_forward_auth_cached'), row('haproxy_jwt')),
+    forward_auth_vs_haproxy: ratio(row('nginx_forward_auth'), row('haproxy_jwt')),
+    forward_auth_cached_vs_nginx: ratio(row('nginx_forward_auth_cached'), row('nginx')),
+    gateway_proxy_vs_haproxy: ratio(row('gateway_proxy'), row('haproxy_jwt')),
+    client_credentials_vs_oidc_provider: ratio(row('client_credentials'), row('oidc_provider_cc'))
   }
   const ratios = new Map<string, string>([
     ['resource_verified', `${fmtRatio(figures.resource_verify_vs_noauth)} of no-auth`],
@@ -416,7 +446,11 @@ async function main (): Promise<void> {
     ['fastify_proxy', `${fmtRatio(figures.fastify_proxy_vs_direct)} of direct`],
     ['nginx', `${fmtRatio(figures.nginx_vs_direct)} of direct`],
     ['fastify_jwt', `ours is ${fmtRatio(figures.resource_verify_vs_fastify_jwt)} this`],
-    ['refresh_1m', `${fmtRatio(figures.refresh_rps_1m_vs_1k)} of the ${SMALL_SESSIONS.toLocaleString('en-US')}-session rate`]
+    ['refresh_1m', `${fmtRatio(figures.refresh_rps_1m_vs_1k)} of the ${SMALL_SESSIONS.toLocaleString('en-US')}-session rate`],
+    ['nginx_forward_auth', `${fmtRatio(figures.forward_auth_vs_haproxy)} of HAProxy jwt_verify`],
+    ['nginx_forward_auth_cached', `${fmtRatio(figures.forward_auth_cached_vs_haproxy)} of HAProxy jwt_verify · ${fmtRatio(figures.forward_auth_cached_vs_nginx)} of nginx without auth`],
+    ['haproxy_jwt', `latchkey's own proxy is ${fmtRatio(figures.gateway_proxy_vs_haproxy)} this`],
+    ['client_credentials', `${fmtRatio(figures.client_credentials_vs_oidc_provider)} of node-oidc-provider`]
   ])
   const cpus = os.cpus().length
   const targets: Target[] = [
@@ -431,6 +465,8 @@ async function main (): Promise<void> {
     atLeast('Proxied GET vs direct (one process)', 0.3, figures.proxy_auth_vs_direct, '×'),
     atLeast(`Proxied GET vs direct (WORKERS=${POOL_WORKERS})`, 0.3, figures.proxy_auth_pool_vs_direct, '×'),
     atLeast('Verified resource GET vs no auth', 0.8, figures.resource_verify_vs_noauth, '×'),
+    atLeast('nginx + latchkey forward-auth (1 s cache) vs HAProxy jwt_verify', 1.0, figures.forward_auth_cached_vs_haproxy, '×'),
+    atLeast('Client-credentials tokens/s vs node-oidc-provider', 2.0, figures.client_credentials_vs_oidc_provider, '×'),
     atMost('Gateway RSS after the run (one process)', 200, gatewayRssMb, 'MB'),
     atMost('Redis per live session', 400, memory?.bytes_per_session, 'bytes'),
     atLeast(`Refresh rate, ${largeLabel} vs ${SMALL_SESSIONS.toLocaleString('en-US')} live sessions`, 0.9, figures.refresh_rps_1m_vs_1k, '×')

@@ -50,7 +50,7 @@ export async function createWorkspace (launch: LaunchOptions): Promise<Workspace
   const username = 'bench'
   const password = randomBytes(18).toString('base64url')
   const clientId = 'bench-service'
-  await runToEnd('keys generate', process.execPath, latchkeyArgs(launch, ['keys', 'generate', '--out', keysFile]), {})
+  await runToEnd('keys generate', process.execPath, latchkeyArgs(launch, ['keys', 'generate', '--alg', 'ES256', '--out', keysFile]), {})
   await runToEnd('users add', process.execPath, latchkeyArgs(launch, ['users', 'add', username, '--scope', BENCH_USER_SCOPE, '--file', usersFile]), {}, `${password}\n`)
   const printed = await runToEnd('clients add', process.execPath,
     latchkeyArgs(launch, ['clients', 'add', clientId, '--scope', BENCH_CLIENT_SCOPE, '--audience', AUDIENCE, '--file', clientsFile]), {})

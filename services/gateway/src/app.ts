@@ -7,6 +7,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import type { DestinationStream } from 'pino'
 import { randomUUID } from 'node:crypto'
 import { systemClock, type Clock } from '#shared/clock.js'
+import { startTracing, traceLogMixin } from '#shared/tracing.js'
 import type { GatewayConfig } from './config.js'
 import authRoutes from './auth/routes.js'
 import type { ClientDirectory } from './identity/clients-file.js'
@@ -39,6 +40,7 @@ import healthRoutes, { type Readiness } from './ops/health-routes.js'
 import type { FamilyLimits, FamilyStore } from './sessions/family-store.js'
 import { MemoryFamilyStore } from './sessions/memory-family-store.js'
 import { RedisFamilyStore } from './sessions/redis-family-store.js'
+import { tracedFamilyStore } from './sessions/traced-family-store.js'
 import { connectRedis, createRedisClient } from './sessions/redis-connection.js'
 import { LocalRevokedSessions, RedisRevocationBus, REVOCATION_SLACK_MS, type RevokedSessions } from './sessions/revocation.js'
 import { SessionService, type EdgeRevocation } from './sessions/service.js'
@@ -107,11 +109,16 @@ export function familyLimits (config: GatewayConfig): FamilyLimits {
 export function revocationTtlMs (config: GatewayConfig): number {
   return config.accessTokenTtlS * 1000 + REVOCATION_SLACK_MS
 }
+/** `service.name` of the gateway's spans. */
+export const GATEWAY_SERVICE_NAME = 'latchkey-gateway'
 
 export async function buildGatewayApp (config: GatewayConfig, options: BuildGatewayOptions = {}): Promise<FastifyInstance> {
+  const tracing = await startTracing({ endpoint: config.otlpEndpoint, serviceName: GATEWAY_SERVICE_NAME })
   const app = Fastify({
     logger: {
       level: config.logLevel,
+      // The trace id on every line of a traced request (only when tracing is on: no cost otherwise).
+      ...(tracing.enabled ? { mixin: traceLogMixin } : {}),
       ...(options.logStream === undefined ? {} : { stream: options.logStream }),
       // Belt and braces: no route logs these, but a future debug line must not either.
       redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'res.headers["set-cookie"]', '*.password', '*.refresh_token', '*.client_secret'], censor: '[redacted]' }
@@ -126,6 +133,10 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
     return503OnClosing: true,
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } }
   })
+
+  // First, so that every route and hook registered after it runs inside the request's span.
+  if (tracing.fastifyPlugin !== undefined) await app.register(tracing.fastifyPlugin)
+  app.addHook('onClose', async () => { await tracing.shutdown() })
 
   const overrides = options.deps ?? {}
   const clock = overrides.clock ?? systemClock
@@ -157,7 +168,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
       store = new RedisFamilyStore({ client: redis, limits: familyLimits(config), clock, keyPrefix: config.redisKeyPrefix, waitReplicas: config.redisWaitReplicas })
     }
   }
-  const familyStore = store
+  const familyStore = tracing.enabled ? tracedFamilyStore(store, tracing.tracer, redis === undefined ? 'memory' : 'redis') : store
   const revokedTtlMs = revocationTtlMs(config)
   let revoked = overrides.revoked
   let edge = overrides.edge

@@ -85,6 +85,8 @@ export interface GatewayConfig {
   /** PROVIDERS_FILE (or PROVIDERS_JSON inline): upstream OpenID providers; none by default. */
   readonly providersFile: string | undefined
   readonly providers: readonly ProviderEntry[]
+  /** OTEL_EXPORTER_OTLP_ENDPOINT: where spans go over OTLP/HTTP; unset, tracing is off. */
+  readonly otlpEndpoint: string | undefined
 }
 
 function readRoutes (env: Env): RouteConfig[] {
@@ -230,7 +232,8 @@ export function loadGatewayConfig (env: Env, overrides: { devMode?: boolean } = 
     devMode: overrides.devMode ?? false,
     demoPage: readBool(env, 'DEMO_PAGE', overrides.devMode ?? false),
     providersFile: readOptional(env, 'PROVIDERS_FILE'),
-    providers: readProviders(env)
+    providers: readProviders(env),
+    otlpEndpoint: readUrl(env, 'OTEL_EXPORTER_OTLP_ENDPOINT', undefined)
   }
   checkWorkers(config)
   return deepFreeze(config)

@@ -8,6 +8,7 @@ import { accessTokenPlugin } from '#shared/access-token-plugin.js'
 import { type Clock, systemClock } from '#shared/clock.js'
 import { type LatchkeyError, errorBody, isLatchkeyError } from '#shared/errors.js'
 import type { FetchLike, JwksTuning } from '#shared/remote-jwks.js'
+import { startTracing, traceLogMixin } from '#shared/tracing.js'
 import type { ResourceConfig } from './config.js'
 import { resourceError } from './errors.js'
 import { createResourceMetrics } from './metrics.js'
@@ -39,13 +40,18 @@ function toLatchkeyError (err: FastifyError): LatchkeyError | undefined {
   return status >= 400 && status < 500 ? resourceError('RS_INVALID_REQUEST') : undefined
 }
 
+/** `service.name` of the resource service's spans. */
+export const RESOURCE_SERVICE_NAME = 'latchkey-resource'
+
 export async function buildResourceApp (config: ResourceConfig, deps: ResourceDeps = {}): Promise<FastifyInstance> {
   const clock = deps.clock ?? systemClock
   const metrics = createResourceMetrics()
   const store = new NotesStore(clock)
 
+  const tracing = await startTracing({ endpoint: config.otlpEndpoint, serviceName: RESOURCE_SERVICE_NAME })
   const app = Fastify({
-    logger: { level: config.logLevel },
+    // The trace id on every line of a traced request (only when tracing is on: no cost otherwise).
+    logger: { level: config.logLevel, ...(tracing.enabled ? { mixin: traceLogMixin } : {}) },
     bodyLimit: BODY_LIMIT_BYTES,
     genReqId: (req) => {
       const id = req.headers['x-request-id']
@@ -54,6 +60,10 @@ export async function buildResourceApp (config: ResourceConfig, deps: ResourceDe
     // Request bodies are taken as sent: no type coercion, no silently dropped properties.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false } }
   })
+
+  // First, so that every route and hook registered after it runs inside the request's span.
+  if (tracing.fastifyPlugin !== undefined) await app.register(tracing.fastifyPlugin)
+  app.addHook('onClose', async () => { await tracing.shutdown() })
 
   // JSON only: anything else is 415 rather than a string that then fails the schema.
   app.removeContentTypeParser('text/plain')

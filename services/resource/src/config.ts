@@ -21,6 +21,8 @@ export interface ResourceConfig {
   readonly issuer: string
   readonly audience: string
   readonly logLevel: LogLevel
+  /** OTEL_EXPORTER_OTLP_ENDPOINT: where spans go over OTLP/HTTP; unset, tracing is off. */
+  readonly otlpEndpoint: string | undefined
 }
 
 /** Parse and freeze the resource service's configuration. Throws `ConfigError` naming the variable. */
@@ -32,7 +34,8 @@ export function loadResourceConfig (env: Env): ResourceConfig {
     // The gateway strips a trailing slash from its ISSUER before putting it in tokens; match it.
     issuer: (readUrl(env, 'ISSUER', ISSUER) as string).replace(/\/$/, ''),
     audience: readString(env, 'AUDIENCE', AUDIENCE),
-    logLevel: readEnum(env, 'LOG_LEVEL', LOG_LEVELS, 'info')
+    logLevel: readEnum(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
+    otlpEndpoint: readUrl(env, 'OTEL_EXPORTER_OTLP_ENDPOINT', undefined)
   }
   return deepFreeze(config)
 }
