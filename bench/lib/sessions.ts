@@ -6,16 +6,17 @@
  *   connection, for the refresh rows; revoked after each run so the live count stays put;
  * - background sessions: 1,000 or 1,000,000 families that nobody presents, two per user,
  *   each refreshed once (so it holds a previous hash and a nonce, as a live session
- *   does): the first 2,000 through the scripts in pipelines, the rest as copies of
- *   script-written values with fresh ids and hashes (see `populate`);
+ *   does): the first 2,000 through the scripts in pipelines, the rest encoded by the
+ *   family codec from script-written values with fresh ids and hashes (see `populate`);
  * - memory: MEMORY USAGE over sampled family keys plus each sampled user index divided
  *   by its members, and INFO used_memory before/after as a cross-check.
  */
 import { randomBytes } from 'node:crypto'
 import { Redis } from 'ioredis'
 import { REFRESH_IDLE_TTL_S, REFRESH_REUSE_GRACE_S, REDIS_KEY_PREFIX, SESSION_MAX_TTL_S } from '#gateway/config.js'
-import { type FamilyRecord, RedisFamilyStore, STORED_HASH_BYTES, createScriptArgs, rotateScriptArgs, storedHash } from '#gateway/sessions/redis-family-store.js'
-import { defineFamilyScripts } from '#gateway/sessions/redis-scripts.js'
+import { decodeFamily, encodeFamily, type StoredFamily } from '#gateway/sessions/family-codec.js'
+import { RedisFamilyStore } from '#gateway/sessions/redis-family-store.js'
+import { createScriptArgs, defineFamilyScripts, rotateScriptArgs, type FamilyRecord } from '#gateway/sessions/redis-scripts.js'
 import { parseRefreshToken } from '#gateway/sessions/refresh-token.js'
 import { systemClock } from '#shared/clock.js'
 import { RawPipe, command } from './resp.js'
@@ -132,7 +133,7 @@ async function scripted (r: BenchRedis, from: number, to: number, t: Times, ever
       const [first, second, nonce] = [rnd.subarray(16, 48), rnd.subarray(48, 80), rnd.subarray(80, 112)]
       const ua = BACKGROUND_USER_AGENTS[i % BACKGROUND_USER_AGENTS.length] as string
       const familyKey = r.store.familyKey(sid)
-      pipeline.lkIndexAdd(r.store.userIndexKey(userId), sid, t.absoluteExpiresAt, t.now)
+      pipeline.lkIndexAdd(r.store.userIndexKey(userId), sid, t.absoluteExpiresAt - t.now, t.now)
       pipeline.lkFamilyCreate(familyKey, ...createScriptArgs(backgroundFamily(userId, first, ua, t)))
       pipeline.lkFamilyRotate(familyKey, ...backgroundRotation(first, second, nonce, ua, t))
       sampleAt(r, i, every, sid, userId)
@@ -147,16 +148,11 @@ async function scripted (r: BenchRedis, from: number, to: number, t: Times, ever
 }
 
 /**
- * A family value the scripts wrote, with where its user id, hashes and nonce sit in it:
- * copies with those bytes replaced are what the scripts would write for other sessions
- * created at the same instant (the same length, so the same memory).
+ * A family value the scripts wrote, decoded: copies with another user id, hashes and nonce
+ * are what the scripts would write for other sessions created at the same instant (the
+ * same length, so the same memory).
  */
-interface Template { readonly blob: Buffer, readonly ttlMs: number, readonly at: { readonly user: number, readonly current: number, readonly previous: number, readonly nonce: number } }
-
-function uniqueOffset (blob: Buffer, part: Buffer | string): number {
-  const i = blob.indexOf(part)
-  return i >= 0 && blob.lastIndexOf(part) === i ? i : -1
-}
+interface Template { readonly family: StoredFamily, readonly ttlMs: number }
 
 async function makeTemplate (r: BenchRedis, ua: string, t: Times): Promise<Template | undefined> {
   defineFamilyScripts(r.client)
@@ -170,14 +166,14 @@ async function makeTemplate (r: BenchRedis, ua: string, t: Times): Promise<Templ
   await pipeline.exec()
   const [type, blob, ttlMs] = await Promise.all([r.client.type(key), r.client.getBuffer(key), r.client.pttl(key)])
   await r.client.del(key)
-  // Anything but a string holding each part exactly once: the format changed, copy nothing.
   if (type !== 'string' || blob === null || ttlMs <= 0) return undefined
-  const at = { user: uniqueOffset(blob, userId), current: uniqueOffset(blob, storedHash(second)), previous: uniqueOffset(blob, storedHash(first)), nonce: uniqueOffset(blob, nonce) }
-  if (Object.values(at).some(o => o < 0)) return undefined
-  return { blob, ttlMs, at }
+  const family = decodeFamily(blob)
+  // The codec no longer writes what the scripts write: copy nothing.
+  if (!encodeFamily(family).equals(blob)) return undefined
+  return { family, ttlMs }
 }
 
-/** Sessions [from, to) as patched copies of templates: SET PX per family, ZADD + PEXPIRE per user (raw RESP). */
+/** Sessions [from, to) as codec-encoded copies of templates: SET PX per family, ZADD + PEXPIRE per user (raw RESP). */
 async function copied (r: BenchRedis, from: number, to: number, templates: readonly Template[], t: Times, every: number, p: Progress): Promise<void> {
   const pipe = await RawPipe.open(r.client.options.host ?? '127.0.0.1', r.client.options.port ?? 6379)
   const indexTtl = String(t.absoluteExpiresAt - t.now)
@@ -203,11 +199,14 @@ async function copied (r: BenchRedis, from: number, to: number, templates: reado
         at += USER_ID_BYTES
         const template = templates[i % templates.length] as Template
         const sid = b64(rnd.subarray(at, at + 16))
-        const blob = Buffer.from(template.blob)
-        blob.write(userId, template.at.user, 'latin1')
-        rnd.copy(blob, template.at.previous, at + 16, at + 16 + STORED_HASH_BYTES)
-        rnd.copy(blob, template.at.current, at + 48, at + 48 + STORED_HASH_BYTES)
-        rnd.copy(blob, template.at.nonce, at + 80, at + 112)
+        const f = template.family
+        const blob = encodeFamily({
+          ...f,
+          userId,
+          prev: rnd.subarray(at + 16, at + 16 + f.prev.length),
+          hash: rnd.subarray(at + 48, at + 48 + f.hash.length),
+          nonce: rnd.subarray(at + 80, at + 112)
+        })
         at += 112
         out.push(...command('SET', r.store.familyKey(sid), blob, 'PX', String(template.ttlMs)))
         replies++

@@ -6,8 +6,12 @@
  *    string first, which for any canonical token skips even the decoding);
  * 3. jose `jwtVerify`: signature with a JWKS key, alg allow-list, iss, aud, typ, exp/nbf
  *    against the injected clock with `CLOCK_TOLERANCE_S`, then the RFC 9068 claim types;
- * 4. the caller's revocation predicate (by `sid`/`jti`), on cache hits as well.
- * Failures are `LatchkeyError`s from the shared catalogue carrying their RFC 6750
+ * 4. the caller's revocation predicate (by `sid`/`jti`), on cache hits as well;
+ * then, per use, `authorize` with what the place being entered needs: its audience (RFC 9068
+ * §4: a token for another audience is `invalid_token`), the token kind and the scopes
+ * (`insufficient_scope`, RFC 6750 §3.1).
+ * This is the only access-token verifier: the resource service (through the plugin), the
+ * gateway's proxy, forward-auth and its own bearer routes all use it. Failures are `LatchkeyError`s from the shared catalogue carrying their RFC 6750
  * `WWW-Authenticate` header; jose errors are translated only through `classifyJoseError`.
  */
 import { type JWTPayload, type JWTVerifyGetKey, jwtVerify } from 'jose'
@@ -56,7 +60,11 @@ export interface AccessTokenVerifierOptions {
   /** An in-process key resolver instead (e.g. `createLocalJWKSet` over the gateway's own keys). */
   readonly keys?: JWTVerifyGetKey
   readonly issuer: string
-  readonly audience: string | readonly string[]
+  /**
+   * Audiences a token may carry to be verified at all (checked by jose); a function is asked
+   * on every full verification, for a set that changes at run time (the gateway's routes).
+   */
+  readonly audience: string | readonly string[] | (() => string | readonly string[])
   readonly algorithms?: readonly AccessTokenAlg[]
   readonly realm?: string
   readonly clock?: Clock
@@ -70,6 +78,8 @@ export interface AccessTokenVerifierOptions {
 }
 
 export interface AccessRequirement {
+  /** The audience of the place being entered: the token's `aud` must contain it. */
+  readonly audience?: string
   readonly scopes?: readonly string[]
   readonly kind?: TokenKind
 }
@@ -77,6 +87,18 @@ export interface AccessRequirement {
 /** The token carries every one of `scopes`. */
 export function hasScopes (token: AccessToken, scopes: readonly string[]): boolean {
   return scopes.every(s => token.scopes.has(s))
+}
+
+/** The token's `aud` names `audience` (one string or a list, RFC 7519 §4.1.3). */
+export function hasAudience (token: AccessToken, audience: string): boolean {
+  return typeof token.aud === 'string' ? token.aud === audience : token.aud.includes(audience)
+}
+
+/** The token meets `requirement`: the checks of `authorize`, without an answer. */
+export function meets (token: AccessToken, requirement: AccessRequirement): boolean {
+  return (requirement.audience === undefined || hasAudience(token, requirement.audience)) &&
+    (requirement.kind === undefined || token.kind === requirement.kind) &&
+    hasScopes(token, requirement.scopes ?? [])
 }
 
 function quoted (value: string): string {
@@ -94,7 +116,8 @@ function toAccessToken (payload: JWTPayload): AccessToken {
   const sub = stringClaim(payload, 'sub', true) as string
   const clientId = stringClaim(payload, 'client_id', true) as string
   const sid = stringClaim(payload, 'sid', false)
-  const scope = stringClaim(payload, 'scope', false) ?? ''
+  // Optional (RFC 9068 §2.2.3); the gateway writes '' for a client granted no scope, read as none.
+  const scope = payload.scope === '' ? '' : stringClaim(payload, 'scope', false) ?? ''
   const scopes = scope === '' ? [] : scope.split(' ')
   if (!scopes.every(s => SCOPE_TOKEN.test(s))) throw new TokenFormatError('scope is not a list of scope tokens')
   if (typeof payload.iat !== 'number') throw new TokenFormatError('iat missing')
@@ -119,7 +142,7 @@ export class AccessTokenVerifier {
   readonly #keys: JWTVerifyGetKey
   readonly #jwks: RemoteJwks | undefined
   readonly #issuer: string
-  readonly #audience: string | string[]
+  readonly #audience: () => string | string[]
   readonly #algorithms: readonly AccessTokenAlg[]
   readonly #clock: Clock
   readonly #cache: VerifiedTokenCache<AccessToken>
@@ -145,7 +168,13 @@ export class AccessTokenVerifier {
       throw new TypeError('one of jwksUrl or keys is required')
     }
     this.#issuer = options.issuer
-    this.#audience = typeof options.audience === 'string' ? options.audience : [...options.audience]
+    const { audience } = options
+    if (typeof audience === 'function') {
+      this.#audience = () => { const a = audience(); return typeof a === 'string' ? a : [...a] }
+    } else {
+      const fixed = typeof audience === 'string' ? audience : [...audience]
+      this.#audience = () => fixed
+    }
     this.#cache = new VerifiedTokenCache({ maxEntries: options.cacheSize, clock: this.#clock })
     this.#isRevoked = options.isRevoked
     this.#onOutcome = options.onOutcome
@@ -161,16 +190,16 @@ export class AccessTokenVerifier {
 
   /**
    * The token in `authorization` when it is already in the verified-token cache under its
-   * exact string, is not revoked and satisfies `accept`; otherwise undefined, and
-   * `verifyAuthorization` must decide and explain. Synchronous, and it never throws or
-   * counts a refusal (only the cache hit of a token it returns): the gateway's proxy fast
-   * lane asks it, and leaves every other answer to the full path.
+   * exact string and is not revoked; otherwise undefined, and `verifyAuthorization` must
+   * decide and explain. Synchronous, and it never throws or counts a refusal (only the cache
+   * hit of a token it returns): the gateway's admission asks it first, so that a request it
+   * can decide at once (the proxy's fast lane) never waits for a microtask.
    */
-  cachedAuthorization (authorization: string | undefined, accept: (token: AccessToken) => boolean): AccessToken | undefined {
+  cachedAuthorization (authorization: string | undefined): AccessToken | undefined {
     const credentials = readBearer(authorization)
     if (credentials.kind !== 'token') return undefined
     const seen = this.#cache.get(credentials.token)
-    if (seen === undefined || this.#isRevoked?.(seen) === true || !accept(seen)) return undefined
+    if (seen === undefined || this.#isRevoked?.(seen) === true) return undefined
     this.#count('cache_hit')
     return seen
   }
@@ -194,7 +223,7 @@ export class AccessTokenVerifier {
     try {
       const { payload } = await jwtVerify(canonical, this.#keys, {
         issuer: this.#issuer,
-        audience: this.#audience,
+        audience: this.#audience(),
         algorithms: [...this.#algorithms],
         typ: ACCESS_TOKEN_TYP,
         clockTolerance: CLOCK_TOLERANCE_S,
@@ -210,8 +239,15 @@ export class AccessTokenVerifier {
     return this.#admit(verified, 'verified')
   }
 
-  /** Check a verified token against a route's needs. Throws 403 `LatchkeyError`s. */
+  /**
+   * Check a verified token against what the place being entered needs, in this order:
+   * audience (401 `invalid_token`: the token is not for here, RFC 9068 §4), kind and
+   * scopes (403 `insufficient_scope`, RFC 6750 §3.1). Throws `LatchkeyError`s.
+   */
   authorize (token: AccessToken, requirement: AccessRequirement = {}): void {
+    if (requirement.audience !== undefined && !hasAudience(token, requirement.audience)) {
+      throw sharedError('AT_WRONG_AUDIENCE', { headers: { 'www-authenticate': this.#invalidTokenHeader() } })
+    }
     const scopes = requirement.scopes ?? []
     const scopeParam = scopes.length === 0 ? '' : `, scope=${quoted(scopes.join(' '))}`
     const header = `Bearer realm=${quoted(this.realm)}, error="insufficient_scope"${scopeParam}`

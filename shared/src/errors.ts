@@ -13,6 +13,13 @@ export interface ErrorSpec {
   readonly description: string
 }
 
+/**
+ * Brands a LatchkeyError across copies of this module: each installable package
+ * (@latchkey/verify, @latchkey/session-client) bundles its own, and an app using both must
+ * still recognise either one's errors.
+ */
+const LATCHKEY_ERROR = Symbol.for('latchkey.error')
+
 export class LatchkeyError extends Error {
   readonly code: string
   readonly statusCode: number
@@ -29,10 +36,12 @@ export class LatchkeyError extends Error {
     this.description = options.description ?? spec.description
     this.headers = Object.freeze({ ...(options.headers ?? {}) })
   }
+
+  get [LATCHKEY_ERROR] (): true { return true }
 }
 
 export function isLatchkeyError (err: unknown): err is LatchkeyError {
-  return err instanceof LatchkeyError
+  return err instanceof LatchkeyError || (err instanceof Error && (err as unknown as Record<symbol, unknown>)[LATCHKEY_ERROR] === true)
 }
 
 /** Build a typed factory over one service's catalogue so codes cannot be misspelt. */

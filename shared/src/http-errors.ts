@@ -12,6 +12,7 @@ export const sharedErrors = defineCatalogue({
   AT_INVALID: { statusCode: 401, error: 'invalid_token', description: 'The access token is invalid.' },
   AT_EXPIRED: { statusCode: 401, error: 'invalid_token', description: 'The access token has expired.' },
   AT_REVOKED: { statusCode: 401, error: 'invalid_token', description: 'The access token has been revoked.' },
+  AT_WRONG_AUDIENCE: { statusCode: 401, error: 'invalid_token', description: 'The access token is not valid for this audience.' },
   AT_INSUFFICIENT_SCOPE: { statusCode: 403, error: 'insufficient_scope', description: 'The access token lacks a required scope.' },
   AT_SERVICE_TOKEN_REQUIRED: { statusCode: 403, error: 'insufficient_scope', description: 'This route accepts service (client credentials) tokens only.' },
   AT_USER_TOKEN_REQUIRED: { statusCode: 403, error: 'insufficient_scope', description: 'This route accepts user tokens only.' },

@@ -1,15 +1,14 @@
 // The demo page in real Chromium: sign-in, the HttpOnly refresh cookie, identity through the
 // proxy, a strict CSP with nothing loaded from elsewhere, no storage use, the sessions list
-// with "sign out this device", and the screenshot the README shows.
+// with "sign out this device", and a screenshot of the signed-in page (see screenshot.ts).
+import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
 import t from 'tap'
 import { ROOT } from '../helpers/processes.js'
+import { README_SCREENSHOT, SCREENSHOT, SCREENSHOT_PATH } from './screenshot.js'
 import {
   type Stack, clientState, documentCookie, launchChromium, newDeviceContext, openDemo, requireChromium, signIn, startStack, waitForIdentity
 } from './browser-stack.js'
-
-export const SCREENSHOT = join(ROOT, 'docs', 'demo-signed-in.png')
 
 async function apiMe (stack: Stack, token: string): Promise<{ status: number, body: Record<string, unknown> }> {
   const res = await fetch(`${stack.direct}/api/me`, { headers: { authorization: `Bearer ${token}` } })
@@ -65,7 +64,9 @@ t.test('demo page in Chromium', async (t) => {
     const me = await apiMe(stack, accessToken)
     t.equal(me.status, 200)
     t.equal(await page.locator('#identity-error').textContent(), '')
-    t.equal(await page.locator('#identity-sub').textContent(), me.body.sub, 'the page shows who /api/me says the token is for')
+    t.equal(me.body.preferred_username, 'demo', '/api/me names the user')
+    t.equal(await page.locator('#identity-name').textContent(), 'demo', 'the page shows the user\'s name...')
+    t.equal(await page.locator('#identity-sub').textContent(), me.body.sub, '...and who /api/me says the token is for')
     t.equal(await page.locator('#identity-sid').textContent(), me.body.sid)
     t.equal(await page.locator('#identity-client').textContent(), 'latchkey-browser')
     t.ok(requested.some(u => u === `${stack.base}/api/me`), 'the page called /api/me on the gateway, which proxied it')
@@ -85,10 +86,14 @@ t.test('demo page in Chromium', async (t) => {
     t.match(await page.locator('#burst-result').textContent(), /20 × HTTP 200/)
   })
 
-  await t.test('screenshot of the signed-in page for the README', async (t) => {
+  await t.test('screenshot of the signed-in page, outside the tracked tree', async (t) => {
     await page.locator('#sessions li').first().waitFor()
-    await page.screenshot({ path: SCREENSHOT, fullPage: true })
-    t.same([...readFileSync(SCREENSHOT).subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], `${SCREENSHOT} is a PNG`)
+    await page.screenshot({ path: SCREENSHOT_PATH, fullPage: true })
+    t.same([...readFileSync(SCREENSHOT_PATH).subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], `${SCREENSHOT} is a PNG`)
+    const git = (...args: string[]): number | null => spawnSync('git', args, { cwd: ROOT }).status
+    if (git('rev-parse', '--is-inside-work-tree') !== 0) return
+    t.equal(git('check-ignore', '--quiet', SCREENSHOT), 0, `${SCREENSHOT} is git-ignored`)
+    t.equal(git('diff', '--quiet', '--', README_SCREENSHOT), 0, `${README_SCREENSHOT} is left as committed`)
   })
 
   await t.test('a reload stays signed in from the cookie alone', async (t) => {
@@ -120,6 +125,8 @@ t.test('demo page in Chromium', async (t) => {
     await other.page.waitForSelector('body[data-state="signed-out"]')
     t.ok(await other.page.locator('#signed-out-notice').isVisible())
     t.equal(await other.page.locator('#signed-out-notice').getAttribute('data-reason'), 'invalid_grant')
+    t.equal(await other.page.locator('#signed-out-notice').getAttribute('role'), 'alert', 'a session ended by the gateway is an alert')
+    t.equal(await other.page.locator('#signed-out-notice').getAttribute('data-tone'), 'alert')
     t.match(await other.page.locator('#signed-out-message').textContent(), /session has ended/)
     t.ok(await other.page.getByLabel('Password').isVisible(), 'the form is back')
     t.equal(await page.getAttribute('body', 'data-state'), 'signed-in', 'this device is still signed in')

@@ -80,6 +80,11 @@ t.test('tabs of one origin in Chromium', async (t) => {
     await first.page.getByRole('button', { name: 'Sign out', exact: true }).first().click()
     await first.page.waitForSelector('body[data-state="signed-out"]')
     t.match(await first.page.locator('#signed-out-message').textContent(), /You signed out/)
+    t.equal(await first.page.locator('#signed-out-notice').getAttribute('role'), 'status', 'a chosen sign-out is news, not an alert')
+    t.equal(await first.page.locator('#signed-out-notice').getAttribute('data-tone'), 'info')
+    const border = await first.page.locator('#signed-out-notice').evaluate(el => getComputedStyle(el).borderTopColor)
+    const danger = await first.page.evaluate(() => { const probe = document.createElement('p'); probe.className = 'error'; document.body.append(probe); const c = getComputedStyle(probe).color; probe.remove(); return c })
+    t.not(border, danger, 'not drawn in the danger colour')
 
     await second.page.waitForSelector('body[data-state="signed-out"]')
     t.ok(await second.page.locator('#signed-out-notice').isVisible(), 'the other tab shows it is signed out')

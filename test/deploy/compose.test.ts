@@ -5,6 +5,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
+import { BlockList } from 'node:net'
 import { join } from 'node:path'
 import t from 'tap'
 import { Ajv2019 } from 'ajv/dist/2019.js'
@@ -207,3 +208,29 @@ t.test('the services run hardened: read-only root, no capabilities, no privilege
   }
   t.equal(svc('gateway').user, '${LATCHKEY_UID:-1000}:${LATCHKEY_GID:-1000}', 'uid 1000 (node) unless overridden')
 })
+
+t.test('the ingress profile: nginx in front asks forward-auth, and is the one trusted proxy', async t => {
+  const ingress = svc('ingress')
+  t.same(ingress.profiles, ['ingress'], 'started only with --profile ingress')
+  const address = String(asObj(asObj(ingress.networks, 'networks').default, 'default').ipv4_address)
+  t.same(loadGatewayConfig(envOf('gateway')).trustedProxies, [address], 'the gateway believes X-Forwarded-For from nginx only')
+  const subnet = String(asObj(asArray(asObj(asObj(asObj(compose?.networks, 'networks').default, '').ipam, '').config, '')[0], '').subnet)
+  t.ok(inSubnet(address, subnet), `${address} is in ${subnet}`)
+  const mount = asObj(asArray(ingress.volumes, 'volumes')[0], 'volume')
+  const conf = readFileSync(join(ROOT, String(mount.source)), 'utf8')
+  t.equal(mount.target, '/etc/nginx/conf.d/default.conf')
+  t.match(conf, `proxy_pass http://gateway:${GATEWAY_PORT}/auth/verify;`, 'auth_request goes to the gateway service')
+  t.match(conf, `proxy_pass http://resource:${RESOURCE_PORT};`, 'and the bytes to the resource service')
+  t.match(conf, /proxy_set_header X-Forwarded-Uri \$request_uri;/, 'the original URI is set by nginx, not taken from the client')
+  t.match(conf, /proxy_cache_key "\$request_method \$request_uri \$http_authorization";/, 'decisions cached per method, URI and token')
+  const published = String(asArray(ingress.ports, 'ports')[0])
+  t.match(published, /^127\.0\.0\.1:\d+:8080$/, 'nginx listens on 8080 (listen 8080 in its config)')
+  t.match(conf, /listen 8080;/)
+})
+
+function inSubnet (address: string, cidr: string): boolean {
+  const [net, bits] = cidr.split('/') as [string, string]
+  const list = new BlockList()
+  list.addSubnet(net, Number(bits))
+  return list.check(address)
+}

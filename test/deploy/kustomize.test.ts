@@ -9,8 +9,9 @@ import { cpSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { parseAllDocuments } from 'yaml'
-import { loadGatewayConfig } from '#gateway/config.js'
+import { FORWARD_AUTH_HEADER_PREFIX, loadGatewayConfig } from '#gateway/config.js'
 import { generatePrivateJwk, loadSigningKeys } from '#gateway/keys/signing-keys.js'
+import { FORWARD_AUTH_PATH } from '#gateway/proxy/forward-auth.js'
 import { ROOT, asArray, asObj, filesUnder, packageVersion, tempDir, yamlDocs, type Obj } from './helpers.js'
 import { validateManifest } from './k8s-models.js'
 
@@ -82,6 +83,44 @@ t.test('kustomize builds and the output validates', { skip: hasKubectl ? false :
     const common = docs.find(d => d.kind === 'ConfigMap' && nameOf(d) === 'latchkey-common') as Obj
     t.equal(asObj(common.data, '').ISSUER, 'https://auth.example.com')
     t.equal(asObj(common.data, '').AUDIENCE, 'latchkey-api', 'the rest of the ConfigMap kept')
+    const gateway = asObj((docs.find(d => d.kind === 'ConfigMap' && nameOf(d) === 'latchkey-gateway') as Obj).data, '')
+    const env = Object.fromEntries(Object.entries({ ...asObj(common.data, ''), ...gateway }).map(([k, v]) => [k, String(v)]))
+    t.same(loadGatewayConfig(env).trustedProxies, ['10.0.0.0/8'], 'behind the Ingress: its controller is a trusted proxy')
+    t.equal(gateway.REDIS_URL, 'redis://latchkey-redis:6379', 'the rest of the gateway ConfigMap kept')
+  })
+
+  t.test('the ingress-forward-auth component: ingress-nginx, Traefik and Envoy all ask /auth/verify', async t => {
+    const overlay = join(dir, 'overlays/production/kustomization.yaml')
+    const original = readFileSync(overlay, 'utf8')
+    t.teardown(() => { writeFileSync(overlay, original) })
+    writeFileSync(overlay, `${original}\ncomponents:\n  - ../../components/ingress-forward-auth\n`)
+    const docs = await kustomize(join(dir, 'overlays/production'))
+    const service = docs.find(d => d.kind === 'Service' && nameOf(d) === 'latchkey-gateway') as Obj
+    const port = asObj(asArray(asObj(service.spec, '').ports, '')[0], '').port
+    const verifyUrl = `http://latchkey-gateway.latchkey.svc.cluster.local:${String(port)}${FORWARD_AUTH_PATH}`
+    const identity = ['User', 'Scope', 'Client-Id', 'Sid'].map(n => `${FORWARD_AUTH_HEADER_PREFIX}${n}`)
+
+    const ingress = docs.find(d => d.kind === 'Ingress' && nameOf(d) === 'my-app') as Obj
+    t.doesNotThrow(() => { validateManifest(ingress) }, 'the app Ingress is a valid Ingress')
+    const annotations = asObj(asObj(ingress.metadata, '').annotations, '')
+    t.equal(annotations['nginx.ingress.kubernetes.io/auth-url'], verifyUrl, 'ingress-nginx asks the gateway Service')
+    t.same(String(annotations['nginx.ingress.kubernetes.io/auth-response-headers']).split(','), identity)
+    t.match(annotations['nginx.ingress.kubernetes.io/auth-cache-key'], /\$request_method.*\$request_uri.*\$http_authorization/, 'cache key: method + URI + token')
+    t.match(annotations['nginx.ingress.kubernetes.io/auth-cache-duration'], /^200 1s$/, 'no longer than the revocation promise')
+
+    const middleware = docs.find(d => d.kind === 'Middleware') as Obj
+    t.equal(middleware.apiVersion, 'traefik.io/v1alpha1')
+    const forwardAuth = asObj(asObj(middleware.spec, '').forwardAuth, '')
+    t.equal(forwardAuth.address, verifyUrl)
+    t.equal(forwardAuth.trustForwardHeader, false, 'Traefik sets X-Forwarded-Uri itself')
+    t.same(forwardAuth.authResponseHeaders, identity)
+
+    const envoy = yamlDocs('k8s/components/ingress-forward-auth/envoy-ext-authz.yaml')[0] as Obj
+    t.equal(envoy.name, 'envoy.filters.http.ext_authz')
+    const http = asObj(asObj(envoy.typed_config, '').http_service, '')
+    t.equal(http.path_prefix, FORWARD_AUTH_PATH)
+    t.equal(`${String(asObj(http.server_uri, '').uri)}${FORWARD_AUTH_PATH}`, verifyUrl)
+    t.match(JSON.stringify(http.authorization_response), `"prefix":"${FORWARD_AUTH_HEADER_PREFIX.toLowerCase()}"`)
   })
 
   for (const [component, kind] of [['redis-sentinel', 'sentinel'], ['redis-cluster', 'cluster']] as const) {

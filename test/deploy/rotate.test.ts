@@ -67,7 +67,7 @@ const kids = async (file: string): Promise<string[]> => (await loadSigningKeys(f
 
 /** A gateway started on `keysFile`: its JWKS and a freshly issued access token. */
 async function gatewayState (t: Parameters<typeof tempDir>[0], keysFile: string): Promise<{ jwks: JSONWebKeySet, token: string, signingKid: string }> {
-  const config = loadGatewayConfig({ SIGNING_KEYS_FILE: keysFile, LOG_LEVEL: 'silent' })
+  const config = loadGatewayConfig({ SIGNING_KEYS_FILE: keysFile, LOG_LEVEL: 'silent' }, { devMode: true })
   const app = await buildGatewayApp(config)
   t.teardown(() => app.close())
   const jwks = (await app.inject({ method: 'GET', url: JWKS_PATH })).json() as JSONWebKeySet
@@ -218,7 +218,7 @@ t.test('usage errors exit 2 before touching the file', async t => {
 
   const missing = await box.run(['--file', join(box.dir, 'missing.json'), '--apply', 'true'])
   t.equal(missing.code, 1)
-  t.match(missing.stderr, /latchkey keys: file not found: .*missing\.json/, 'the CLI says why')
+  t.match(missing.stderr, /latchkey keys: .*missing\.json: file not found/, 'the CLI says why')
 
   const help = await box.run(['--help'])
   t.equal(help.code, 0)

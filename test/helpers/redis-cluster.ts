@@ -25,6 +25,8 @@ export interface TestRedisCluster {
   readonly prefix: string
   /** A plain (non-cluster) connection to each master, for SCAN and INFO; closed in teardown. */
   readonly masters: readonly Redis[]
+  /** Kill master `index` (SIGKILL); with `requireFullCoverage: false` the others keep serving their slots. */
+  kill (index: number): Promise<void>
   stop (): Promise<void>
 }
 
@@ -96,7 +98,7 @@ function infoField (info: string, field: string): string | undefined {
 let clusters = 0
 
 /** Start a `masters`-node cluster (default 3), every slot assigned, no replicas. */
-export async function redisClusterForTest (t: Teardown, options: { masters?: number } = {}): Promise<TestRedisCluster> {
+export async function redisClusterForTest (t: Teardown, options: { masters?: number, requireFullCoverage?: boolean } = {}): Promise<TestRedisCluster> {
   const count = options.masters ?? 3
   const dir = mkdtempSync(join(tmpdir(), 'lk-cluster-'))
   const children: ChildProcess[] = []
@@ -117,7 +119,8 @@ export async function redisClusterForTest (t: Teardown, options: { masters?: num
     children.push(spawnRedisServer(port, nodeDir, [
       '--cluster-enabled', 'yes',
       '--cluster-config-file', 'nodes.conf',
-      '--cluster-node-timeout', String(CLUSTER_NODE_TIMEOUT_MS)
+      '--cluster-node-timeout', String(CLUSTER_NODE_TIMEOUT_MS),
+      '--cluster-require-full-coverage', options.requireFullCoverage === false ? 'no' : 'yes'
     ]))
     nodes.push({ host: HOST, port })
   }
@@ -144,6 +147,10 @@ export async function redisClusterForTest (t: Teardown, options: { masters?: num
     nodesEnv: nodes.map(n => `${n.host}:${n.port}`).join(','),
     prefix: `lkc${process.pid.toString(36)}${clusters}:`,
     masters,
+    async kill (index) {
+      const child = children[index]
+      if (child !== undefined) await killProcess(child)
+    },
     stop
   }
 }

@@ -21,6 +21,8 @@ export interface TestRedis {
   kill (): Promise<void>
   /** Start it again on the same port (owned servers only). */
   restart (): Promise<void>
+  /** Send the server process a signal, e.g. SIGSTOP / SIGCONT to freeze it (owned servers only). */
+  signal (signal: NodeJS.Signals): void
   stop (): Promise<void>
 }
 
@@ -114,6 +116,10 @@ async function ownedServer (t: Teardown): Promise<TestRedis> {
       child = spawnRedisServer(port, dir)
       await waitForRedis(url)
     },
+    signal (signal) {
+      if (child === undefined || child.exitCode !== null) throw new Error('the Redis server is not running')
+      child.kill(signal)
+    },
     async stop () {
       await killChild()
       rmSync(dir, { recursive: true, force: true })
@@ -134,6 +140,7 @@ async function containerServer (t: Teardown): Promise<TestRedis> {
     port,
     prefix: uniquePrefix(),
     async kill () { await container.stop({ timeout: 0 }) },
+    signal () { throw new Error('a container Redis is not frozen by signals; fault tests use a spawned redis-server') },
     async restart () {
       // A restarted container gets a new mapped port; fault tests that need the same
       // address run on a spawned redis-server (see `redisForTest({ own: true })`).
@@ -150,7 +157,7 @@ export async function redisForTest (t: Teardown, options: { own?: boolean } = {}
   if (shared !== undefined && shared !== '' && options.own !== true) {
     const port = Number(new URL(shared).port || 6379)
     const notOwned = async (): Promise<void> => { throw new Error('this Redis comes from REDIS_URL and is not the test\'s to stop') }
-    return { url: shared, port, prefix: uniquePrefix(), kill: notOwned, restart: notOwned, stop: async () => {} }
+    return { url: shared, port, prefix: uniquePrefix(), kill: notOwned, restart: notOwned, signal: () => { throw new Error('this Redis comes from REDIS_URL and is not the test\'s to signal') }, stop: async () => {} }
   }
   // A fault test needs the same address after a restart, which a spawned server gives.
   if (options.own === true && hasRedisServerBinary()) return ownedServer(t)

@@ -8,7 +8,7 @@ import type { DestinationStream } from 'pino'
 import { randomUUID } from 'node:crypto'
 import { systemClock, type Clock } from '#shared/clock.js'
 import { startTracing, traceLogMixin } from '#shared/tracing.js'
-import type { GatewayConfig } from './config.js'
+import { type GatewayConfig, type RouteConfig, parseRoutes } from './config.js'
 import authRoutes from './auth/routes.js'
 import type { ClientDirectory } from './identity/clients-file.js'
 import type { UserDirectory } from './identity/user-directory.js'
@@ -21,15 +21,18 @@ import { TokenExchange } from './oauth/token-exchange.js'
 import { type JtiReplayStore, MemoryJtiReplayStore } from './oauth/jti-replay-store.js'
 import { RedisJtiReplayStore } from './oauth/redis-jti-replay-store.js'
 import metricsPlugin, { createGatewayMetrics, type GatewayMetrics } from './ops/metrics.js'
-import { AccessTokenIssuer, AccessTokenVerifier } from './keys/access-token.js'
+import { AccessTokenIssuer } from './keys/access-token.js'
+import { createGatewayVerifier } from './auth/bearer.js'
 import jwksRoute from './keys/jwks-route.js'
+import { FastLane } from './proxy/fast-lane.js'
+import { RouteTable, assertRoutes } from './proxy/route-table.js'
+import { FileReloader } from './ops/reloader.js'
 import adminRoutes from './ops/admin-routes.js'
 import proxyPlugin from './proxy/plugin.js'
 import { demoPagePlugin } from './ui/demo-page.js'
 import oidcRoutes from './identity/oidc/routes.js'
 import { ProviderRegistry } from './identity/oidc/provider-registry.js'
 import { parseProvidersText } from './identity/oidc/providers-file.js'
-import { FileReloader } from './ops/reloader.js'
 import { MemorySignInStateStore, RedisSignInStateStore } from './identity/oidc/sign-in-state.js'
 import { MemoryFederatedLinks, RedisFederatedLinks } from './identity/oidc/federated-links.js'
 import type { SigningKeys } from './keys/signing-keys.js'
@@ -114,7 +117,13 @@ export const GATEWAY_SERVICE_NAME = 'latchkey-gateway'
 
 export async function buildGatewayApp (config: GatewayConfig, options: BuildGatewayOptions = {}): Promise<FastifyInstance> {
   const tracing = await startTracing({ endpoint: config.otlpEndpoint, serviceName: GATEWAY_SERVICE_NAME })
+  // The proxy's fast lane sits in front of Fastify's router, in the server's own request
+  // listener: requests whose token is already verified are admitted and forwarded without
+  // Fastify's lifecycle (no app hooks run for them), everything else is routed as usual.
+  // The trade-offs are written in proxy/fast-lane.ts.
+  const lane = new FastLane()
   const app = Fastify({
+    serverFactory: lane.serverFactory,
     logger: {
       level: config.logLevel,
       // The trace id on every line of a traced request (only when tracing is on: no cost otherwise).
@@ -129,7 +138,9 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
     requestTimeout: REQUEST_TIMEOUT_MS,
     keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
     bodyLimit: BODY_LIMIT_BYTES,
-    trustProxy: false,
+    // TRUSTED_PROXIES: whose X-Forwarded-* are believed (request.ip, .protocol, .host); the
+    // proxy resolves the same list for its upstream X-Forwarded-* (proxy/client-origin.ts).
+    trustProxy: config.trustedProxies.length === 0 ? false : [...config.trustedProxies],
     return503OnClosing: true,
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } }
   })
@@ -144,10 +155,12 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   const events = overrides.events ?? createGatewayEvents(metrics)
   // Set below, before any reload can run (watching starts once the app is built).
   let endSessions: (userIds: readonly string[]) => Promise<void> = async () => {}
+  for (const warning of config.warnings) app.log.warn(warning)
   const files = await loadConfigFiles({
     usersFile: config.usersFile,
     clientsFile: config.clientsFile,
     signingKeysFile: config.signingKeysFile,
+    demoUser: config.devMode,
     log: app.log,
     counter: metrics.configReloads,
     clock,
@@ -180,7 +193,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
       // One process: remembering the sid here is the whole broadcast.
       edge ??= { publish: async (sids) => { for (const sid of sids) local.add(sid) } }
     } else {
-      const bus = new RedisRevocationBus({ client: redis, keyPrefix: config.redisKeyPrefix, clock, ttlMs: revokedTtlMs, log: app.log })
+      const bus = new RedisRevocationBus({ client: redis, keyPrefix: config.redisKeyPrefix, clock, ttlMs: revokedTtlMs, log: app.log, waitReplicas: config.redisWaitReplicas })
       if (!(await bus.start())) app.log.warn('revoked sessions not loaded yet (Redis not answering); loading on reconnect')
       app.addHook('onClose', async () => { await bus.close() })
       revoked ??= bus
@@ -201,8 +214,32 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   // Draining: tell keep-alive clients to reconnect (to another replica) after this answer.
   app.addHook('onSend', async (_req, reply) => { if (readiness.draining) reply.header('Connection', 'close') })
 
-  const issuer = new AccessTokenIssuer({ keys, issuer: config.issuer, ttlS: config.accessTokenTtlS, clock })
-  const verifier = new AccessTokenVerifier({ keys, issuer: config.issuer, clock })
+  const issuer = new AccessTokenIssuer({ keys, issuer: config.issuer, ttlS: config.accessTokenTtlS, clock, users })
+  // The one access-token verifier: bearer routes, proxy and forward-auth (one verified-token cache).
+  // ROUTES_FILE is reloaded in place on change: the proxy, forward-auth and the audiences
+  // the verifier accepts follow the table in force; a bad file is refused and the old one stays.
+  const routes = new RouteTable(config.routes)
+  const audiencesOf = (table: readonly RouteConfig[]): string[] => [...new Set([config.audience, ...table.map(r => r.audience)])]
+  let audiences = audiencesOf(routes.routes)
+  routes.onReplace((table) => { audiences = audiencesOf(table) })
+  if (config.routesFile !== undefined) {
+    const reloader = new FileReloader({
+      path: config.routesFile,
+      name: 'ROUTES_FILE',
+      parse: (text) => {
+        const table = parseRoutes(text, config.audience, config.routesFile as string)
+        assertRoutes(table) // the proxy's own checks, before anything is replaced
+        return table
+      },
+      apply: (table) => { routes.replace(table) },
+      log: app.log,
+      counter: metrics.configReloads
+    })
+    await reloader.load()
+    // Watched, and re-read on SIGHUP, with the other config files (files.watch below).
+    files.add(reloader)
+  }
+  const verifier = createGatewayVerifier({ keys, issuer: config.issuer, audiences: () => audiences, revoked, clock })
   const parties = new ProviderRegistry({
     issuer: config.issuer,
     clock,
@@ -225,21 +262,29 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   const limiter = createLoginLimiter(config.loginLimits, attempts, events)
   await app.register(healthRoutes, { readiness })
   await app.register(jwksRoute, { keys })
-  await app.register(authRoutes, { config, sessions, users, verifier, clock, events, limiter, revoked })
+  await app.register(authRoutes, { config, sessions, users, verifier, clock, events, limiter })
   const assertions = new ClientAssertionVerifier({ clients, issuer: config.issuer, replay, clock })
   const throttle = createClientAuthThrottle(config.clientAuthLimits, attempts, events, clock)
   const clientAuth = new ClientAuthenticator({ clients, issuer: config.issuer, assertions, throttle })
   const exchange = new TokenExchange({ keys, issuer: config.issuer, accessTokens: issuer, revoked, clock })
   await app.register(oauthRoutes, { config, sessions, users, clients, issuer, events, limiter, clientAuth, exchange })
-  await app.register(adminRoutes, { config, sessions, users, verifier, revoked })
-  await app.register(proxyPlugin, { routes: config.routes, keys, issuer: config.issuer, metrics, revoked, clock, genReqId })
+  await app.register(adminRoutes, { config, sessions, users, verifier })
+  await app.register(proxyPlugin, {
+    routes,
+    verifier,
+    metrics,
+    genReqId,
+    lane,
+    trustedProxies: config.trustedProxies,
+    forwardAuth: { headerPrefix: config.forwardAuthHeaderPrefix, clock }
+  })
   // PROVIDERS_FILE is reloaded on change (ops/reloader.ts): validated whole, a bad file refused.
   const providersReloader = config.providersFile === undefined
     ? undefined
     : new FileReloader({
       path: config.providersFile,
       name: 'PROVIDERS_FILE',
-      parse: (text) => parseProvidersText(text, 'PROVIDERS_FILE'),
+      parse: (text) => parseProvidersText(text, 'PROVIDERS_FILE', config.providersFile),
       apply: (entries) => { parties.replace(entries) },
       log: app.log,
       counter: metrics.configReloads

@@ -2,9 +2,10 @@
  * Gateway configuration: read from the environment once at boot, validated, frozen,
  * and handed down. Nothing else in the gateway reads `process.env`.
  */
-import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
 import { availableParallelism } from 'node:os'
 import { ConfigError } from '#shared/errors.js'
+import { parseJsonConfig, readConfigFileSync } from '#shared/config-file.js'
 import {
   type Env, type HostPort, deepFreeze, readBool, readDurationS, readEnum, readHostPorts, readInt, readList,
   readOptional, readPort, readString, readUrl
@@ -37,11 +38,19 @@ export const CLIENT_AUTH_MAX_FAILURES_PER_CLIENT = 20
 export const CLIENT_AUTH_MAX_FAILURES_PER_IP = 50
 export const CLIENT_AUTH_FAILURE_WINDOW_S = 300
 
+export const FORWARD_AUTH_HEADER_PREFIX = 'X-Auth-Request-'
+
+/** TRUSTED_PROXIES: none by default (the gateway is the edge and believes no forwarding header). */
+export const TRUSTED_PROXIES: readonly string[] = []
+/** Names proxy-addr (Fastify's `trustProxy`) understands for well-known ranges. */
+const PROXY_RANGE_NAMES: ReadonlySet<string> = new Set(['loopback', 'linklocal', 'uniquelocal'])
+
 export type LogLevel = typeof LOG_LEVELS[number]
 
 export interface RouteConfig {
   readonly prefix: string
-  readonly upstream: string
+  /** Absent: the route exists for forward-auth only (`/auth/verify`), nothing is proxied. */
+  readonly upstream?: string
   readonly audience: string
   readonly scopes: readonly string[]
 }
@@ -69,6 +78,8 @@ export interface GatewayConfig {
   readonly usersFile: string | undefined
   readonly clientsFile: string | undefined
   readonly routes: readonly RouteConfig[]
+  /** ROUTES_FILE, reloaded on change (app.ts); undefined: the one default route. */
+  readonly routesFile: string | undefined
   readonly accessTokenTtlS: number
   readonly refreshIdleTtlS: number
   readonly sessionMaxTtlS: number
@@ -77,6 +88,13 @@ export interface GatewayConfig {
   readonly loginLimits: { readonly perUsername: number, readonly perIp: number, readonly windowS: number }
   readonly clientAuthLimits: { readonly perClient: number, readonly perIp: number, readonly windowS: number }
   readonly corsOrigins: readonly string[]
+  /**
+   * TRUSTED_PROXIES: addresses/CIDRs (or `loopback`, `linklocal`, `uniquelocal`) whose
+   * X-Forwarded-For/-Proto/-Host are believed; the client is the rightmost untrusted hop.
+   */
+  readonly trustedProxies: readonly string[]
+  /** FORWARD_AUTH_HEADER_PREFIX: forward-auth's identity headers are `<prefix>User`, `-Scope`, `-Client-Id`, `-Sid`. */
+  readonly forwardAuthHeaderPrefix: string
   readonly logLevel: LogLevel
   /** `latchkey dev`: serve the demo page and print the walkthrough. */
   readonly devMode: boolean
@@ -87,6 +105,8 @@ export interface GatewayConfig {
   readonly providers: readonly ProviderEntry[]
   /** OTEL_EXPORTER_OTLP_ENDPOINT: where spans go over OTLP/HTTP; unset, tracing is off. */
   readonly otlpEndpoint: string | undefined
+  /** Settings that are valid but probably not meant; logged once at start (see `configWarnings`). */
+  readonly warnings: readonly string[]
 }
 
 function readRoutes (env: Env): RouteConfig[] {
@@ -96,34 +116,41 @@ function readRoutes (env: Env): RouteConfig[] {
     const upstream = readUrl(env, 'RESOURCE_URL', RESOURCE_URL) as string
     return [{ prefix: '/api/', upstream, audience, scopes: [] }]
   }
-  let parsed: unknown
-  try {
-    parsed = JSON.parse(readFileSync(file, 'utf8'))
-  } catch (err) {
-    const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : 'not readable JSON'
-    throw new ConfigError('ROUTES_FILE', `${why}: ${file}`)
-  }
-  if (!Array.isArray(parsed) || parsed.length === 0) throw new ConfigError('ROUTES_FILE', 'expected a non-empty JSON array of routes')
+  // Routes hold no secrets, but the same fault gets the same words as in every other file.
+  return parseRoutes(readConfigFileSync(file, 'ROUTES_FILE'), audience, file)
+}
+
+/**
+ * A ROUTES_FILE's text, validated whole (at start, and again on every reload): a non-empty
+ * JSON array of `{prefix, upstream?, audience?, scopes?}`; `audience` defaults to AUDIENCE.
+ */
+export function parseRoutes (text: string, audience: string, file: string): RouteConfig[] {
+  const parsed = parseJsonConfig(text, file, 'ROUTES_FILE')
+  if (!Array.isArray(parsed) || parsed.length === 0) throw new ConfigError('ROUTES_FILE', `${file}: expected a non-empty JSON array of routes`)
   return parsed.map((r: unknown, i: number): RouteConfig => {
-    const where = `route ${i}`
+    // A JSON path (RFC 9535) to the offending value, so a long file points at its line.
+    const where = `${file}: $[${i}]`
     if (r === null || typeof r !== 'object') throw new ConfigError('ROUTES_FILE', `${where} is not an object`)
     const o = r as Record<string, unknown>
     if (typeof o.prefix !== 'string' || !/^\/[A-Za-z0-9._~!$&'()*+,;=:@/-]*\/$/.test(o.prefix) || o.prefix.includes('/../') || o.prefix.includes('/./')) {
-      throw new ConfigError('ROUTES_FILE', `${where}: prefix must be a normalised path starting and ending with "/"`)
+      throw new ConfigError('ROUTES_FILE', `${where}.prefix must be a normalised path starting and ending with "/"`)
     }
     if (o.prefix.startsWith('/auth/') || o.prefix.startsWith('/oauth/') || o.prefix.startsWith('/.well-known/') || o.prefix === '/') {
-      throw new ConfigError('ROUTES_FILE', `${where}: prefix ${o.prefix} would shadow the gateway's own routes`)
+      throw new ConfigError('ROUTES_FILE', `${where}.prefix ${o.prefix} would shadow the gateway's own routes`)
     }
-    let upstream: URL
-    try { upstream = new URL(String(o.upstream)) } catch { throw new ConfigError('ROUTES_FILE', `${where}: upstream must be an absolute URL`) }
-    if (upstream.protocol !== 'http:' && upstream.protocol !== 'https:') throw new ConfigError('ROUTES_FILE', `${where}: upstream must be http or https`)
+    let upstream: URL | undefined
+    if (o.upstream !== undefined) {
+      try { upstream = new URL(String(o.upstream)) } catch { throw new ConfigError('ROUTES_FILE', `${where}.upstream must be an absolute URL`) }
+      if (upstream.protocol !== 'http:' && upstream.protocol !== 'https:') throw new ConfigError('ROUTES_FILE', `${where}.upstream must be http or https`)
+    }
     const aud = o.audience === undefined ? audience : o.audience
-    if (typeof aud !== 'string' || aud === '') throw new ConfigError('ROUTES_FILE', `${where}: audience must be a non-empty string`)
+    if (typeof aud !== 'string' || aud === '') throw new ConfigError('ROUTES_FILE', `${where}.audience must be a non-empty string`)
     const scopes = o.scopes === undefined ? [] : o.scopes
     if (!Array.isArray(scopes) || !scopes.every(s => typeof s === 'string' && /^[\x21\x23-\x5b\x5d-\x7e]+$/.test(s))) {
-      throw new ConfigError('ROUTES_FILE', `${where}: scopes must be an array of scope tokens`)
+      throw new ConfigError('ROUTES_FILE', `${where}.scopes must be an array of scope tokens`)
     }
-    return { prefix: o.prefix, upstream: upstream.toString().replace(/\/$/, ''), audience: aud, scopes }
+    const route: RouteConfig = { prefix: o.prefix, audience: aud, scopes }
+    return upstream === undefined ? route : { ...route, upstream: upstream.toString().replace(/\/$/, '') }
   })
 }
 
@@ -134,13 +161,7 @@ function readProviders (env: Env): readonly ProviderEntry[] {
   if (file !== undefined && inline !== undefined) throw new ConfigError('PROVIDERS_JSON', 'set either PROVIDERS_FILE or PROVIDERS_JSON, not both')
   if (file === undefined && inline === undefined) return []
   if (file === undefined) return parseProvidersText(inline as string, 'PROVIDERS_JSON')
-  let text: string
-  try {
-    text = readFileSync(file, 'utf8')
-  } catch (err) {
-    throw new ConfigError('PROVIDERS_FILE', (err as NodeJS.ErrnoException).code === 'ENOENT' ? `file not found: ${file}` : `not readable: ${file}`)
-  }
-  return parseProvidersText(text, 'PROVIDERS_FILE')
+  return parseProvidersText(readConfigFileSync(file, 'PROVIDERS_FILE'), 'PROVIDERS_FILE', file)
 }
 
 function readRedis (env: Env): RedisConfig {
@@ -190,6 +211,48 @@ function readOrigins (env: Env): string[] {
   })
 }
 
+/** Hosts that only this machine can reach: the demo user's printed password stays local. */
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', '::1', 'localhost'])
+
+/**
+ * Valid settings that are probably mistakes. PORT without ISSUER: tokens, metadata and
+ * cookie-origin checks keep naming :8080. `dev` on a non-loopback HOST with the generated
+ * demo user: the password printed to this terminal signs in from anywhere that reaches it.
+ */
+function configWarnings (env: Env, config: Omit<GatewayConfig, 'warnings'>): string[] {
+  const warnings: string[] = []
+  if (readOptional(env, 'ISSUER') === undefined && config.port !== PORT && config.port !== 0) {
+    warnings.push(`PORT is ${config.port} but ISSUER is not set: tokens and /.well-known metadata name ${ISSUER}; set ISSUER to the URL clients use (e.g. http://localhost:${config.port})`)
+  }
+  if (config.devMode && config.usersFile === undefined && !LOOPBACK_HOSTS.has(config.host)) {
+    warnings.push(`HOST is ${config.host}: the generated demo user's password works from any machine that reaches this one; unset HOST to listen on 127.0.0.1 only`)
+  }
+  return warnings
+}
+
+function readTrustedProxies (env: Env): string[] {
+  const list = readList(env, 'TRUSTED_PROXIES')
+  for (const item of list) {
+    if (PROXY_RANGE_NAMES.has(item)) continue
+    const slash = item.indexOf('/')
+    const address = slash === -1 ? item : item.slice(0, slash)
+    const family = isIP(address)
+    const bits = slash === -1 ? undefined : item.slice(slash + 1)
+    const maxBits = family === 4 ? 32 : 128
+    if (family === 0 || (bits !== undefined && (!/^\d{1,3}$/.test(bits) || Number(bits) > maxBits))) {
+      throw new ConfigError('TRUSTED_PROXIES', `expected IP addresses or CIDRs (e.g. 10.0.0.0/8, ::1), got ${JSON.stringify(item)}`)
+    }
+  }
+  return list.length === 0 ? [...TRUSTED_PROXIES] : list
+}
+
+function readHeaderPrefix (env: Env): string {
+  const prefix = readString(env, 'FORWARD_AUTH_HEADER_PREFIX', FORWARD_AUTH_HEADER_PREFIX)
+  // RFC 9110 §5.1 field-name characters, ending in '-' so that `User` etc. read as words.
+  if (!/^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}-$/.test(prefix)) throw new ConfigError('FORWARD_AUTH_HEADER_PREFIX', 'expected a header-name prefix ending in "-", like X-Auth-Request-')
+  return prefix
+}
+
 /** Parse and freeze the gateway's configuration. Throws `ConfigError` naming the variable. */
 export function loadGatewayConfig (env: Env, overrides: { devMode?: boolean } = {}): GatewayConfig {
   const issuer = (readUrl(env, 'ISSUER', ISSUER) as string).replace(/\/$/, '')
@@ -198,7 +261,7 @@ export function loadGatewayConfig (env: Env, overrides: { devMode?: boolean } = 
   const sessionMaxTtlS = readDurationS(env, 'SESSION_MAX_TTL', SESSION_MAX_TTL_S, 60, 365 * 86400)
   if (sessionMaxTtlS < refreshIdleTtlS) throw new ConfigError('SESSION_MAX_TTL', `must be at least REFRESH_IDLE_TTL (${refreshIdleTtlS} s)`)
   const refreshReuseGraceS = readDurationS(env, 'REFRESH_REUSE_GRACE', REFRESH_REUSE_GRACE_S, 0, 300)
-  const config: GatewayConfig = {
+  const settings: Omit<GatewayConfig, 'warnings'> = {
     port: readPort(env, 'PORT', PORT),
     host: readString(env, 'HOST', HOST),
     issuer,
@@ -212,6 +275,7 @@ export function loadGatewayConfig (env: Env, overrides: { devMode?: boolean } = 
     usersFile: readOptional(env, 'USERS_FILE'),
     clientsFile: readOptional(env, 'CLIENTS_FILE'),
     routes: readRoutes(env),
+    routesFile: readOptional(env, 'ROUTES_FILE'),
     accessTokenTtlS,
     refreshIdleTtlS,
     sessionMaxTtlS,
@@ -228,6 +292,8 @@ export function loadGatewayConfig (env: Env, overrides: { devMode?: boolean } = 
       windowS: readDurationS(env, 'CLIENT_AUTH_FAILURE_WINDOW', CLIENT_AUTH_FAILURE_WINDOW_S, 1, 86400)
     },
     corsOrigins: readOrigins(env),
+    trustedProxies: readTrustedProxies(env),
+    forwardAuthHeaderPrefix: readHeaderPrefix(env),
     logLevel: readEnum(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
     devMode: overrides.devMode ?? false,
     demoPage: readBool(env, 'DEMO_PAGE', overrides.devMode ?? false),
@@ -235,6 +301,7 @@ export function loadGatewayConfig (env: Env, overrides: { devMode?: boolean } = 
     providers: readProviders(env),
     otlpEndpoint: readUrl(env, 'OTEL_EXPORTER_OTLP_ENDPOINT', undefined)
   }
+  const config: GatewayConfig = { ...settings, warnings: configWarnings(env, settings) }
   checkWorkers(config)
   return deepFreeze(config)
 }

@@ -1,6 +1,7 @@
 /**
  * The gateway's error catalogue. Codes are stable; wire names follow RFC 6749 §5.2
- * (token endpoint) and RFC 6750 §3.1 (bearer resource access).
+ * (token endpoint). Access-token refusals (RFC 6750 §3.1) are the shared catalogue's `AT_*`
+ * codes, raised by the one verifier (#shared/access-token-verifier.js).
  */
 import { defineCatalogue } from '#shared/errors.js'
 
@@ -8,8 +9,6 @@ export const gatewayErrors = defineCatalogue({
   GW_INVALID_REQUEST: { statusCode: 400, error: 'invalid_request', description: 'The request is malformed.' },
   GW_INVALID_CREDENTIALS: { statusCode: 401, error: 'invalid_grant', description: 'Invalid username or password.' },
   GW_INVALID_GRANT: { statusCode: 401, error: 'invalid_grant', description: 'The refresh token is invalid, expired or revoked.' },
-  GW_INVALID_TOKEN: { statusCode: 401, error: 'invalid_token', description: 'The access token is missing, invalid or expired.' },
-  GW_INSUFFICIENT_SCOPE: { statusCode: 403, error: 'insufficient_scope', description: 'The access token lacks a required scope.' },
   GW_CROSS_SITE: { statusCode: 403, error: 'forbidden', description: 'Cross-site requests are not allowed on this route.' },
   GW_SESSION_NOT_FOUND: { statusCode: 404, error: 'not_found', description: 'No such session.' },
   GW_NOT_FOUND: { statusCode: 404, error: 'not_found', description: 'Not found.' },
@@ -29,6 +28,9 @@ export const gatewayErrors = defineCatalogue({
   GW_INVALID_TARGET: { statusCode: 400, error: 'invalid_target', description: 'The requested audience or resource is not allowed for this client.' },
   GW_UNSUPPORTED_TOKEN_TYPE: { statusCode: 400, error: 'unsupported_token_type', description: 'Only refresh tokens can be revoked here.' },
   // Reverse proxy (SPEC "Proxy"): generic texts, never the upstream's address or errno.
+  // Forward-auth (/auth/verify): nginx turns any status but 2xx/401/403 into a 500.
+  GW_FORWARD_AUTH_DENIED: { statusCode: 403, error: 'forbidden', description: 'No route admits this request.' },
+  GW_PROXY_CALLER_BUSY: { statusCode: 429, error: 'too_many_requests', description: 'Too many requests of this session are in progress; retry shortly.' },
   GW_PROXY_PATH_NOT_ALLOWED: { statusCode: 400, error: 'invalid_request', description: 'The request path is not allowed.' },
   GW_BAD_GATEWAY: { statusCode: 502, error: 'bad_gateway', description: 'The upstream service is unavailable.' },
   GW_GATEWAY_TIMEOUT: { statusCode: 504, error: 'gateway_timeout', description: 'The upstream service did not answer in time.' },

@@ -5,6 +5,7 @@
  */
 import closeWithGrace from 'close-with-grace'
 import type { FastifyInstance } from 'fastify'
+import type { DestinationStream } from 'pino'
 import type { GatewayConfig } from './config.js'
 import { buildGatewayApp } from './app.js'
 import { isPoolWorker, leavePool, onPoolReload, onPoolShutdown, runWorkerPool, workerMetricsSource } from './workers.js'
@@ -18,9 +19,19 @@ export const SHUTDOWN_GRACE_MS = 20_000
  */
 export const DRAIN_IDLE_SWEEP_MS = 100
 
-export async function startGateway (config: GatewayConfig, options: { alsoClose?: () => Promise<void> } = {}): Promise<FastifyInstance> {
+export interface StartGatewayOptions {
+  /** Closed with the gateway (`dev` runs the resource service in the same process). */
+  readonly alsoClose?: () => Promise<void>
+  /** Where log lines go; default stdout (JSON lines). */
+  readonly logStream?: DestinationStream | undefined
+}
+
+export async function startGateway (config: GatewayConfig, options: StartGatewayOptions = {}): Promise<FastifyInstance> {
   const worker = isPoolWorker()
-  const app = await buildGatewayApp(config, worker ? { metricsSource: workerMetricsSource } : {})
+  const app = await buildGatewayApp(config, {
+    ...(worker ? { metricsSource: workerMetricsSource } : {}),
+    ...(options.logStream === undefined ? {} : { logStream: options.logStream })
+  })
   // SIGHUP: re-read USERS_FILE, CLIENTS_FILE, SIGNING_KEYS_FILE now (they are also watched). Each refusal logs itself.
   const reload = (): void => {
     void app.latchkey.files.reload().then((files) => { app.log.info({ event: 'config_reread', files }, 'SIGHUP: config files re-read') })

@@ -4,6 +4,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify'
+import type { DestinationStream } from 'pino'
 import { accessTokenPlugin } from '#shared/access-token-plugin.js'
 import { type Clock, systemClock } from '#shared/clock.js'
 import { type LatchkeyError, errorBody, isLatchkeyError } from '#shared/errors.js'
@@ -28,6 +29,8 @@ export interface ResourceDeps {
   /** Used for JWKS fetches. */
   readonly fetch?: FetchLike
   readonly jwks?: JwksTuning
+  /** Where log lines go; default stdout (JSON lines). */
+  readonly logStream?: DestinationStream | undefined
 }
 
 function toLatchkeyError (err: FastifyError): LatchkeyError | undefined {
@@ -51,7 +54,7 @@ export async function buildResourceApp (config: ResourceConfig, deps: ResourceDe
   const tracing = await startTracing({ endpoint: config.otlpEndpoint, serviceName: RESOURCE_SERVICE_NAME })
   const app = Fastify({
     // The trace id on every line of a traced request (only when tracing is on: no cost otherwise).
-    logger: { level: config.logLevel, ...(tracing.enabled ? { mixin: traceLogMixin } : {}) },
+    logger: { level: config.logLevel, ...(tracing.enabled ? { mixin: traceLogMixin } : {}), ...(deps.logStream === undefined ? {} : { stream: deps.logStream }) },
     bodyLimit: BODY_LIMIT_BYTES,
     genReqId: (req) => {
       const id = req.headers['x-request-id']

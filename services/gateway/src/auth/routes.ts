@@ -9,10 +9,9 @@ import type { Clock } from '#shared/clock.js'
 import type { GatewayConfig } from '../config.js'
 import { gatewayError } from '../errors.js'
 import type { UserDirectory } from '../identity/user-directory.js'
-import type { AccessTokenVerifier } from '../keys/access-token.js'
+import type { AccessTokenVerifier } from '#shared/access-token-verifier.js'
 import type { GatewayEvents } from '../ops/events.js'
 import type { LoginLimiter } from './login-limiter.js'
-import type { RevokedSessions } from '../sessions/revocation.js'
 import { BROWSER_CLIENT_ID, sessionView, type SessionService } from '../sessions/service.js'
 import { authenticateBearer } from './bearer.js'
 import { clearAllRefreshCookies, clearRefreshCookie, refreshCookieValues, setRefreshCookie } from './cookie.js'
@@ -23,7 +22,7 @@ import { familyRemainingS, noStore } from './token-response.js'
 export const AUTH_BODY_LIMIT_BYTES = 8 * 1024
 // Defined beside the session service and the store; re-exported for existing importers.
 export { BROWSER_CLIENT_ID } from '../sessions/service.js'
-export { USER_AGENT_MAX_CHARS } from '../sessions/redis-family-store.js'
+export { USER_AGENT_MAX_CHARS } from '../sessions/family-store.js'
 
 export interface AuthRoutesOptions {
   readonly config: GatewayConfig
@@ -33,7 +32,6 @@ export interface AuthRoutesOptions {
   readonly clock: Clock
   readonly events: GatewayEvents
   readonly limiter: LoginLimiter
-  readonly revoked: RevokedSessions
 }
 
 const loginSchema = {
@@ -52,7 +50,7 @@ function seenOf (req: FastifyRequest): { ip: string, userAgent: string | undefin
 }
 
 async function authRoutes (app: FastifyInstance, opts: AuthRoutesOptions): Promise<void> {
-  const { config, sessions, users, verifier, clock, events, limiter, revoked } = opts
+  const { config, sessions, users, verifier, clock, events, limiter } = opts
   const policy = createOriginPolicy(config.origin, config.corsOrigins)
   const refuseCrossSite = crossSiteGuard(policy)
   const secure = config.cookieSecure
@@ -115,14 +113,14 @@ async function authRoutes (app: FastifyInstance, opts: AuthRoutesOptions): Promi
   })
 
   app.post('/auth/logout-all', async (req, reply) => {
-    const claims = await authenticateBearer(req, verifier, config.audience, revoked)
+    const claims = await authenticateBearer(req, verifier, config.audience)
     await sessions.revokeAllForUser(claims.sub, 'logout_all', req)
     clearRefreshCookie(reply, secure)
     return reply.code(204).send()
   })
 
   app.get('/auth/sessions', async (req, reply) => {
-    const claims = await authenticateBearer(req, verifier, config.audience, revoked)
+    const claims = await authenticateBearer(req, verifier, config.audience)
     const families = await sessions.list(claims.sub)
     reply.header('Cache-Control', 'no-store')
     // No client_id here: a browser's own list has always been these six fields.
@@ -136,7 +134,7 @@ async function authRoutes (app: FastifyInstance, opts: AuthRoutesOptions): Promi
   app.delete('/auth/sessions/:id', {
     schema: { params: { type: 'object', properties: { id: { type: 'string', maxLength: 64 } }, required: ['id'] } }
   }, async (req, reply) => {
-    const claims = await authenticateBearer(req, verifier, config.audience, revoked)
+    const claims = await authenticateBearer(req, verifier, config.audience)
     const { id } = req.params as { id: string }
     if (!(await sessions.revokeSession(claims.sub, id, 'session_delete', req))) throw gatewayError('GW_SESSION_NOT_FOUND')
     return reply.code(204).send()

@@ -17,6 +17,7 @@ import { randomBytes } from 'node:crypto'
 import { readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { ConfigError } from '#shared/errors.js'
+import { fileProblem } from '#shared/config-file.js'
 import { DEFAULT_SIGNING_ALG, SIGNING_ALGS, generatePrivateJwk, loadSigningKeys } from '../keys/signing-keys.js'
 import type { PrivateJwk, PublicJwk, SigningAlg } from '../keys/signing-keys.js'
 import type { CliIo } from './io.js'
@@ -242,7 +243,7 @@ export async function runKeysCommand (argv: string[], io: CliIo): Promise<number
     }
     const code = (err as NodeJS.ErrnoException).code
     if (typeof code === 'string' && code.startsWith('E')) {
-      io.stderr.write(`latchkey keys: cannot write ${(err as NodeJS.ErrnoException).path ?? 'file'} (${code})\n`)
+      io.stderr.write(`latchkey keys: ${(err as NodeJS.ErrnoException).path ?? 'file'}: ${fileProblem(err, 'write')}\n`)
       return 1
     }
     throw err

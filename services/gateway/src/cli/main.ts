@@ -3,6 +3,7 @@
  * handed to the services; a bad value prints one line and exits 2, without a stack.
  */
 import { readFileSync } from 'node:fs'
+import type { DestinationStream } from 'pino'
 import { ConfigError } from '#shared/errors.js'
 import { loadGatewayConfig } from '../config.js'
 import { serveGateway, startGateway } from '../main.js'
@@ -20,7 +21,8 @@ const USAGE = `usage: latchkey <command>
   gateway                         run the auth gateway (:8080)
   resource                        run the resource service (:8081)
   dev                             run both on embedded defaults and print a walkthrough
-                                  (RESOURCE_PORT sets the resource's port in dev)
+                                  (on 127.0.0.1 unless HOST is set; RESOURCE_PORT sets the
+                                  resource's port in dev)
   keys generate [--alg EdDSA|ES256|RS256] [--out FILE] [--append|--prepend]
                                   write a private JWKS (the first key signs)
   keys list|promote <kid>|retire <kid> --file FILE
@@ -43,20 +45,27 @@ Configuration is read from the environment; see README.md.`
 type Env = Readonly<Record<string, string | undefined>>
 
 /**
- * `dev` runs both services in one process: the gateway on PORT (8080), the resource on
- * RESOURCE_PORT (8081), wired to each other over loopback, with the issuer following the
- * gateway's port unless ISSUER is set.
+ * Where `dev` listens unless HOST says otherwise: loopback, because it prints a working
+ * password for its generated demo user.
  */
-function devEnvironments (env: Env): { gatewayEnv: Env, resourceEnv: Env } {
+export const DEV_HOST = '127.0.0.1'
+
+/**
+ * `dev` runs both services in one process: the gateway on PORT (8080), the resource on
+ * RESOURCE_PORT (8081), both on loopback unless HOST is set, wired to each other over
+ * loopback, with the issuer following the gateway's port unless ISSUER is set.
+ */
+export function devEnvironments (env: Env): { gatewayEnv: Env, resourceEnv: Env } {
   const gatewayPort = env.PORT ?? '8080'
   const resourcePort = env.RESOURCE_PORT ?? '8081'
   const issuer = env.ISSUER ?? `http://localhost:${gatewayPort}`
+  const host = env.HOST === undefined || env.HOST === '' ? DEV_HOST : env.HOST
   return {
-    gatewayEnv: { ...env, ISSUER: issuer, RESOURCE_URL: env.RESOURCE_URL ?? `http://127.0.0.1:${resourcePort}` },
+    gatewayEnv: { ...env, HOST: host, ISSUER: issuer, RESOURCE_URL: env.RESOURCE_URL ?? `http://127.0.0.1:${resourcePort}` },
     resourceEnv: {
       ...env,
       PORT: resourcePort,
-      HOST: env.HOST ?? '127.0.0.1',
+      HOST: host,
       ISSUER: issuer,
       JWKS_URL: env.JWKS_URL ?? `http://127.0.0.1:${gatewayPort}/.well-known/jwks.json`
     }
@@ -74,6 +83,36 @@ function version (): string {
     }
   }
   return 'unknown'
+}
+
+/** Pretty log lines when a person watches `dev` in a terminal; JSON lines when its output goes anywhere else. */
+async function devLogStreams (io: CliIo): Promise<{ gateway?: DestinationStream, resource?: DestinationStream }> {
+  if ((io.stdout as { isTTY?: boolean }).isTTY !== true) return {}
+  const { devLogStream } = await import('./dev-log.js')
+  return {
+    gateway: devLogStream(io.stdout, 'gateway', { colorize: true }),
+    resource: devLogStream(io.stdout, 'resource', { colorize: true })
+  }
+}
+
+/**
+ * `dev`: the resource first (the gateway proxies to it), then the gateway. If the gateway
+ * cannot start (a taken port), the resource is closed too, so that the process exits with
+ * the error instead of lingering half up.
+ */
+async function runDev (io: CliIo, env: Env): Promise<void> {
+  const { gatewayEnv, resourceEnv } = devEnvironments(env)
+  const gatewayConfig = loadGatewayConfig(gatewayEnv, { devMode: true })
+  const logs = await devLogStreams(io)
+  const resource = await startResource(loadResourceConfig(resourceEnv), { logStream: logs.resource }, { handleSignals: false })
+  let app: Awaited<ReturnType<typeof startGateway>>
+  try {
+    app = await startGateway(gatewayConfig, { alsoClose: resource.close, logStream: logs.gateway })
+  } catch (err) {
+    await resource.close()
+    throw err
+  }
+  printWalkthrough(io, gatewayConfig, app.latchkey.demoPassword, resource.url)
 }
 
 function fail (io: CliIo, line: string): number {
@@ -94,11 +133,7 @@ export async function main (argv: string[], io: CliIo, env: Readonly<Record<stri
         return -1
       }
       case 'dev': {
-        const { gatewayEnv, resourceEnv } = devEnvironments(env)
-        const gatewayConfig = loadGatewayConfig(gatewayEnv, { devMode: true })
-        const resource = await startResource(loadResourceConfig(resourceEnv), {}, { handleSignals: false })
-        const app = await startGateway(gatewayConfig, { alsoClose: resource.close })
-        printWalkthrough(io, gatewayConfig, app.latchkey.demoPassword, resource.url)
+        await runDev(io, env)
         return -1
       }
       case 'keys': return await runKeysCommand(rest, io)

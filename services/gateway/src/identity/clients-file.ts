@@ -41,7 +41,8 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import { ConfigError } from '#shared/errors.js'
 import type { JSONWebKeySet } from 'jose'
 import { type Clock, systemClock } from '#shared/clock.js'
-import { parseJsonText, readJsonFile, writeFileAtomic } from './json-file.js'
+import { parseJsonConfig } from '#shared/config-file.js'
+import { readJsonFile, writeFileAtomic } from './json-file.js'
 import { checkKeyUrl, parseFederatedTrust, parsePublicJwks, serialiseFederatedTrust, type FederatedTrust } from './client-keys.js'
 import { formatScope, parseScope } from './scope.js'
 
@@ -238,7 +239,7 @@ export async function readClientsFile (path: string): Promise<StoredClient[]> {
 
 /** The clients in `text` (the content of `path`), validated whole: what a reload applies. */
 export function parseClientsText (text: string, path: string): StoredClient[] {
-  return parseClients(path, parseJsonText(text, path, VARIABLE))
+  return parseClients(path, parseJsonConfig(text, path, VARIABLE))
 }
 
 function serialise (clients: readonly StoredClient[]): string {

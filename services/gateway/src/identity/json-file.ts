@@ -4,37 +4,18 @@
  * because those files hold hashes and a parser's excerpt would echo them.
  */
 import { randomBytes } from 'node:crypto'
-import { open, readFile, realpath, rename, stat, unlink } from 'node:fs/promises'
+import { open, realpath, rename, stat, unlink } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { ConfigError } from '#shared/errors.js'
+import { fileProblem, isFileMissing, parseJsonConfig, readConfigFile } from '#shared/config-file.js'
 
 /** Files that hold credential hashes are created readable by their owner only. */
 export const SECRET_FILE_MODE = 0o600
 
-function errnoCode (err: unknown): string | undefined {
-  return typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string' ? err.code : undefined
-}
-
 /** The parsed JSON of `path`; `undefined` when it does not exist and `missingOk` is set. */
 export async function readJsonFile (path: string, variable: string, missingOk = false): Promise<unknown> {
-  let text: string
-  try {
-    text = await readFile(path, 'utf8')
-  } catch (err) {
-    const code = errnoCode(err)
-    if (code === 'ENOENT' && missingOk) return undefined
-    throw new ConfigError(variable, `${path}: cannot be read (${code ?? 'I/O error'})`)
-  }
-  return parseJsonText(text, path, variable)
-}
-
-/** `text` parsed as JSON; the parser's message (which quotes the text) is never passed on. */
-export function parseJsonText (text: string, path: string, variable: string): unknown {
-  try {
-    return JSON.parse(text) as unknown
-  } catch {
-    throw new ConfigError(variable, `${path}: is not valid JSON`)
-  }
+  const text = await readConfigFile(path, variable, missingOk)
+  return text === undefined ? undefined : parseJsonConfig(text, path, variable)
 }
 
 /**
@@ -50,7 +31,7 @@ export async function writeFileAtomic (path: string, text: string, variable: str
     target = await realpath(path)
     mode = (await stat(target)).mode & 0o777
   } catch (err) {
-    if (errnoCode(err) !== 'ENOENT') throw new ConfigError(variable, `${path}: cannot be read (${errnoCode(err) ?? 'I/O error'})`)
+    if (!isFileMissing(err)) throw new ConfigError(variable, `${path}: ${fileProblem(err)}`)
   }
   const temp = join(dirname(target), `.${basename(target)}.${randomBytes(6).toString('hex')}.tmp`)
   try {
@@ -66,6 +47,6 @@ export async function writeFileAtomic (path: string, text: string, variable: str
     await rename(temp, target)
   } catch (err) {
     await unlink(temp).catch(() => {})
-    throw new ConfigError(variable, `${path}: cannot be written (${errnoCode(err) ?? 'I/O error'})`)
+    throw new ConfigError(variable, `${path}: ${fileProblem(err, 'write')}`)
   }
 }

@@ -30,7 +30,8 @@
  */
 import { randomBytes } from 'node:crypto'
 import { ConfigError } from '#shared/errors.js'
-import { parseJsonText, readJsonFile, writeFileAtomic } from './json-file.js'
+import { parseJsonConfig } from '#shared/config-file.js'
+import { readJsonFile, writeFileAtomic } from './json-file.js'
 import { argon2idParams, hashPassword } from './password.js'
 import { formatScope, parseScope } from './scope.js'
 
@@ -132,7 +133,7 @@ export async function readUsersFile (path: string): Promise<StoredUser[]> {
 
 /** The users in `text` (the content of `path`), validated whole: what a reload applies. */
 export function parseUsersText (text: string, path: string): StoredUser[] {
-  return parseUsers(path, parseJsonText(text, path, VARIABLE))
+  return parseUsers(path, parseJsonConfig(text, path, VARIABLE))
 }
 
 function serialise (users: readonly StoredUser[]): string {

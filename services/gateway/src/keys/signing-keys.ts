@@ -9,10 +9,10 @@
  * everything holding it — the issuer, the JWKS route, the proxy's verifier — sees the new
  * set on its next call. Nothing may copy `signing` or `verificationKey` out of it.
  */
-import { readFile } from 'node:fs/promises'
 import type { KeyObject } from 'node:crypto'
 import { CompactSign, calculateJwkThumbprint, compactVerify, exportJWK, generateKeyPair, importJWK } from 'jose'
 import { ConfigError } from '#shared/errors.js'
+import { parseJsonConfig, readConfigFile } from '#shared/config-file.js'
 
 export const SIGNING_ALGS = ['EdDSA', 'ES256', 'RS256'] as const
 export type SigningAlg = typeof SIGNING_ALGS[number]
@@ -209,23 +209,12 @@ async function loadKey (raw: unknown, where: string): Promise<LoadedKey> {
 }
 
 async function readJwksText (file: string): Promise<string> {
-  try {
-    return await readFile(file, 'utf8')
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    const why = code === 'ENOENT' ? 'file not found' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : `cannot read (${code ?? 'error'})`
-    throw new ConfigError(VARIABLE, `${why}: ${file}`)
-  }
+  return await readConfigFile(file, VARIABLE)
 }
 
 function parseJwks (text: string, file: string): unknown[] {
-  let parsed: unknown
-  try {
-    parsed = JSON.parse(text)
-  } catch {
-    // Never the parser's message: it quotes the text around the error, i.e. key material.
-    throw new ConfigError(VARIABLE, `${file}: not valid JSON`)
-  }
+  // Never the parser's message: it quotes the text around the error, i.e. key material.
+  const parsed = parseJsonConfig(text, file, VARIABLE)
   const keys = parsed !== null && typeof parsed === 'object' ? (parsed as { keys?: unknown }).keys : undefined
   if (!Array.isArray(keys) || keys.length === 0) {
     throw new ConfigError(VARIABLE, `${file}: expected a private JWKS {"keys": [...]} with at least one key`)

@@ -24,7 +24,8 @@ import { gatewayError } from '../errors.js'
 import type { Client } from '../identity/clients-file.js'
 import type { AccessTokenIssuer, ActorClaim } from '../keys/access-token.js'
 import type { SigningKeys } from '../keys/signing-keys.js'
-import { localKeys, type RevokedSids } from '../proxy/access.js'
+import type { RevokedSids } from '../auth/bearer.js'
+import { signingKeyResolver } from '../keys/verification-keys.js'
 import type { TokenBody } from '../auth/token-response.js'
 import { param, requireParam, type FormParams } from './form-body.js'
 import { narrowScope, pickAudience } from './token-scope.js'
@@ -106,7 +107,7 @@ export class TokenExchange {
     if (verifier === undefined) {
       const { revoked } = this.#options
       verifier = new AccessTokenVerifier({
-        keys: localKeys(this.#options.keys),
+        keys: signingKeyResolver(this.#options.keys),
         issuer: this.#options.issuer,
         audience: client.audiences,
         clock: this.#options.clock,

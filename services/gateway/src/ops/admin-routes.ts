@@ -18,9 +18,8 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { GatewayConfig } from '../config.js'
 import { gatewayError } from '../errors.js'
 import type { UserDirectory, User } from '../identity/user-directory.js'
-import type { AccessTokenVerifier } from '../keys/access-token.js'
-import { authenticateBearer, BEARER_REALM } from '../auth/bearer.js'
-import type { RevokedSessions } from '../sessions/revocation.js'
+import type { AccessTokenVerifier } from '#shared/access-token-verifier.js'
+import { authenticateBearer } from '../auth/bearer.js'
 import { sessionView, type SessionService } from '../sessions/service.js'
 
 export const ADMIN_SCOPE = 'latchkey:admin'
@@ -30,7 +29,6 @@ export interface AdminRoutesOptions {
   readonly sessions: SessionService
   readonly users: UserDirectory
   readonly verifier: AccessTokenVerifier
-  readonly revoked: RevokedSessions
 }
 
 declare module 'fastify' {
@@ -40,13 +38,11 @@ declare module 'fastify' {
   }
 }
 
-const INSUFFICIENT = `Bearer realm="${BEARER_REALM}", error="insufficient_scope", scope="${ADMIN_SCOPE}"`
-
 const nameParam = { type: 'string', minLength: 1, maxLength: 256 } as const
 const sidParam = { type: 'string', minLength: 1, maxLength: 64 } as const
 
 async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOptions): Promise<void> {
-  const { config, sessions, users, verifier, revoked } = opts
+  const { config, sessions, users, verifier } = opts
 
   app.decorateRequest('adminClient', '')
   app.addHook('onResponse', async (req, reply) => {
@@ -58,11 +54,8 @@ async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOptions): Pro
 
   /** 401 without a valid, unrevoked access token; 403 unless it is a service token with the admin scope. */
   async function authorize (req: FastifyRequest): Promise<void> {
-    const claims = await authenticateBearer(req, verifier, config.audience, revoked)
-    const isServiceToken = claims.sid === undefined && claims.sub === claims.client_id
-    if (!isServiceToken || !claims.scope.includes(ADMIN_SCOPE)) {
-      throw gatewayError('GW_INSUFFICIENT_SCOPE', { headers: { 'WWW-Authenticate': INSUFFICIENT } })
-    }
+    // A service (client credentials) token with the admin scope: 403 insufficient_scope naming it otherwise.
+    const claims = await authenticateBearer(req, verifier, config.audience, { kind: 'service', scopes: [ADMIN_SCOPE] })
     req.adminClient = claims.client_id
   }
 

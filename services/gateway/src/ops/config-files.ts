@@ -20,6 +20,8 @@ export interface ConfigFilesOptions {
   readonly usersFile: string | undefined
   readonly clientsFile: string | undefined
   readonly signingKeysFile: string | undefined
+  /** Without USERS_FILE: a generated demo user (`latchkey dev`), else no users at all. */
+  readonly demoUser: boolean
   readonly log: ReloaderLog & KeyLoadLog
   readonly counter: ReloadCounter
   readonly clock: Clock
@@ -74,10 +76,16 @@ export async function loadConfigFiles (opts: ConfigFilesOptions): Promise<Config
     const directory = await UserDirectory.fromUsers(await reloader.load())
     users = directory
     reloaders.push(reloader)
-  } else if (users === undefined) {
+  } else if (users === undefined && opts.demoUser) {
     const loaded = await UserDirectory.load(undefined)
     users = loaded.directory
     demoPassword = loaded.demoPassword
+  } else if (users === undefined) {
+    // The generated demo user is for `latchkey dev`: a gateway that made one up would refuse
+    // every login with nothing to say why. Without USERS_FILE it serves OAuth clients and
+    // upstream sign-in only, and says so.
+    log.warn({}, 'no USERS_FILE: no user can sign in with a password (every /auth/login answers 401); add users with `latchkey users add <name> --file users.json` and set USERS_FILE=users.json (the generated demo user exists only in `latchkey dev`)')
+    users = await UserDirectory.fromUsers([])
   }
 
   let clients = given.clients

@@ -23,13 +23,14 @@ import { errorBody, type LatchkeyError } from '#shared/errors.js'
 import { gatewayError } from '../errors.js'
 import type { GatewayMetrics } from '../ops/metrics.js'
 import { clientResponseHeaderObject, clientResponseHeaders } from './headers.js'
-import { type ProxyRoute, UpstreamResponseError, UpstreamTimeoutError, classifyUpstreamError } from './upstream.js'
+import { type ProxyRoute, type Upstream, UpstreamResponseError, UpstreamTimeoutError, classifyUpstreamError } from './upstream.js'
 
 /** Metric status for a request whose client left before any response was sent (nginx's convention). */
 const CLIENT_CLOSED = '499'
 
 export interface Exchange {
   readonly route: ProxyRoute
+  readonly upstream: Upstream
   readonly log: FastifyBaseLogger
   readonly requestId: string
   readonly startedAt: bigint
@@ -67,10 +68,10 @@ function jsonHead (body: string): Record<string, string> {
 
 export class Forwarder {
   /**
-   * One http-proxy server per route, its target and pool in the server's options: a call
+   * One http-proxy server per upstream, its target and pool in the server's options: a call
    * with options of its own costs two option copies (and a callback closure) per request.
    */
-  readonly #proxies = new Map<ProxyRoute, httpProxy>()
+  readonly #proxies = new Map<Upstream, httpProxy>()
   readonly #metrics: GatewayMetrics
   readonly #timeoutMs: number
   /** Both ends of every switched WebSocket, so closing the app can end them. */
@@ -81,12 +82,12 @@ export class Forwarder {
     this.#timeoutMs = options.timeoutMs
   }
 
-  #proxyFor (route: ProxyRoute): httpProxy {
-    const known = this.#proxies.get(route)
+  #proxyFor (upstream: Upstream): httpProxy {
+    const known = this.#proxies.get(upstream)
     if (known !== undefined) return known
     // xfwd off and changeOrigin off: the forwarding headers and Host are the gateway's own
     // (headers.ts). toProxy: the already-normalised `req.url` is used as is, not re-parsed.
-    const proxy = httpProxy.createProxyServer({ target: route.target, agent: route.agent, xfwd: false, changeOrigin: false, selfHandleResponse: true, toProxy: true, ws: true })
+    const proxy = httpProxy.createProxyServer({ target: upstream.target, agent: upstream.agent, xfwd: false, changeOrigin: false, selfHandleResponse: true, toProxy: true, ws: true })
     const passes = proxy as unknown as { webPasses: Array<{ name: string }> }
     passes.webPasses = passes.webPasses.filter(pass => pass.name !== 'deleteLength')
     // Web requests report failures here (WebSocket calls pass a callback of their own).
@@ -97,7 +98,7 @@ export class Forwarder {
     proxy.on('proxyReq', (proxyReq, req, res) => { this.#onUpstreamRequest(proxyReq, req, res) })
     proxy.on('proxyRes', (proxyRes, req, res) => { this.#onUpstreamResponse(proxyRes, req, res) })
     proxy.on('proxyReqWs', (proxyReq, req, socket) => { this.#onUpstreamUpgradeRequest(proxyReq, req, socket) })
-    this.#proxies.set(route, proxy)
+    this.#proxies.set(upstream, proxy)
     return proxy
   }
 
@@ -112,13 +113,13 @@ export class Forwarder {
       exchange.failed = true
       exchange.upstreamRequest?.destroy()
     })
-    this.#proxyFor(exchange.route).web(req, res)
+    this.#proxyFor(exchange.upstream).web(req, res)
   }
 
   ws (exchange: Exchange, req: IncomingMessage, socket: Duplex, head: Buffer): void {
     (req as ExchangeCarrier)[EXCHANGE] = exchange
     // A fresh connection per WebSocket: a switched socket never returns to a pool.
-    this.#proxyFor(exchange.route).ws(req, socket, head, { agent: false }, (err) => { this.#onWsError(exchange, err, socket) })
+    this.#proxyFor(exchange.upstream).ws(req, socket, head, { agent: false }, (err) => { this.#onWsError(exchange, err, socket) })
   }
 
   /** End switched WebSockets: they would hold the server open. */

@@ -3,7 +3,8 @@
  *
  * Upstream-bound: end-to-end headers pass (Authorization included); hop-by-hop headers
  * (RFC 9110 §7.6.1) and every header the client names in `Connection` are dropped; so are
- * forwarding and internal headers a client could use to pose as the gateway. The gateway then
+ * forwarding and internal headers a client could use to pose as the gateway, and any name
+ * spelled with `_` (an alias of the hyphenated name to CGI-style upstreams). The gateway then
  * sets its own `X-Request-Id`, `X-Forwarded-For/-Proto/-Host` and `Host` — after the
  * `Connection` pruning, so `Connection: x-request-id` cannot remove them — and decides body
  * framing itself from what its own parser accepted. The refresh cookie never leaves the
@@ -66,9 +67,11 @@ export function withoutRefreshCookie (cookie: string): string | undefined {
 
 export interface ForwardingContext {
   readonly requestId: string
-  /** The peer address of the client connection (the gateway is the edge: `trustProxy` is off). */
+  /** The client's address: the peer, or behind TRUSTED_PROXIES the real client (client-origin.ts). */
   readonly clientIp: string | undefined
   readonly proto: 'http' | 'https'
+  /** The host the client asked for, sent as `X-Forwarded-Host`. */
+  readonly forwardedHost: string | undefined
   /** `host[:port]` of the upstream, sent as `Host`. */
   readonly upstreamHost: string
   /** A WebSocket handshake: `Connection: Upgrade` and `Upgrade: websocket` are re-added. */
@@ -80,7 +83,9 @@ export function upstreamRequestHeaders (incoming: IncomingHttpHeaders, ctx: Forw
   const named = connectionOptions(incoming.connection)
   const out: IncomingHttpHeaders = {}
   for (const [name, value] of Object.entries(incoming)) {
-    if (value === undefined || HOP_BY_HOP_HEADERS.has(name) || named.has(name) || isInternal(name) || CLIENT_DROPPED_HEADERS.has(name)) continue
+    // A name with `_` is dropped, as nginx does (underscores_in_headers off): CGI, WSGI and PHP
+    // map `X_Forwarded_For` onto the same variable as `X-Forwarded-For`, past every check here.
+    if (value === undefined || name.includes('_') || HOP_BY_HOP_HEADERS.has(name) || named.has(name) || isInternal(name) || CLIENT_DROPPED_HEADERS.has(name)) continue
     if (name === 'content-length') continue
     if (name === 'cookie') {
       const kept = withoutRefreshCookie(Array.isArray(value) ? value.join('; ') : value)
@@ -102,7 +107,7 @@ export function upstreamRequestHeaders (incoming: IncomingHttpHeaders, ctx: Forw
   out['x-request-id'] = ctx.requestId
   if (ctx.clientIp !== undefined) out['x-forwarded-for'] = ctx.clientIp
   out['x-forwarded-proto'] = ctx.proto
-  if (incoming.host !== undefined) out['x-forwarded-host'] = incoming.host
+  if (ctx.forwardedHost !== undefined) out['x-forwarded-host'] = ctx.forwardedHost
   return out
 }
 

@@ -79,11 +79,25 @@ export function normalisePathFully (raw: string): NormalisedPath {
   return { ok: true, path }
 }
 
-/** The route whose prefix is the longest one `path` starts with. */
+/** `path` with every segment's `;params` removed (RFC 3986 §3.3): `/a;x/b;y` is `/a/b`. */
+function withoutParams (path: string): string {
+  return path.replace(/;[^/]*/g, '')
+}
+
+/**
+ * The route whose prefix is the longest one `path` falls under, matched on whole segments
+ * with `;params` removed (Tomcat, Jetty and Spring read `/admin;x/` as `/admin/`), and with
+ * a prefix's own path without its trailing slash (`/echo/admin`) belonging to that prefix
+ * (`/echo/admin/`), as upstreams serve it: a nested route can never be reached through its
+ * parent's by spelling.
+ */
 export function routeFor<R extends { readonly prefix: string }> (routes: readonly R[], path: string): R | undefined {
+  const key = path.includes(';') ? withoutParams(path) : path
   let best: R | undefined
   for (const route of routes) {
-    if (path.startsWith(route.prefix) && (best === undefined || route.prefix.length > best.prefix.length)) best = route
+    const { prefix } = route
+    const under = key.startsWith(prefix) || (key.length === prefix.length - 1 && prefix.startsWith(key))
+    if (under && (best === undefined || prefix.length > best.prefix.length)) best = route
   }
   return best
 }

@@ -1,23 +1,17 @@
 /**
  * The gateway's reverse proxy (SPEC "Proxy"), as a Fastify plugin:
  *
- *   await app.register(proxyPlugin, { routes: config.routes, keys, issuer: config.issuer, metrics, revoked })
+ *   await app.register(proxyPlugin, { routes: config.routes, verifier, metrics, lane })
  *
- * Each `ROUTES_FILE` prefix becomes a `<prefix>*` route whose work is done in an `onRequest`
- * hook, before Fastify would read or parse a body: the path is normalised and must stay under
- * the route's prefix (path.ts), the access token is checked in process (access.ts), then the
- * reply is hijacked and the raw request streamed upstream (forwarder.ts).
+ * One catch-all route (`/*`, the gateway's own routes are static and win over it) whose work is
+ * done in an `onRequest` hook, before Fastify would read or parse a body: admission.ts decides
+ * (path → route → token → revocation → audience → scopes), then the reply is hijacked and the
+ * raw request streamed upstream (forwarder.ts). A path under no route gets the app's 404.
  *
- * Fast lane: a request whose bearer token is already in the verified-token cache, on a
- * normalised path under its route, is forwarded straight from the server's 'request' event,
- * before Fastify builds a request, a reply and a child logger for it (that lifecycle cost
- * more than the proxy hop itself; see README "Performance"). The lane admits exactly what
- * the `onRequest` gate would admit and never answers anything itself: a request it does not
- * take (no token, a token not seen before, a refusal, a WebSocket handshake, the app
- * closing) goes on to Fastify's routing unchanged, which decides and explains. App-level
- * hooks do not run for fast-lane requests; the proxy logs `incoming request` for them as
- * Fastify does. The lane takes over the server's 'request' listener at registration; with a
- * `serverFactory` (no such listener) there is none and every request takes the gate.
+ * Fast lane (fast-lane.ts, installed by app.ts with `serverFactory`): a request the same
+ * admission function admits at once (its token already verified) is forwarded from the
+ * server's request listener, before Fastify builds anything for it. Both lanes end in
+ * `forward`; the lane logs Fastify's "incoming request" and "request completed" lines itself.
  *
  * WebSocket handshakes: Node hands every `Connection: Upgrade` request to the server's
  * 'upgrade' listeners instead of 'request'. This plugin's listener gives each such request a
@@ -35,38 +29,45 @@ import type { Duplex } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
+import type { AccessToken, AccessTokenVerifier } from '#shared/access-token-verifier.js'
 import type { Clock } from '#shared/clock.js'
-import { errorBody, isLatchkeyError, type LatchkeyError } from '#shared/errors.js'
+import { errorBody, type LatchkeyError } from '#shared/errors.js'
 import type { RouteConfig } from '../config.js'
 import { gatewayError } from '../errors.js'
-import type { SigningKeys } from '../keys/signing-keys.js'
 import type { GatewayMetrics } from '../ops/metrics.js'
-import { ProxyAccess, type RevokedSids } from './access.js'
+import { Admission } from './admission.js'
+import { clientOrigin } from './client-origin.js'
+import { forwardAuthRoutes } from './forward-auth.js'
+import type { FastLane } from './fast-lane.js'
 import { type Exchange, Forwarder } from './forwarder.js'
 import { upstreamRequestHeaders } from './headers.js'
-import { normalisePath, routeFor, splitTarget } from './path.js'
-import { PROXY_TIMEOUT_MS, type ProxyRoute, compileRoute, createUpstreamAgents } from './upstream.js'
+import { RouteTable } from './route-table.js'
+import { PROXY_MAX_IN_FLIGHT_PER_CALLER, PROXY_TIMEOUT_MS, type ProxyRoute, type Upstream, compileRoute, createUpstreamAgents } from './upstream.js'
 
 /** Methods proxied; others (TRACE, WebDAV, CONNECT) get the gateway's 404. */
 export const PROXY_METHODS: readonly HTTPMethods[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']
 const LANE_METHODS: ReadonlySet<string> = new Set(PROXY_METHODS)
-/** Prefixes that belong to the gateway itself and can never be proxied. */
-export const RESERVED_PREFIXES: readonly string[] = ['/auth/', '/oauth/', '/.well-known/']
+/** Logged status of a lane request whose client left before any answer (nginx's convention). */
+const CLIENT_CLOSED = 499
 
 export interface ProxyPluginOptions {
-  readonly routes: readonly RouteConfig[]
-  readonly keys: SigningKeys
-  readonly issuer: string
+  /** The route table; a `RouteTable` may be replaced while the app runs (ROUTES_FILE reload). */
+  readonly routes: RouteTable | readonly RouteConfig[]
+  /** The gateway's one access-token verifier (auth/bearer.ts `createGatewayVerifier`), edge revocation included. */
+  readonly verifier: AccessTokenVerifier
   readonly metrics: GatewayMetrics
-  /** Edge revocation: a token whose `sid` is in here is refused (401 invalid_token). Asked in memory, per request. */
-  readonly revoked: RevokedSids
-  readonly clock?: Clock
   /** Upstream silence allowed before 504 (default `PROXY_TIMEOUT_MS`). */
   readonly timeoutMs?: number
   /** Request ids for fast-lane requests: the app's own `genReqId` (default `randomUUID`). */
   readonly genReqId?: () => string
-  /** Serve cached-token requests before Fastify's lifecycle (default true; see the module comment). */
-  readonly fastLane?: boolean
+  /** The server's fast lane (app.ts `serverFactory`); without one every request takes the gate. */
+  readonly lane?: FastLane
+  /** TRUSTED_PROXIES, as given to Fastify's `trustProxy` (default none). */
+  readonly trustedProxies?: readonly string[]
+  /** Requests one caller may have in progress (default `PROXY_MAX_IN_FLIGHT_PER_CALLER`). */
+  readonly maxInFlightPerCaller?: number
+  /** Serve forward-auth (`/auth/verify`, forward-auth.ts) over the same admission; off when absent. */
+  readonly forwardAuth?: { readonly headerPrefix: string, readonly clock: Clock }
 }
 
 interface PendingUpgrade {
@@ -74,23 +75,19 @@ interface PendingUpgrade {
   readonly head: Buffer
 }
 
-function assertRoutes (routes: readonly RouteConfig[]): void {
-  const seen = new Set<string>()
-  for (const { prefix } of routes) {
-    const normalised = normalisePath(prefix)
-    if (!normalised.ok || normalised.path !== prefix || !prefix.endsWith('/') || prefix === '/') {
-      throw new TypeError(`proxy route prefix ${JSON.stringify(prefix)} must be a normalised path ending in "/"`)
-    }
-    if (RESERVED_PREFIXES.some(r => prefix.startsWith(r) || r.startsWith(prefix))) {
-      throw new TypeError(`proxy route prefix ${prefix} would shadow the gateway's own routes`)
-    }
-    if (seen.has(prefix)) throw new TypeError(`proxy route prefix ${prefix} is listed twice`)
-    seen.add(prefix)
-  }
-}
-
 function isWebSocketHandshake (req: IncomingMessage): boolean {
   return req.method === 'GET' && typeof req.headers.upgrade === 'string' && req.headers.upgrade.toLowerCase() === 'websocket'
+}
+
+/** A body follows the headers (RFC 9112 §6.3): chunked, or a non-zero Content-Length. */
+function declaresBody (req: IncomingMessage): boolean {
+  const length = req.headers['content-length']
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
+}
+
+/** Who a request's capacity is counted against: the session, or the client of a service token. */
+function callerOf (token: AccessToken): string {
+  return token.sid === undefined ? `client:${token.client_id}` : `sid:${token.sid}`
 }
 
 function refuse (reply: FastifyReply, err: LatchkeyError): FastifyReply {
@@ -98,30 +95,51 @@ function refuse (reply: FastifyReply, err: LatchkeyError): FastifyReply {
 }
 
 async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promise<void> {
-  assertRoutes(options.routes)
-  const access = new ProxyAccess(options)
+  const table = options.routes instanceof RouteTable ? options.routes : new RouteTable(options.routes)
   const agents = createUpstreamAgents()
   const forwarder = new Forwarder({ metrics: options.metrics, timeoutMs: options.timeoutMs ?? PROXY_TIMEOUT_MS })
-  const routes = options.routes.map(r => compileRoute(r, agents))
+  let routes = table.routes.map(r => compileRoute(r, agents))
+  // A replaced table takes effect for the next request; requests in progress keep their route.
+  table.onReplace((next) => { routes = next.map(r => compileRoute(r, agents)) })
+  const admission = new Admission<ProxyRoute>({ verifier: options.verifier, routes: () => routes })
   const upgrades = new WeakMap<IncomingMessage, PendingUpgrade>()
   const genReqId = options.genReqId ?? randomUUID
+  const originOf = clientOrigin(options.trustedProxies ?? [])
   const log = app.log
   // A custom logger may lack pino's level test: then the line is always offered to it.
   const logsRequests = (log as Partial<Pick<Logger, 'isLevelEnabled'>>).isLevelEnabled?.bind(log, 'info') ?? (() => true)
   let closing = false
+  const maxInFlight = options.maxInFlightPerCaller ?? PROXY_MAX_IN_FLIGHT_PER_CALLER
+  /** Proxied requests in progress per caller (callerOf); an entry exists only while above 0. */
+  const inFlight = new Map<string, number>()
+  const busy = (token: AccessToken): boolean => (inFlight.get(callerOf(token)) ?? 0) >= maxInFlight
 
-  /** Both lanes end here: the request is admitted, `url` its normalised target. */
-  function forward (req: IncomingMessage, res: ServerResponse, route: ProxyRoute, url: string, requestId: string, startedAt: bigint, upgrade: PendingUpgrade | undefined): void {
+  /**
+   * Both lanes end here: the request is admitted (and its caller not `busy`), `url` its
+   * normalised target. It counts against its caller until its client connection is done.
+   */
+  function forward (req: IncomingMessage, res: ServerResponse, route: ProxyRoute, upstream: Upstream, token: AccessToken, url: string, requestId: string, startedAt: bigint, upgrade: PendingUpgrade | undefined): void {
     const websocket = upgrade !== undefined && isWebSocketHandshake(req)
+    const caller = callerOf(token)
+    inFlight.set(caller, (inFlight.get(caller) ?? 0) + 1)
+    const release = (): void => {
+      const n = (inFlight.get(caller) ?? 1) - 1
+      if (n <= 0) inFlight.delete(caller)
+      else inFlight.set(caller, n)
+    }
+    if (websocket) upgrade.socket.once('close', release)
+    else res.once('close', release)
+    const origin = originOf(req)
     req.headers = upstreamRequestHeaders(req.headers, {
       requestId,
-      clientIp: req.socket.remoteAddress,
-      proto: (req.socket as Socket & { encrypted?: boolean }).encrypted === true ? 'https' : 'http',
-      upstreamHost: route.hostHeader,
+      clientIp: origin.ip,
+      proto: origin.proto,
+      forwardedHost: origin.host,
+      upstreamHost: upstream.hostHeader,
       websocket
     })
     req.url = url
-    const exchange: Exchange = { route, log, requestId, startedAt, answered: false, upgraded: false, failed: false }
+    const exchange: Exchange = { route, upstream, log, requestId, startedAt, answered: false, upgraded: false, failed: false }
     if (upgrade !== undefined && websocket) {
       // From here the socket speaks WebSocket (or the upstream's refusal), not this response.
       res.detachSocket(upgrade.socket as Socket)
@@ -131,69 +149,75 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
     }
   }
 
-  function gate (route: ProxyRoute) {
-    return async function proxyGate (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
-      const startedAt = process.hrtime.bigint()
-      const req = request.raw
-      const { path, query } = splitTarget(req.url ?? '/')
-      const normalised = normalisePath(path)
-      // The router chose this route from the raw path; the normalised path must agree.
-      if (!normalised.ok || routeFor(routes, normalised.path) !== route) {
-        request.log.info({ route: route.label, reason: normalised.ok ? 'leaves_prefix' : normalised.reason }, 'proxy path refused')
-        return refuse(reply, gatewayError('GW_PROXY_PATH_NOT_ALLOWED'))
+  async function gate (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
+    const startedAt = process.hrtime.bigint()
+    const req = request.raw
+    const decision = await admission.decide(req.url ?? '/', request.headers.authorization)
+    switch (decision.outcome) {
+      case 'no_route':
+      case 'undecided':
+        reply.callNotFound()
+        return reply
+      case 'refused':
+        if (decision.error.code === 'GW_PROXY_PATH_NOT_ALLOWED') request.log.info({ route: decision.route?.label, reason: decision.reason }, 'proxy path refused')
+        else request.log.debug({ route: decision.route?.label, code: decision.error.code }, 'proxy access refused')
+        return refuse(reply, decision.error)
+      case 'admitted': {
+        // A forward-auth-only route: nothing to proxy to.
+        const upstream = decision.route.upstream
+        if (upstream === undefined) {
+          reply.callNotFound()
+          return reply
+        }
+        if (busy(decision.token)) {
+          request.log.info({ route: decision.route.label }, 'proxy caller has too many requests in progress')
+          return refuse(reply.header('retry-after', '1'), gatewayError('GW_PROXY_CALLER_BUSY'))
+        }
+        reply.hijack()
+        forward(req, reply.raw, decision.route, upstream, decision.token, decision.target, request.id, startedAt, upgrades.get(req))
+        return undefined
       }
-      try {
-        await access.admit(request.headers.authorization, route.config)
-      } catch (err) {
-        if (!isLatchkeyError(err)) throw err
-        request.log.debug({ route: route.label, code: err.code }, 'proxy access refused')
-        return refuse(reply, err)
-      }
-      reply.hijack()
-      forward(req, reply.raw, route, normalised.path + query, request.id, startedAt, upgrades.get(req))
-      return undefined
     }
   }
 
-  /**
-   * The fast lane (module comment): true when it took the request. Every check is the
-   * gate's, in the gate's order; anything else is left to Fastify.
-   */
-  function fastLane (req: IncomingMessage, res: ServerResponse): boolean {
+  /** The fast lane (fast-lane.ts): true when it took the request, which admission admitted at once. */
+  function take (req: IncomingMessage, res: ServerResponse): boolean {
     if (closing || req.headers.upgrade !== undefined || !LANE_METHODS.has(req.method ?? '')) return false
     const startedAt = process.hrtime.bigint()
     const target = req.url ?? '/'
-    const { path, query } = splitTarget(target)
-    // The route Fastify's router would pick from the raw path, which the normalised path must keep.
-    const route = routeFor(routes, path)
-    if (route === undefined) return false
-    const normalised = normalisePath(path)
-    if (!normalised.ok || (normalised.path !== path && routeFor(routes, normalised.path) !== route)) return false
-    if (access.admitCached(req.headers.authorization, route.config) === undefined) return false
+    const decision = admission.decide(target, req.headers.authorization, true)
+    if (decision instanceof Promise || decision.outcome !== 'admitted' || decision.route.upstream === undefined || busy(decision.token)) return false
     const requestId = genReqId()
-    // Fastify's own access-log line, field for field (its `req` serializer reads these).
+    // Fastify's own access-log lines, field for field (its `req` and `res` serializers read
+    // these); for the gate's requests Fastify writes them itself, hijacked or not.
     if (logsRequests()) {
-      log.info({ reqId: requestId, req: { method: req.method, url: target, host: req.headers.host, ip: req.socket.remoteAddress, socket: req.socket } }, 'incoming request')
+      log.info({ reqId: requestId, req: { method: req.method, url: target, host: req.headers.host, ip: originOf(req).ip, socket: req.socket } }, 'incoming request')
+      res.once('close', () => {
+        const responseTime = Number(process.hrtime.bigint() - startedAt) / 1e6
+        log.info({ reqId: requestId, res: { statusCode: res.headersSent ? res.statusCode : CLIENT_CLOSED }, responseTime }, 'request completed')
+      })
     }
-    forward(req, res, route, normalised.path + query, requestId, startedAt, undefined)
+    forward(req, res, decision.route, decision.route.upstream, decision.token, decision.target, requestId, startedAt, undefined)
     return true
   }
 
   // An encapsulated scope: nothing here touches the rest of the app's routes or parsers.
   await app.register(async function proxyRoutes (scope) {
-    for (const route of routes) {
-      scope.route({
-        method: [...PROXY_METHODS],
-        url: `${route.prefix}*`,
-        exposeHeadRoute: false,
-        // The generic request histogram skips these: the proxy observes its own.
-        config: { proxied: true },
-        onRequest: gate(route),
-        // Never reached: the onRequest hook either answers or hijacks.
-        handler: async () => { throw gatewayError('GW_INTERNAL') }
-      })
-    }
+    scope.route({
+      method: [...PROXY_METHODS],
+      url: '/*',
+      exposeHeadRoute: false,
+      // The generic request histogram skips these: the proxy observes its own.
+      config: { proxied: true },
+      onRequest: gate,
+      // Never reached: the onRequest hook either answers or hijacks.
+      handler: async () => { throw gatewayError('GW_INTERNAL') }
+    })
   })
+
+  if (options.forwardAuth !== undefined) {
+    await app.register(forwardAuthRoutes, { admission, trustedProxies: options.trustedProxies ?? [], ...options.forwardAuth })
+  }
 
   function onUpgrade (req: IncomingMessage, socket: Duplex, head: Buffer): void {
     // Node leaves a handed-over socket without an error listener; a reset must not crash us.
@@ -206,21 +230,27 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
       res.detachSocket(socket as Socket)
       ;(socket as Socket).destroySoon()
     })
+    // Node does not read the body of a request it hands over here, so one that is not a
+    // WebSocket handshake and says it has a body (a POST with Upgrade: websocket) could only
+    // hang, here or upstream: refused at once, before any routing.
+    if (!isWebSocketHandshake(req) && declaresBody(req)) {
+      const err = gatewayError('GW_INVALID_REQUEST', { description: 'A request with Upgrade cannot carry a body.' })
+      const body = JSON.stringify(errorBody(err))
+      res.writeHead(err.statusCode, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', connection: 'close' })
+      res.end(body)
+      return
+    }
     app.routing(req, res)
   }
   app.server.on('upgrade', onUpgrade)
-  // Fastify's router is the server's 'request' listener; the lane goes in front of it.
-  const routing = app.routing
-  if (options.fastLane !== false && app.server.listeners('request').includes(routing)) {
-    app.server.removeListener('request', routing)
-    app.server.on('request', (req: IncomingMessage, res: ServerResponse) => { if (!fastLane(req, res)) routing(req, res) })
-  }
+  options.lane?.attach(take)
   // Closing: Fastify answers new requests 503 (return503OnClosing); the lane must leave them to it.
   app.addHook('preClose', async () => {
     closing = true
     forwarder.close()
   })
   app.addHook('onClose', async () => {
+    options.lane?.detach()
     app.server.off('upgrade', onUpgrade)
     forwarder.close()
     agents.destroy()

@@ -5,9 +5,17 @@
 import http from 'node:http'
 import https from 'node:https'
 import type { RouteConfig } from '../config.js'
+import type { AdmissionRoute } from './admission.js'
 
 /** Concurrent sockets per upstream host:port; requests beyond it queue in the agent. */
 export const UPSTREAM_MAX_SOCKETS = 256
+/**
+ * Proxied requests one caller (a session, or a client's service tokens) may have in progress
+ * at once. Well under `UPSTREAM_MAX_SOCKETS`: one caller trickling request bodies can hold
+ * at most this many upstream sockets, never an upstream's whole pool (issue: 260 slow POSTs
+ * took all 256 sockets from every other user).
+ */
+export const PROXY_MAX_IN_FLIGHT_PER_CALLER = 32
 /** Idle keep-alive sockets kept per upstream host:port. */
 export const UPSTREAM_MAX_FREE_SOCKETS = 64
 /** Reuse upstream connections: a new TCP (and TLS) handshake per request would dominate a proxy hop. */
@@ -49,20 +57,23 @@ export interface UpstreamTarget {
   readonly path: string
 }
 
-export interface ProxyRoute {
-  readonly config: RouteConfig
-  readonly prefix: string
+/** Where a route's requests go, and through which pool. */
+export interface Upstream {
   readonly target: UpstreamTarget
   /** `Host` sent upstream: the upstream's own authority, as in its URL. */
   readonly hostHeader: string
   readonly agent: http.Agent
-  /** Metric label: the configured prefix (bounded), never the request path. */
-  readonly label: string
 }
 
-export function compileRoute (config: RouteConfig, agents: UpstreamAgents): ProxyRoute {
-  const url = new URL(config.upstream)
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`route ${config.prefix}: upstream must be http or https`)
+export interface ProxyRoute extends AdmissionRoute {
+  readonly config: RouteConfig
+  /** Absent on a route that exists for forward-auth only (nothing is proxied to it). */
+  readonly upstream: Upstream | undefined
+}
+
+function compileUpstream (prefix: string, upstream: string, agents: UpstreamAgents): Upstream {
+  const url = new URL(upstream)
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`route ${prefix}: upstream must be http or https`)
   const hostname = url.hostname.replace(/^\[(.*)\]$/, '$1')
   const target: UpstreamTarget = Object.freeze({
     protocol: url.protocol,
@@ -71,13 +82,16 @@ export function compileRoute (config: RouteConfig, agents: UpstreamAgents): Prox
     port: url.port === '' ? (url.protocol === 'https:' ? '443' : '80') : url.port,
     path: url.pathname.replace(/\/+$/, '')
   })
+  return Object.freeze({ target, hostHeader: url.host, agent: url.protocol === 'https:' ? agents.https : agents.http })
+}
+
+export function compileRoute (config: RouteConfig, agents: UpstreamAgents): ProxyRoute {
   return Object.freeze({
     config,
     prefix: config.prefix,
-    target,
-    hostHeader: url.host,
-    agent: url.protocol === 'https:' ? agents.https : agents.http,
-    label: config.prefix
+    upstream: config.upstream === undefined ? undefined : compileUpstream(config.prefix, config.upstream, agents),
+    label: config.prefix,
+    requirement: Object.freeze({ audience: config.audience, scopes: config.scopes })
   })
 }
 

@@ -17,6 +17,19 @@
  */
 import type { ParsedRefreshToken } from './refresh-token.js'
 
+/** Longest user agent kept per session (what the sessions list shows); the rest is cut. */
+export const USER_AGENT_MAX_CHARS = 200
+/** Longest IP text kept (an IPv6 address with a zone id fits). */
+export const IP_MAX_CHARS = 64
+/** Longest identity-provider name kept. */
+export const PROVIDER_MAX_CHARS = 64
+
+/** Trim free text from the request to what a family keeps, without splitting a surrogate pair. */
+export function clampText (value: string, max: number): string {
+  if (value.length <= max) return value
+  return value.slice(0, max).replace(/[\uD800-\uDBFF]$/, '')
+}
+
 export interface FamilyLimits {
   /** Idle lifetime: a family not refreshed for this long dies (slides on every rotation). */
   readonly idleTtlMs: number
@@ -95,4 +108,11 @@ export interface FamilyStore {
   /** Throws when the store cannot answer (readiness). */
   ping (): Promise<void>
   close (): Promise<void>
+}
+
+export function validateLimits (limits: FamilyLimits): void {
+  const { idleTtlMs, maxTtlMs, graceMs } = limits
+  if (!Number.isSafeInteger(idleTtlMs) || idleTtlMs <= 0) throw new RangeError('idleTtlMs must be a positive integer')
+  if (!Number.isSafeInteger(maxTtlMs) || maxTtlMs <= 0) throw new RangeError('maxTtlMs must be a positive integer')
+  if (!Number.isSafeInteger(graceMs) || graceMs < 0) throw new RangeError('graceMs must be a non-negative integer')
 }

@@ -8,9 +8,8 @@
  * oldest login is dropped, as a Redis with an eviction policy would.
  */
 import type { Clock } from '#shared/clock.js'
-import type { Family, FamilyLimits, FamilyStore, NewFamily, RevokedFamily, RotateResult } from './family-store.js'
+import { clampText, IP_MAX_CHARS, PROVIDER_MAX_CHARS, USER_AGENT_MAX_CHARS, validateLimits, type Family, type FamilyLimits, type FamilyStore, type NewFamily, type RevokedFamily, type RotateResult } from './family-store.js'
 import { deriveSuccessor, hashesEqual, mintInitialToken, newNonce, type ParsedRefreshToken } from './refresh-token.js'
-import { clampText, IP_MAX_CHARS, USER_AGENT_MAX_CHARS, validateLimits } from './redis-family-store.js'
 
 export const MEMORY_STORE_MAX_FAMILIES = 100_000
 export const MEMORY_STORE_SWEEP_INTERVAL_MS = 60_000
@@ -87,6 +86,7 @@ export class MemoryFamilyStore implements FamilyStore {
     }
     const token = mintInitialToken()
     const absoluteExpiresAt = now + this.#limits.maxTtlMs
+    const provider = input.provider === undefined ? '' : clampText(input.provider, PROVIDER_MAX_CHARS)
     const family: Family = Object.freeze({
       sid: token.sid,
       userId: input.userId,
@@ -99,7 +99,7 @@ export class MemoryFamilyStore implements FamilyStore {
       lastUsedAt: now,
       idleExpiresAt: Math.min(now + this.#limits.idleTtlMs, absoluteExpiresAt),
       absoluteExpiresAt,
-      ...(input.provider === undefined ? {} : { provider: input.provider })
+      ...(provider === '' ? {} : { provider })
     })
     this.#families.set(token.sid, { family, hash: token.hash, prevHash: null, nonce: null, rotatedAt: 0 })
     let sids = this.#byUser.get(input.userId)

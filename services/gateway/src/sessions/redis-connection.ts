@@ -11,7 +11,12 @@
  *    client retries instead, and the grace rule hands it the same successor;
  *  - reconnects forever in the background, backing off to at most one attempt per
  *    REDIS_RECONNECT_MAX_DELAY_MS, so recovery needs no restart;
- *  - auto-pipelining: concurrent refreshes share one socket write.
+ *  - auto-pipelining: concurrent refreshes share one socket write;
+ *  - a connection that dies without FIN/RST (a black-holed path, a crashed NAT) is found
+ *    and replaced: TCP keepalive for the network's sake, and a health check that pings a
+ *    connection that has carried no reply for REDIS_HEALTH_INTERVAL_MS and reconnects
+ *    after REDIS_HEALTH_FAILURES_BEFORE_RECONNECT pings in a row go unanswered, so
+ *    recovery takes a few seconds, not the ~15 minutes TCP takes to give up on its own.
  */
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
 import type { RedisConfig } from '../config.js'
@@ -22,6 +27,12 @@ export const REDIS_CONNECT_TIMEOUT_MS = 1000
 export const REDIS_COMMAND_TIMEOUT_MS = 1000
 /** Commands in flight when a connection drops are failed, never replayed (see above). */
 export const REDIS_MAX_RETRIES_PER_REQUEST = 0
+/** TCP keepalive: first probe after this much silence (the kernel's interval and count apply after it). */
+export const REDIS_TCP_KEEPALIVE_MS = 5000
+/** A connection with no reply for this long is pinged (an idle connection once per interval). */
+export const REDIS_HEALTH_INTERVAL_MS = 1000
+/** Unanswered health pings in a row after which the connection is dropped and rebuilt. */
+export const REDIS_HEALTH_FAILURES_BEFORE_RECONNECT = 2
 /** Reconnect back-off: attempt n waits n × base, capped at the max. */
 export const REDIS_RECONNECT_BASE_DELAY_MS = 50
 export const REDIS_RECONNECT_MAX_DELAY_MS = 1000
@@ -47,6 +58,8 @@ export interface RedisConnectionOptions {
   readonly keyPrefix?: string
   /** Outages are logged once (warn) and recoveries once (info), not on every reconnect attempt. */
   readonly log?: RedisConnectionLog
+  /** Per-command timeout (default REDIS_COMMAND_TIMEOUT_MS); fault tests shorten it. */
+  readonly commandTimeoutMs?: number
 }
 
 export function reconnectDelay (attempt: number): number {
@@ -54,12 +67,13 @@ export function reconnectDelay (attempt: number): number {
 }
 
 /** Options shared by standalone, Sentinel and cluster-node connections. */
-function baseOptions (): RedisOptions {
+function baseOptions (commandTimeoutMs = REDIS_COMMAND_TIMEOUT_MS): RedisOptions {
   return {
     // connectRedis() starts the connection, so that building the app has no side effects.
     lazyConnect: true,
     connectTimeout: REDIS_CONNECT_TIMEOUT_MS,
-    commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
+    commandTimeout: commandTimeoutMs,
+    keepAlive: REDIS_TCP_KEEPALIVE_MS,
     maxRetriesPerRequest: REDIS_MAX_RETRIES_PER_REQUEST,
     autoResendUnfulfilledCommands: false,
     enableOfflineQueue: false,
@@ -105,11 +119,11 @@ export function createRedisClient (config: RedisConnectionConfig, options: Redis
   switch (config.kind) {
     case 'url':
       // ioredis reads credentials, db and TLS (rediss:) from the URL itself.
-      client = new Redis(config.url, { ...baseOptions(), ...keyPrefix })
+      client = new Redis(config.url, { ...baseOptions(options.commandTimeoutMs), ...keyPrefix })
       break
     case 'sentinel':
       client = new Redis({
-        ...baseOptions(),
+        ...baseOptions(options.commandTimeoutMs),
         ...urlOptions(config.url),
         ...keyPrefix,
         sentinels: config.sentinels.map(({ host, port }) => ({ host, port })),
@@ -133,14 +147,57 @@ export function createRedisClient (config: RedisConnectionConfig, options: Redis
         slotsRefreshTimeout: REDIS_CLUSTER_SLOTS_REFRESH_TIMEOUT_MS,
         // The prefix belongs on the cluster: it builds the commands the nodes only carry.
         ...keyPrefix,
-        redisOptions: { ...baseOptions(), ...urlOptions(config.url) }
+        redisOptions: { ...baseOptions(options.commandTimeoutMs), ...urlOptions(config.url) }
       }
       client = new Cluster(config.nodes.map(({ host, port }) => ({ host, port })), clusterOptions)
       break
     }
   }
   watch(client, options.log)
+  const stop = superviseConnections(client)
+  client.once('end', stop)
   return client
+}
+
+interface Health { stream: unknown, replied: boolean, failures: number, pinging: boolean }
+
+/**
+ * Health-check every connection of `client` (a Cluster's: each node's) until the returned
+ * function is called. A connection that carried a reply since the last tick is healthy
+ * without a ping, so busy connections carry no extra commands.
+ */
+export function superviseConnections (client: RedisClient, intervalMs = REDIS_HEALTH_INTERVAL_MS): () => void {
+  const health = new WeakMap<Redis, Health>()
+  const check = (connection: Redis): void => {
+    let h = health.get(connection)
+    if (h === undefined || h.stream !== connection.stream) {
+      // A new socket (first tick or a reconnect): count its replies from now on.
+      h = { stream: connection.stream, replied: true, failures: 0, pinging: false }
+      health.set(connection, h)
+      const state = h
+      connection.stream?.on('data', () => { state.replied = true })
+    }
+    if (connection.status !== 'ready') return // connecting or reconnecting: ioredis' own timeouts apply
+    if (h.replied) { h.replied = false; h.failures = 0; return }
+    if (h.pinging) return
+    h.pinging = true
+    const state = h
+    let timer: NodeJS.Timeout | undefined
+    const timedOut = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error('health ping timed out')) }, intervalMs) })
+    Promise.race([connection.ping(), timedOut]).then(() => { state.failures = 0 }, () => {
+      state.failures += 1
+      if (state.failures < REDIS_HEALTH_FAILURES_BEFORE_RECONNECT || state.stream !== connection.stream) return
+      state.failures = 0
+      // Drop the silent socket; ioredis reconnects (retryStrategy) on a fresh one.
+      connection.disconnect(true)
+    }).finally(() => { clearTimeout(timer); state.pinging = false })
+  }
+  const timer = setInterval(() => {
+    if (client instanceof Cluster) for (const node of client.nodes('all')) check(node)
+    else check(client)
+  }, intervalMs)
+  timer.unref()
+  return () => { clearInterval(timer) }
 }
 
 /**

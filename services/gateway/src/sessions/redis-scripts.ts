@@ -5,63 +5,54 @@
  *
  * Every script takes exactly one key, so it runs in that key's hash slot on a Redis
  * Cluster (SPEC "Refresh-token families" 6); every key a script writes gets its TTL in
- * the same script (rule 5); time comes in as an argument (`now`, ms) from the gateway's
- * injected clock, and stored expiry times are compared against it.
+ * the same script (rule 5). The stored format and its field names (`F_*`) are in
+ * family-codec.ts.
  *
- * A family is one STRING: a MessagePack array (`cmsgpack`, built into Redis' Lua) of
- *
- *   [1] format version (1)   [2] user id        [3] client id     [4] scope
- *   [5] current token hash   [6] previous hash  [7] nonce of the last rotation
- *   [8] generation           [9] rotated at     [10] created at   [11] last used at
- *   [12] idle expiry         [13] absolute expiry                 [14] user agent  [15] ip
- *
- * the nonce as 32 raw bytes, token hashes as the first STORED_HASH_BYTES (16) bytes of
- * their SHA-256 (families written before kept all 32; the scripts compare the presented
- * hash cut to the stored length, so both verify), times in ms, the user agent encoded
- * (user-agent-codec.ts). A packed string rather than a HASH
- * because a hash with any value over 64 bytes (a browser's user agent) leaves the
- * compact listpack encoding and doubles in size (measured: ~1040 vs ~456 bytes).
+ * Time: every comparison (grace window, idle and absolute expiry) is made against Redis'
+ * own clock (`TIME`, read inside the script), never a gateway's: replicas whose clocks
+ * disagree still see one grace window, and a rotation queued behind a stalled Redis is
+ * stamped when it runs, so the grace window opens when the successor comes into being.
+ * Redis ≥ 5 replicates a script's effects, not the script, so reading TIME before a
+ * write is allowed. A `now` argument given as a number replaces TIME: the in-process
+ * tests move time by hand (ManualClock); the gateway passes '' (see redis-family-store.ts).
  */
 import type { Cluster, Redis, Result } from 'ioredis'
+import { LUA_FAMILY_PRELUDE, LUA_PUBLIC_FIELDS, storedHash, type ReplyValue } from './family-codec.js'
+import { clampText, IP_MAX_CHARS, PROVIDER_MAX_CHARS, USER_AGENT_MAX_CHARS, type FamilyLimits } from './family-store.js'
+import { encodeUserAgent } from './user-agent-codec.js'
 
-/** Array positions in the packed family (Lua arrays count from 1). */
-const FIELD = {
-  VERSION: 1, USER: 2, CLIENT: 3, SCOPE: 4, HASH: 5, PREV: 6, NONCE: 7, GEN: 8,
-  ROTATED: 9, CREATED: 10, LAST_USED: 11, IDLE_EXP: 12, ABS_EXP: 13, UA: 14, IP: 15
-} as const
-export const FAMILY_FORMAT_VERSION = 1
-
-// Named positions at the top of every script that reads a family.
-const PRELUDE = `local F_USER, F_CLIENT, F_SCOPE, F_HASH, F_PREV, F_NONCE, F_GEN = ${FIELD.USER}, ${FIELD.CLIENT}, ${FIELD.SCOPE}, ${FIELD.HASH}, ${FIELD.PREV}, ${FIELD.NONCE}, ${FIELD.GEN}
-local F_ROTATED, F_CREATED, F_LAST_USED, F_IDLE_EXP, F_ABS_EXP, F_UA, F_IP = ${FIELD.ROTATED}, ${FIELD.CREATED}, ${FIELD.LAST_USED}, ${FIELD.IDLE_EXP}, ${FIELD.ABS_EXP}, ${FIELD.UA}, ${FIELD.IP}
+const PRELUDE = `${LUA_FAMILY_PRELUDE}
+-- Milliseconds: the caller's when given (tests), else Redis' clock.
+local function now_ms (arg)
+  if arg ~= nil and arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 `
 
-/**
- * The public part of a family, in reply order: user, client, scope, generation,
- * created, last used, idle expiry, absolute expiry, user agent, ip.
- */
-const PUBLIC_FIELDS = '{f[F_USER], f[F_CLIENT], f[F_SCOPE], f[F_GEN], f[F_CREATED], f[F_LAST_USED], f[F_IDLE_EXP], f[F_ABS_EXP], f[F_UA], f[F_IP]}'
+const PUBLIC_FIELDS = LUA_PUBLIC_FIELDS
 
 /**
- * create — KEYS[1] family; ARGV: user, client, scope, token hash, now, idle expiry,
- * absolute expiry, user agent, ip. Returns 1, or 0 if the key already exists.
+ * create — KEYS[1] family; ARGV: user, client, scope, token hash, now (ms: Redis' time as
+ * the index script answered it), idle expiry, absolute expiry, user agent, ip, provider.
+ * Returns 1, or 0 if the key already exists.
  */
 const CREATE = `${PRELUDE}
 local now = tonumber(ARGV[5])
 local ix, ax = tonumber(ARGV[6]), tonumber(ARGV[7])
 -- No previous hash, nonce or rotation yet: empty strings and 0 keep the array dense
 -- (a nil would end a Lua array early and cmsgpack would pack a map).
-local f = {${FAMILY_FORMAT_VERSION}, ARGV[1], ARGV[2], ARGV[3], ARGV[4], '', '', 0, 0, now, now, ix, ax, ARGV[8], ARGV[9]}
+local f = {0, ARGV[1], ARGV[2], ARGV[3], ARGV[4], '', '', 0, 0, now, now, ix, ax, ARGV[8], ARGV[9], ARGV[10]}
 -- NX: a family id is 128 random bits, so a clash is a bug; never overwrite a live family.
 -- PX: the key dies with the family (idle expiry is never after absolute expiry).
-local ok = redis.call('SET', KEYS[1], cmsgpack.pack(f), 'PX', ix - now, 'NX')
+local ok = redis.call('SET', KEYS[1], pack_family(f), 'PX', ix - now, 'NX')
 -- SET ... NX answers nil (false in Lua) when the key exists.
 if not ok then return 0 end
 return 1
 `
 
 /**
- * rotate — KEYS[1] family; ARGV: presented hash (all 32 bytes), successor hash (stored form), nonce, now, idle ms,
+ * rotate — KEYS[1] family; ARGV: presented hash (all 32 bytes), successor hash (stored form), nonce, now ('' = TIME), idle ms,
  * grace ms, ip, user agent, '1' to require a client, client id. The successor was derived by the gateway from the presented
  * token and this nonce; it is stored only if this call rotates.
  *
@@ -72,9 +63,9 @@ const ROTATE = `${PRELUDE}
 local blob = redis.call('GET', KEYS[1])
 -- Unknown, revoked, or dropped by its TTL: nothing to do and nothing written.
 if not blob then return {'invalid'} end
-local f = cmsgpack.unpack(blob)
-local now = tonumber(ARGV[4])
--- Expired by the gateway's clock though the key's TTL has not fired yet: same answer, still no write.
+local f = load_family(blob)
+local now = now_ms(ARGV[4])
+-- Expired though the key's TTL has not fired yet: same answer, still no write.
 if now >= f[F_IDLE_EXP] or now >= f[F_ABS_EXP] then return {'invalid'} end
 -- A refresh token is bound to the client it was issued to (RFC 6749 §6): presented by
 -- another client it is unknown there, and the family is left alone (not a replay).
@@ -96,7 +87,7 @@ if presented(f[F_HASH]) then
   f[F_IP] = ARGV[7]
   f[F_UA] = ARGV[8]
   -- Value and TTL in one command; the TTL is > 0 because both expiries are after now.
-  redis.call('SET', KEYS[1], cmsgpack.pack(f), 'PX', f[F_IDLE_EXP] - now)
+  redis.call('SET', KEYS[1], pack_family(f), 'PX', f[F_IDLE_EXP] - now)
   local reply = ${PUBLIC_FIELDS}
   table.insert(reply, 1, 'rotated')
   return reply
@@ -119,52 +110,76 @@ return {'reuse', f[F_USER]}
 `
 
 /**
- * revoke — KEYS[1] family; ARGV: now, '1' to require an owner, owner user id, '1' to
+ * revoke — KEYS[1] family; ARGV: now ('' = TIME), '1' to require an owner, owner user id, '1' to
  * require a client, client id. Returns the user id when a live family was revoked, else nil.
  */
 const REVOKE = `${PRELUDE}
 local blob = redis.call('GET', KEYS[1])
 -- Nothing to revoke.
 if not blob then return false end
-local f = cmsgpack.unpack(blob)
+local f = load_family(blob)
 -- DELETE /auth/sessions/:id must not touch another user's session.
 if ARGV[2] == '1' and f[F_USER] ~= ARGV[3] then return false end
 -- RFC 7009 §2.1: a client may only revoke tokens issued to it.
 if ARGV[4] == '1' and f[F_CLIENT] ~= ARGV[5] then return false end
 redis.call('DEL', KEYS[1])
-local now = tonumber(ARGV[1])
+local now = now_ms(ARGV[1])
 -- An already-expired family is removed too, but it was not a live session to report.
 if now >= f[F_IDLE_EXP] or now >= f[F_ABS_EXP] then return false end
 return f[F_USER]
 `
 
 /**
- * read — KEYS[1] family; ARGV: now. Returns the public fields of a live family, else nil.
+ * read — KEYS[1] family; ARGV: now ('' = TIME). Returns the public fields of a live family, else nil.
  * A script rather than GET because only Lua unpacks the MessagePack value here.
  */
 const READ = `${PRELUDE}
 local blob = redis.call('GET', KEYS[1])
 if not blob then return false end
-local f = cmsgpack.unpack(blob)
-local now = tonumber(ARGV[1])
--- Expired by the gateway's clock: treated as gone.
+local f = load_family(blob)
+local now = now_ms(ARGV[1])
+-- Expired: treated as gone.
 if now >= f[F_IDLE_EXP] or now >= f[F_ABS_EXP] then return false end
 return ${PUBLIC_FIELDS}
 `
 
 /**
  * indexAdd — KEYS[1] a user's session index (ZSET sid → absolute expiry); ARGV: sid,
- * absolute expiry, now. Lives in its own slot, so it is a separate call from create.
+ * session lifetime (ms), now ('' = TIME). Lives in its own slot, so it is a separate call
+ * from create; it runs first and answers the time it used, which create then stamps on
+ * the family, so both agree on when the session ends.
  */
-const INDEX_ADD = `
-local now = tonumber(ARGV[3])
+const INDEX_ADD = `${PRELUDE}
+local now = now_ms(ARGV[3])
 -- Drop sessions past their absolute expiry, so the index cannot grow without bound.
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 -- The longest-lived member decides the TTL, so the index outlives every family it lists
 -- and the TTL never shrinks below any member's lifetime.
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 redis.call('PEXPIRE', KEYS[1], math.max(1, tonumber(last[2]) - now))
+return now
+`
+
+/**
+ * undo — KEYS[1] family; ARGV: successor hash (stored form), generation it was given.
+ * Takes back a rotation whose WAIT failed (REDIS_WAIT_REPLICAS, see redis-family-store.ts):
+ * only if that successor is still the current token, so nothing made after it is lost.
+ * The presented token becomes current again; the older predecessor and its grace are
+ * dropped (it is two rotations old to the client, which never got the successor). The
+ * idle expiry stays slid: the client did present a live token. Returns 1 if undone.
+ */
+const UNDO = `${PRELUDE}
+local blob = redis.call('GET', KEYS[1])
+if not blob then return 0 end
+local f = load_family(blob)
+if f[F_HASH] ~= ARGV[1] or f[F_GEN] ~= tonumber(ARGV[2]) then return 0 end
+f[F_HASH] = f[F_PREV]
+f[F_PREV] = ''
+f[F_NONCE] = ''
+f[F_GEN] = f[F_GEN] - 1
+f[F_ROTATED] = 0
+redis.call('SET', KEYS[1], pack_family(f), 'KEEPTTL')
 return 1
 `
 
@@ -173,15 +188,16 @@ export const FAMILY_SCRIPTS = {
   lkFamilyRotate: { numberOfKeys: 1, lua: ROTATE },
   lkFamilyRevoke: { numberOfKeys: 1, lua: REVOKE },
   lkFamilyRead: { numberOfKeys: 1, lua: READ },
-  lkIndexAdd: { numberOfKeys: 1, lua: INDEX_ADD }
+  lkIndexAdd: { numberOfKeys: 1, lua: INDEX_ADD },
+  lkFamilyUndo: { numberOfKeys: 1, lua: UNDO }
 } as const
 
 export type FamilyScriptName = keyof typeof FAMILY_SCRIPTS
 
 export type ScriptArg = string | number | Buffer
 type Arg = ScriptArg
-/** Public family fields as the scripts return them (see PUBLIC_FIELDS). */
-export type PublicFieldsReply = [string, string, string, number, number, number, number, number, string, string]
+/** Public family fields as the scripts return them (LUA_PUBLIC_FIELDS). */
+export type PublicFieldsReply = ReplyValue[]
 
 /** The commands `defineCommand` adds, typed (ioredis types them only by augmentation). */
 export interface FamilyScriptCommands {
@@ -191,6 +207,7 @@ export interface FamilyScriptCommands {
   lkFamilyRevoke (key: string, ...args: Arg[]): Result<string | null, { type: 'default' }>
   lkFamilyRead (key: string, ...args: Arg[]): Result<PublicFieldsReply | null, { type: 'default' }>
   lkIndexAdd (key: string, ...args: Arg[]): Result<number, { type: 'default' }>
+  lkFamilyUndo (key: string, ...args: Arg[]): Result<number, { type: 'default' }>
 }
 
 /** Register the scripts on `client` (idempotent) and return it with their methods typed. */
@@ -199,4 +216,55 @@ export function defineFamilyScripts<C extends Redis | Cluster> (client: C): C & 
     if (typeof (client as unknown as Record<string, unknown>)[name] !== 'function') client.defineCommand(name, definition)
   }
   return client as C & FamilyScriptCommands
+}
+
+/** The `now` argument: '' lets the script read Redis' clock (the gateway); a number replaces it (tests). */
+export type ScriptNow = number | ''
+
+export interface FamilyRecord {
+  readonly userId: string
+  readonly clientId: string
+  readonly scope: string
+  /** The first token's full SHA-256. */
+  readonly tokenHash: Buffer
+  /** Redis' time when the index entry was written (the index script's reply). */
+  readonly now: number
+  readonly idleExpiresAt: number
+  readonly absoluteExpiresAt: number
+  readonly userAgent: string
+  readonly ip: string
+  readonly provider?: string
+}
+
+/** ARGV of the create script. Exported so that the bench writes sessions in exactly the store's format. */
+export function createScriptArgs (r: FamilyRecord): ScriptArg[] {
+  return [
+    r.userId, r.clientId, r.scope, storedHash(r.tokenHash), r.now, r.idleExpiresAt, r.absoluteExpiresAt,
+    encodeUserAgent(clampText(r.userAgent, USER_AGENT_MAX_CHARS)), clampText(r.ip, IP_MAX_CHARS), clampText(r.provider ?? '', PROVIDER_MAX_CHARS)
+  ]
+}
+
+export interface Rotation {
+  /** Full SHA-256 of the presented token, and of the successor derived with `nonce`. */
+  readonly presentedHash: Buffer
+  readonly successorHash: Buffer
+  readonly nonce: Buffer
+  readonly now: ScriptNow
+  readonly limits: FamilyLimits
+  readonly ip: string
+  readonly userAgent: string
+  readonly clientId?: string
+}
+
+/** Script arguments for the optional client binding: flag, client id. */
+export function clientCheck (clientId: string | undefined): [string, string] {
+  return clientId === undefined ? ['0', ''] : ['1', clientId]
+}
+
+/** ARGV of the rotate script (exported for the bench, as createScriptArgs). */
+export function rotateScriptArgs (r: Rotation): ScriptArg[] {
+  return [
+    r.presentedHash, storedHash(r.successorHash), r.nonce, r.now, r.limits.idleTtlMs, r.limits.graceMs,
+    clampText(r.ip, IP_MAX_CHARS), encodeUserAgent(clampText(r.userAgent, USER_AGENT_MAX_CHARS)), ...clientCheck(r.clientId)
+  ]
 }

@@ -6,9 +6,28 @@
  * that every token of the session has expired anyway), so the proxy asks a Map, never
  * Redis. Replicas learn of revocations over pub/sub; a sorted set with the same lifetime
  * lets a replica that (re)connects, or starts after the fact, load what it missed.
+ *
+ * Faults:
+ *  - `publish` resolves only once the revocation is in the set (on a majority of its
+ *    copies, each replicated to REDIS_WAIT_REPLICAS) and published; otherwise it rejects
+ *    with GW_STORE_UNAVAILABLE (→ 503), after one retry. The set is kept in
+ *    REVOKED_SET_COPIES keys whose hash tags fall in different thirds of the slot space, so
+ *    on a Redis Cluster no single master's loss hides a revocation.
+ *  - Liveness of the subscription is proven end to end: every REDIS_HEALTH_INTERVAL_MS
+ *    each replica publishes its own id on a heartbeat channel and expects to hear it back
+ *    on its subscriber. Until it has heard one within REVOCATION_HEARTBEAT_MISSES
+ *    intervals, or after its Cluster node left ("not live"), the
+ *    replica reads the set at once and then every interval instead, so revocations still
+ *    arrive within a few seconds while any connection to Redis works. The subscriber is
+ *    also health-checked like every connection (redis-connection.ts): a silent one is
+ *    rebuilt within a few seconds, and every (re)subscription reloads the set.
  */
-import type { Cluster, Redis } from 'ioredis'
+import { randomUUID } from 'node:crypto'
+import { Command, type Cluster, type Redis } from 'ioredis'
 import type { Clock } from '#shared/clock.js'
+import { gatewayError } from '../errors.js'
+import { REDIS_HEALTH_INTERVAL_MS, superviseConnections } from './redis-connection.js'
+import { ReplicaWait } from './replica-wait.js'
 
 /** Sweep expired sids this often, so the map never holds more than one access TTL's worth. */
 export const REVOCATION_SWEEP_INTERVAL_MS = 10_000
@@ -19,6 +38,31 @@ export const REVOCATION_SWEEP_INTERVAL_MS = 10_000
 export const REVOCATION_INITIAL_LOAD_TIMEOUT_MS = 2000
 /** Access tokens are accepted up to this long after exp (verifier clock tolerance), so keep sids a little longer. */
 export const REVOCATION_SLACK_MS = 10_000
+/** Heartbeat intervals without hearing our own heartbeat after which pub/sub is not trusted. */
+export const REVOCATION_HEARTBEAT_MISSES = 2
+/** Copies of the revoked set (see the file comment); a publish needs a majority of them. */
+export const REVOKED_SET_COPIES = 3
+/** A publish that missed its majority is retried once after this. */
+export const REVOCATION_RETRY_DELAY_MS = 200
+
+/** CRC16/XMODEM mod 16384: the Redis Cluster slot of a hash tag (cluster spec, "Keys distribution model"). */
+function slotOf (tag: string): number {
+  return new Command('exists', [`{${tag}}`]).getSlot() ?? 0
+}
+
+/** Hash tags `r<n>` whose slots fall in successive equal parts of the slot space. */
+function spreadTags (copies: number): string[] {
+  const tags: string[] = []
+  for (let part = 0; part < copies; part++) {
+    const lo = Math.floor(16384 * part / copies)
+    const hi = Math.floor(16384 * (part + 1) / copies)
+    for (let n = 0; ; n++) {
+      const slot = slotOf(`r${n}`)
+      if (slot >= lo && slot < hi && !tags.includes(`r${n}`)) { tags.push(`r${n}`); break }
+    }
+  }
+  return tags
+}
 
 export interface RevokedSessions {
   has (sid: string): boolean
@@ -88,6 +132,18 @@ type PublishingClient = (Redis | Cluster) & {
   lkPublishRevoked (key: string, now: number, until: number, lifetimeMs: number, channel: string, ...sids: string[]): Promise<number>
 }
 
+export interface RedisRevocationBusOptions {
+  readonly client: Redis | Cluster
+  readonly keyPrefix: string
+  readonly clock: Clock
+  readonly ttlMs: number
+  readonly log: RevocationLog
+  /** REDIS_WAIT_REPLICAS: replicas that must hold a revocation before `publish` resolves. */
+  readonly waitReplicas?: number
+  /** Health-check period of the subscriber (default REDIS_HEALTH_INTERVAL_MS); tests shorten it. */
+  readonly healthIntervalMs?: number
+}
+
 /**
  * The Redis side: publishes revocations, and feeds the local set from the channel and
  * from the sorted set on every (re)connect of its subscriber connection.
@@ -96,33 +152,65 @@ export class RedisRevocationBus {
   readonly local: LocalRevokedSessions
   readonly #client: PublishingClient
   readonly #subscriber: Redis | Cluster
-  readonly #key = 'revoked'
+  readonly #keys = spreadTags(REVOKED_SET_COPIES).map(tag => `revoked:{${tag}}`)
+  /** The single set of earlier versions: still read, so an upgrade forgets no recent revocation. */
+  readonly #legacyKey = 'revoked'
   readonly #channel: string
   readonly #clock: Clock
   readonly #ttlMs: number
   readonly #log: RevocationLog
+  readonly #replicaWait: ReplicaWait | undefined
+  readonly #stopSupervising: () => void
+  readonly #poll: NodeJS.Timeout
+  #live = false
+  /** This bus' heartbeat message, and when (monotonic ms) it was last heard back. */
+  readonly #heartbeatId = randomUUID()
+  readonly #heartbeatChannel: string
+  #heardAt = -Infinity
+  readonly #intervalMs: number
   #loaded: () => void = () => {}
   readonly #firstLoad = new Promise<void>((resolve) => { this.#loaded = resolve })
 
-  constructor (options: { client: Redis | Cluster, keyPrefix: string, clock: Clock, ttlMs: number, log: RevocationLog }) {
+  constructor (options: RedisRevocationBusOptions) {
     this.#clock = options.clock
     this.#ttlMs = options.ttlMs
     this.#log = options.log
     this.local = new LocalRevokedSessions({ clock: options.clock, ttlMs: options.ttlMs })
     // Channels are not keys: ioredis does not prefix them, so the prefix is added here.
     this.#channel = `${options.keyPrefix}revoked`
+    this.#heartbeatChannel = `${options.keyPrefix}revoked:heartbeat`
     const client = options.client as PublishingClient
     if (typeof client.lkPublishRevoked !== 'function') client.defineCommand('lkPublishRevoked', PUBLISH_REVOKED)
     this.#client = client
+    const waitReplicas = options.waitReplicas ?? 0
+    this.#replicaWait = waitReplicas === 0 ? undefined : new ReplicaWait(options.client, waitReplicas)
     // A subscribed connection can run nothing else, so it is a second connection.
     this.#subscriber = options.client.duplicate()
     this.#subscriber.on('error', () => { /* reconnects by itself; outages are logged by the main connection */ })
     this.#subscriber.on('message', (channel: string, message: string) => {
+      if (channel === this.#heartbeatChannel && message === this.#heartbeatId) this.#heard()
       if (channel !== this.#channel) return
       const until = this.#clock.now() + this.#ttlMs
       for (const sid of message.split(' ')) if (sid !== '') this.local.add(sid, until)
     })
     this.#subscriber.on('ready', () => { void this.#subscribeAndLoad() })
+    this.#subscriber.on('close', () => { this.#live = false })
+    // A Cluster moves its subscription to another node when that node leaves ('-node'),
+    // without a 'ready': messages published during the move are lost, so distrust pub/sub
+    // until a heartbeat comes back over the new subscription (which then reloads the set).
+    this.#subscriber.on('-node', () => { this.#live = false })
+    this.#intervalMs = options.healthIntervalMs ?? REDIS_HEALTH_INTERVAL_MS
+    this.#stopSupervising = superviseConnections(this.#subscriber, this.#intervalMs)
+    this.#poll = setInterval(() => { this.#tick() }, this.#intervalMs)
+    this.#poll.unref()
+  }
+
+  /**
+   * True while this replica hears its own heartbeats over pub/sub and the set was loaded
+   * since it last did not. While false, the set is read every health interval instead.
+   */
+  get live (): boolean {
+    return this.#live
   }
 
   /**
@@ -138,12 +226,41 @@ export class RedisRevocationBus {
     return loaded
   }
 
+  /** Heartbeat out; pub/sub distrusted when our heartbeats stop coming back; the set read while it is. */
+  #tick (): void {
+    this.#client.publish(this.#heartbeatChannel, this.#heartbeatId).catch(() => { /* the main connection is down: nothing to do */ })
+    const silentMs = performance.now() - this.#heardAt
+    if (this.#live && silentMs > REVOCATION_HEARTBEAT_MISSES * this.#intervalMs) this.#live = false
+    if (!this.#live) this.#load().catch(() => { /* Redis unreachable: next tick */ })
+  }
+
+  /** Our heartbeat came back: pub/sub works; trust it again once the set has been read. */
+  #heard (): void {
+    this.#heardAt = performance.now()
+    if (!this.#live) this.#load().then(() => { this.#live = true }, () => {})
+  }
+
+  /** Every live entry of every copy of the set into the local set; fails only if no copy answers. */
+  async #load (): Promise<void> {
+    const now = this.#clock.now()
+    const copies = await Promise.allSettled([...this.#keys, this.#legacyKey].map(key => this.#client.zrangebyscore(key, now, '+inf', 'WITHSCORES')))
+    let answered = 0
+    for (const copy of copies) {
+      if (copy.status !== 'fulfilled') continue
+      answered++
+      const entries = copy.value
+      for (let i = 0; i + 1 < entries.length; i += 2) this.local.add(entries[i] as string, Number(entries[i + 1]))
+    }
+    if (answered === 0) throw (copies[0] as PromiseRejectedResult).reason
+  }
+
   async #subscribeAndLoad (): Promise<void> {
     try {
-      await this.#subscriber.subscribe(this.#channel)
+      await this.#subscriber.subscribe(this.#channel, this.#heartbeatChannel)
       // Subscribed first, loaded second: a revocation between the two is seen by both, never by neither.
-      const entries = await this.#client.zrangebyscore(this.#key, this.#clock.now(), '+inf', 'WITHSCORES')
-      for (let i = 0; i + 1 < entries.length; i += 2) this.local.add(entries[i] as string, Number(entries[i + 1]))
+      await this.#load()
+      this.#heardAt = performance.now() // subscribed just now: give the first heartbeat its intervals
+      this.#live = true
       this.#loaded()
     } catch (err) {
       this.#log.warn({ err: { code: (err as { code?: string }).code, message: (err as Error).message } }, 'could not load revoked sessions; will retry on reconnect')
@@ -154,22 +271,44 @@ export class RedisRevocationBus {
     return this.local.has(sid)
   }
 
-  /** Revoke at this replica at once, then tell the others. */
+  /** One copy: add, publish, and (with REDIS_WAIT_REPLICAS) wait for its replicas. */
+  async #publishTo (key: string, now: number, until: number, sids: readonly string[]): Promise<void> {
+    await this.#client.lkPublishRevoked(key, now, until, this.#ttlMs, this.#channel, ...sids)
+    await this.#replicaWait?.after(key)
+  }
+
+  /**
+   * Revoke at this replica at once, then make it durable and tell the others. Resolves once
+   * a majority of the set's copies hold it (each replicated as REDIS_WAIT_REPLICAS asks)
+   * and it was published; rejects with GW_STORE_UNAVAILABLE otherwise.
+   */
   async publish (sids: readonly string[]): Promise<void> {
     if (sids.length === 0) return
     const now = this.#clock.now()
     const until = now + this.#ttlMs
     for (const sid of sids) this.local.add(sid, until)
-    try {
-      await this.#client.lkPublishRevoked(this.#key, now, until, this.#ttlMs, this.#channel, ...sids)
-    } catch (err) {
-      // The family is revoked in Redis already; only the edge broadcast failed. Other
-      // replicas keep accepting that session's access tokens until they expire (≤ one access TTL).
-      this.#log.warn({ sids, err: { code: (err as { code?: string }).code } }, 'revocation broadcast failed')
+    const needed = Math.floor(this.#keys.length / 2) + 1
+    let pending = [...this.#keys]
+    let lastError: unknown
+    for (let attempt = 0; attempt < 2 && this.#keys.length - pending.length < needed; attempt++) {
+      if (attempt > 0) await new Promise(resolve => setTimeout(resolve, REVOCATION_RETRY_DELAY_MS))
+      const results = await Promise.allSettled(pending.map(key => this.#publishTo(key, now, until, sids)))
+      pending = pending.filter((_key, i) => {
+        const r = results[i] as PromiseSettledResult<void>
+        if (r.status === 'rejected') lastError = r.reason
+        return r.status === 'rejected'
+      })
     }
+    if (this.#keys.length - pending.length >= needed) return
+    // The families are revoked in Redis already; only the edge broadcast is not certain.
+    this.#log.warn({ sids, err: { code: (lastError as { code?: string } | undefined)?.code } }, 'revocation broadcast failed')
+    const cause = new Error((lastError as Error | undefined)?.message ?? 'revocation broadcast failed')
+    throw gatewayError('GW_STORE_UNAVAILABLE', { cause })
   }
 
   async close (): Promise<void> {
+    clearInterval(this.#poll)
+    this.#stopSupervising()
     this.local.close()
     this.#subscriber.disconnect()
   }

@@ -29,6 +29,7 @@ const ui = {
   signInButton: byId<HTMLButtonElement>('sign-in-button'),
   signInError: byId('sign-in-error'),
   session: byId('session'),
+  name: byId('identity-name'),
   sub: byId('identity-sub'),
   scope: byId('identity-scope'),
   clientId: byId('identity-client'),
@@ -45,6 +46,12 @@ const ui = {
   sessionsError: byId('sessions-error'),
   providers: byId('providers')
 }
+
+/**
+ * Only a session the gateway ended (revoked elsewhere, expired, a reused refresh token) is
+ * an alert; signing out here or in another tab of this browser is what the person asked for.
+ */
+const SIGNED_OUT_TONE: Record<SignedOutReason, 'alert' | 'info'> = { invalid_grant: 'alert', logout: 'info', other_tab: 'info' }
 
 const SIGNED_OUT_MESSAGES: Record<SignedOutReason, string> = {
   invalid_grant: 'Your session has ended: the gateway refused to refresh it. It was signed out from another device, ' +
@@ -89,7 +96,8 @@ async function loadIdentity (): Promise<void> {
       ui.identityError.textContent = `Could not load the identity: HTTP ${response.status}.`
       return
     }
-    const me = await response.json() as { sub?: unknown, scope?: unknown, client_id?: unknown, sid?: unknown }
+    const me = await response.json() as { sub?: unknown, preferred_username?: unknown, scope?: unknown, client_id?: unknown, sid?: unknown }
+    ui.name.textContent = typeof me.preferred_username === 'string' ? me.preferred_username : '(not in the token)'
     ui.sub.textContent = String(me.sub ?? '')
     ui.scope.textContent = typeof me.scope === 'string' && me.scope !== '' ? me.scope : '(none)'
     ui.clientId.textContent = String(me.client_id ?? '')
@@ -215,6 +223,9 @@ client.on('signed-out', ({ reason }) => {
   show('signed-out')
   ui.notice.hidden = false
   ui.notice.dataset.reason = reason
+  ui.notice.dataset.tone = SIGNED_OUT_TONE[reason]
+  // An alert interrupts a screen reader; a status waits its turn.
+  ui.notice.setAttribute('role', SIGNED_OUT_TONE[reason] === 'alert' ? 'alert' : 'status')
   ui.noticeMessage.textContent = SIGNED_OUT_MESSAGES[reason]
   ui.status.textContent = 'Signed out.'
   ui.sessions.replaceChildren()

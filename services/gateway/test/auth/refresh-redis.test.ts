@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto'
 import { ManualClock } from '#shared/clock.js'
 import { redisForTest } from '../../../../test/helpers/redis.js'
 import { buildTestGateway, login, refresh, refreshCookieOf } from '../helpers/gateway.js'
-import { STORED_HASH_BYTES } from '#gateway/sessions/redis-family-store.js'
+import { decodeFamily, STORED_HASH_BYTES } from '#gateway/sessions/family-codec.js'
 
 const redis = await redisForTest(t)
 const raw = new Redis(redis.url)
@@ -96,12 +96,10 @@ t.test('50 concurrent refreshes of one token: one successor, everyone gets it', 
   const keys = await familyKeys()
   const famKey = keys.find(k => k.includes(`{${claims.sid}}`)) as string
   t.ok(famKey, 'family key found by sid')
-  // The family is a MessagePack array (see redis-scripts.ts): [5] current hash, [6] previous, [8] generation.
-  const [current, previous, generation] = await raw.callBuffer("EVAL", 
-    "local f = cmsgpack.unpack(redis.call('GET', KEYS[1])) return {f[5], f[6], tostring(f[8])}", 1, famKey) as [Buffer, Buffer, Buffer]
-  t.equal(current.toString('base64url'), storedHashB64url(successor), 'current = the successor everyone got')
-  t.equal(previous.toString('base64url'), storedHashB64url(t0 as string), 'previous = the presented token')
-  t.equal(generation.toString(), '1', 'one rotation')
+  const stored = decodeFamily(await raw.getBuffer(famKey) as Buffer)
+  t.equal(stored.hash.toString('base64url'), storedHashB64url(successor), 'current = the successor everyone got')
+  t.equal(stored.prev.toString('base64url'), storedHashB64url(t0 as string), 'previous = the presented token')
+  t.equal(stored.generation, 1, 'one rotation')
 
   const next = await refresh(gw.app, successor)
   t.equal(next.res.statusCode, 200, 'the successor refreshes normally')

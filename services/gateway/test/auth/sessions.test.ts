@@ -93,6 +93,27 @@ for (const [name, env] of [['memory', {}], ['redis', { REDIS_URL: redis.url, RED
     t.equal(bad.statusCode, 401)
     t.equal(bad.headers['www-authenticate'], 'Bearer realm="latchkey", error="invalid_token"')
     t.equal((bad.json() as { error: string }).error, 'invalid_token')
+    // One answer per failure everywhere: the Bearer routes answer exactly as the proxy does.
+    // No credentials, or credentials of another scheme, get no error code (RFC 6750 §3.1).
+    const { body: session } = await login(gw.app)
+    const cases: Array<[string, Record<string, string>, number, string | undefined]> = [
+      ['no header', {}, 401, 'Bearer realm="latchkey"'],
+      ['Basic', { authorization: 'Basic dXNlcjpwYXNz' }, 401, 'Bearer realm="latchkey"'],
+      ['bare Bearer', { authorization: 'Bearer' }, 401, 'Bearer realm="latchkey", error="invalid_token"'],
+      ['garbage', { authorization: 'Bearer not.a.token' }, 401, 'Bearer realm="latchkey", error="invalid_token"'],
+      ['valid', { authorization: `Bearer ${session.access_token as string}` }, 200, undefined]
+    ]
+    for (const [name, headers, status, challenge] of cases) {
+      const own = await gw.app.inject({ method: 'GET', url: '/auth/sessions', headers })
+      t.equal(own.statusCode, status, `${name}: /auth/sessions`)
+      t.equal(own.headers['www-authenticate'], challenge, `${name}: challenge`)
+      if (status === 200) continue
+      const proxied = await gw.app.inject({ method: 'GET', url: '/api/x', headers })
+      t.equal(proxied.statusCode, own.statusCode, `${name}: the proxy answers the same status`)
+      t.equal(proxied.headers['www-authenticate'], own.headers['www-authenticate'], `${name}: and challenge`)
+      t.same(proxied.json(), own.json(), `${name}: and body`)
+    }
+    t.equal((none.json() as { error: string }).error, 'unauthorized', 'no credentials: the body says so, without an RFC 6750 error code')
     const { refresh: tok } = await login(gw.app)
     const withRefresh = await gw.app.inject({ method: 'GET', url: '/auth/sessions', headers: { authorization: `Bearer ${tok as string}` } })
     t.equal(withRefresh.statusCode, 401, 'a refresh token is not an access token')

@@ -19,7 +19,7 @@ t.test('a bad configuration value stops start-up with one clear line', async (t)
     [{ PORT: '99999' }, /^latchkey: invalid configuration: PORT: expected 0\.\.65535/],
     [{ REDIS_URL: 'http://localhost:6379' }, /^latchkey: invalid configuration: REDIS_URL: expected a redis or rediss URL/],
     [{ COOKIE_SECURE: 'maybe' }, /^latchkey: invalid configuration: COOKIE_SECURE: expected true or false/],
-    [{ ROUTES_FILE: '/nonexistent/routes.json' }, /^latchkey: invalid configuration: ROUTES_FILE: file not found/],
+    [{ ROUTES_FILE: '/nonexistent/routes.json' }, /^latchkey: invalid configuration: ROUTES_FILE: \/nonexistent\/routes\.json: file not found$/],
     [{ SIGNING_KEYS_FILE: '/nonexistent/keys.json' }, /^latchkey: invalid configuration: SIGNING_KEYS_FILE: /],
     [{ REDIS_SENTINELS: 'a:1' }, /^latchkey: invalid configuration: REDIS_SENTINEL_NAME: required/]
   ]

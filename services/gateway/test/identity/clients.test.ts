@@ -127,8 +127,8 @@ t.test('bad clients files: ConfigError naming CLIENTS_FILE, one line, no secrets
   const plain = 'PLAINTEXT-secret-value-that-must-not-leak-000'
   const ok = { id: 'svc', secret: hashClientSecret('s'), scope: 'a', audiences: ['aud'], grants: ['client_credentials'] }
   const cases: Array<[string, string, RegExp]> = [
-    ['missing', '', /cannot be read \(ENOENT\)/],
-    ['not-json', `{"clients": [{"secret": "${plain}"`, /is not valid JSON/],
+    ['missing', '', /: file not found$/],
+    ['not-json', `{"clients": [{"secret": "${plain}"`, /: not valid JSON at line 1, column \d+$/],
     ['no-clients', '{"users": []}', /expected an object \{"clients"/],
     ['plaintext', JSON.stringify({ clients: [{ ...ok, secret: plain }] }), /clients\[0\]\.secret: expected hs256/],
     ['short-salt', JSON.stringify({ clients: [{ ...ok, secret: 'hs256$AAAA$BBBB' }] }), /clients\[0\]\.secret/],

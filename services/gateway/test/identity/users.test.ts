@@ -133,8 +133,8 @@ t.test('bad users files: ConfigError naming USERS_FILE, one line, no secrets ech
   const phc = await hashPassword('pw')
   const ok = { id: 'usr_a', username: 'a', password: phc, scope: '' }
   const cases: Array<[string, string, RegExp]> = [
-    ['missing', '', /cannot be read \(ENOENT\)/],
-    ['not-json', '{"users": [ {"password": "plain-secret-1"', /is not valid JSON/],
+    ['missing', '', /: file not found$/],
+    ['not-json', '{"users": [ {"password": "plain-secret-1"', /: not valid JSON at line 1, column \d+$/],
     ['not-object', '[]', /expected an object \{"users"/],
     ['no-users', '{"people": []}', /expected an object \{"users"/],
     ['plaintext', JSON.stringify({ users: [{ ...ok, password: 'plain-secret-1' }] }), /users\[0\]\.password: expected an argon2id PHC string/],

@@ -4,7 +4,11 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { ManualClock } from '#shared/clock.js'
 import { LatchkeyError } from '#shared/errors.js'
-import { ACCESS_TOKEN_TYP, AccessTokenIssuer, AccessTokenVerifier, DEFAULT_CLOCK_TOLERANCE_S } from '#gateway/keys/access-token.js'
+import { type AccessToken, type AccessTokenVerifier, CLOCK_TOLERANCE_S as DEFAULT_CLOCK_TOLERANCE_S } from '#shared/access-token-verifier.js'
+import type { Clock } from '#shared/clock.js'
+import { ACCESS_TOKEN_TYP } from '#shared/token-format.js'
+import { createGatewayVerifier } from '#gateway/auth/bearer.js'
+import { AccessTokenIssuer } from '#gateway/keys/access-token.js'
 import { SIGNING_ALGS, generatePrivateJwk, loadSigningKeys } from '#gateway/keys/signing-keys.js'
 import type { SigningAlg, SigningKeys } from '#gateway/keys/signing-keys.js'
 import { decodeSegment, generateKeyFile, readKeys, signCompact, signHmac, tempDir, unsigned, verifyIndependently } from './helpers.js'
@@ -14,6 +18,24 @@ const ISSUER = 'https://auth.example.test'
 const AUDIENCE = 'latchkey-api'
 const TTL_S = 300
 const silent = { warn: () => {} }
+
+/**
+ * The gateway's verifier is the shared one over its own keys (auth/bearer.ts); `verify`
+ * here is "verify, then require `audience`", what every gateway caller does.
+ */
+class GatewayVerifier {
+  readonly inner: AccessTokenVerifier
+  constructor (opts: { keys: SigningKeys, issuer: string, clock: Clock, audiences?: readonly string[] }) {
+    const audiences = opts.audiences ?? [AUDIENCE, 'another-api', 'a', 'b']
+    this.inner = createGatewayVerifier({ keys: opts.keys, issuer: opts.issuer, audiences: () => audiences, revoked: new Set<string>(), clock: opts.clock })
+  }
+
+  async verify (token: string, expected: { audience: string }): Promise<AccessToken> {
+    const verified = await this.inner.verify(token)
+    this.inner.authorize(verified, { audience: expected.audience })
+    return verified
+  }
+}
 
 interface Fixture { keys: SigningKeys, privateJwks: Jwk[], file: string }
 
@@ -26,15 +48,17 @@ for (const alg of SIGNING_ALGS) {
   fixtures[alg] = { keys: await loadSigningKeys(file, silent), privateJwks: readKeys(file), file }
 }
 
-async function expectInvalid (t: Test, promise: Promise<unknown>, causeCode: string | RegExp, claim?: string): Promise<void> {
+/** `causeCode` is jose's error code, or `format` for the shared format check (token-format.ts). */
+async function expectInvalid (t: Test, promise: Promise<unknown>, causeCode: string | RegExp, claim?: string, code = 'AT_INVALID'): Promise<void> {
   const err = await promise.then(() => undefined, (e: unknown) => e)
   t.ok(err instanceof LatchkeyError, 'a LatchkeyError')
   if (!(err instanceof LatchkeyError)) return
-  t.equal(err.code, 'GW_INVALID_TOKEN')
+  t.equal(err.code, code)
   t.equal(err.statusCode, 401)
   t.equal(err.error, 'invalid_token')
-  const cause = err.cause as { code?: string, claim?: string } | undefined
-  t.match(cause?.code, causeCode, 'refused for the intended reason')
+  t.equal(err.headers['www-authenticate'], 'Bearer realm="latchkey", error="invalid_token"')
+  const cause = err.cause as { code?: string, claim?: string, name?: string } | undefined
+  t.match(causeCode === 'format' ? cause?.name : cause?.code, causeCode === 'format' ? 'TokenFormatError' : causeCode, 'refused for the intended reason')
   if (claim !== undefined) t.equal(cause?.claim, claim, `the failing claim is ${claim}`)
 }
 
@@ -43,7 +67,7 @@ for (const alg of SIGNING_ALGS) {
     const { keys } = fixtures[alg]
     const clock = new ManualClock()
     const issuer = new AccessTokenIssuer({ keys, issuer: ISSUER, ttlS: TTL_S, clock })
-    const verifier = new AccessTokenVerifier({ keys, issuer: ISSUER, clock })
+    const verifier = new GatewayVerifier({ keys, issuer: ISSUER, clock })
     const issued = await issuer.issue({ sub: 'user-1', aud: AUDIENCE, client_id: 'latchkey-web', scope: 'notes:read notes:write', sid: 'fam-1' })
     t.equal(issued.expiresIn, TTL_S)
 
@@ -58,10 +82,11 @@ for (const alg of SIGNING_ALGS) {
     t.ok((payload.jti as string).length >= 32, 'jti is long enough to be unguessable')
 
     const verified = await verifier.verify(issued.token, { audience: AUDIENCE })
-    t.same(verified, {
-      sub: 'user-1', aud: AUDIENCE, client_id: 'latchkey-web', scope: ['notes:read', 'notes:write'],
-      sid: 'fam-1', jti: payload.jti, exp: iat + TTL_S, iat
+    t.match(verified, {
+      iss: ISSUER, sub: 'user-1', aud: AUDIENCE, client_id: 'latchkey-web', scope: 'notes:read notes:write',
+      sid: 'fam-1', jti: payload.jti, exp: iat + TTL_S, iat, kind: 'user'
     })
+    t.same([...verified.scopes], ['notes:read', 'notes:write'])
   })
 }
 
@@ -78,10 +103,11 @@ t.test('claims: sid only when given, several audiences, a fresh jti each time, i
   t.equal(pa.iat, Date.UTC(2030, 5, 1, 12, 0, 0) / 1000)
   t.equal(pa.exp, (pa.iat as number) + 60)
   t.not(pa.jti, pb.jti)
-  const verifier = new AccessTokenVerifier({ keys, issuer: ISSUER, clock })
+  const verifier = new GatewayVerifier({ keys, issuer: ISSUER, clock })
   const v = await verifier.verify(a.token, { audience: 'b' })
-  t.same(v.scope, [])
-  t.notOk('sid' in v)
+  t.same([...v.scopes], [])
+  t.equal(v.sid, undefined)
+  t.equal(v.kind, 'service')
   t.throws(() => new AccessTokenIssuer({ keys, issuer: ISSUER, ttlS: 0, clock }), TypeError)
 })
 
@@ -97,7 +123,7 @@ t.test('rotation: a token from a key that no longer signs still verifies while i
   t.equal(after.publicJwks.keys[1]?.kid, before.signing.kid)
   const fresh = await new AccessTokenIssuer({ keys: after, issuer: ISSUER, ttlS: TTL_S, clock }).issue({ sub: 'u', aud: AUDIENCE, client_id: 'c', scope: 's' })
   t.equal(decodeSegment(fresh.token.split('.')[0] as string).kid, after.signing.kid, 'the new first key signs')
-  const verifier = new AccessTokenVerifier({ keys: after, issuer: ISSUER, clock })
+  const verifier = new GatewayVerifier({ keys: after, issuer: ISSUER, clock })
   t.equal((await verifier.verify(old.token, { audience: AUDIENCE })).sub, 'u')
   t.equal((await verifier.verify(fresh.token, { audience: AUDIENCE })).sub, 'u')
   verifyIndependently(old.token, after.publicJwks)
@@ -109,7 +135,7 @@ t.test('the verifier refuses', async t => {
   const rsaJwk = fixtures.RS256.privateJwks[0] as Jwk
   const clock = new ManualClock()
   const now = Math.floor(clock.now() / 1000)
-  const verifier = new AccessTokenVerifier({ keys, issuer: ISSUER, clock })
+  const verifier = new GatewayVerifier({ keys, issuer: ISSUER, clock })
   const issuer = new AccessTokenIssuer({ keys, issuer: ISSUER, ttlS: TTL_S, clock })
   const header = { alg: 'ES256', kid: keys.signing.kid, typ: 'at+jwt' }
   const claims = { iss: ISSUER, sub: 'u', aud: AUDIENCE, exp: now + TTL_S, iat: now, jti: crypto.randomUUID(), client_id: 'c', scope: 'a b' }
@@ -125,27 +151,29 @@ t.test('the verifier refuses', async t => {
 
   t.test('wrong iss', async t => {
     await expectInvalid(t, verify(signCompact(header, { ...claims, iss: 'https://evil.example' }, esJwk)), 'ERR_JWT_CLAIM_VALIDATION_FAILED', 'iss')
-    const elsewhere = new AccessTokenVerifier({ keys, issuer: 'https://other.example', clock })
+    const elsewhere = new GatewayVerifier({ keys, issuer: 'https://other.example', clock })
     await expectInvalid(t, elsewhere.verify(token, { audience: AUDIENCE }), 'ERR_JWT_CLAIM_VALIDATION_FAILED', 'iss')
   })
 
-  t.test('wrong aud', async t => {
-    await expectInvalid(t, verify(token, 'another-api'), 'ERR_JWT_CLAIM_VALIDATION_FAILED', 'aud')
+  t.test('wrong aud: one the gateway does not serve at all, or not the one required here', async t => {
     await expectInvalid(t, verify(signCompact(header, { ...claims, aud: ['x', 'y'] }, esJwk)), 'ERR_JWT_CLAIM_VALIDATION_FAILED', 'aud')
+    const err = await verify(token, 'another-api').catch((e: unknown) => e) as LatchkeyError
+    t.equal(err.code, 'AT_WRONG_AUDIENCE')
+    t.equal(err.statusCode, 401)
+    t.equal(err.headers['www-authenticate'], 'Bearer realm="latchkey", error="invalid_token"')
   })
 
   t.test('expiry: accepted within the tolerance, refused beyond it', async t => {
     const c = new ManualClock(clock.now())
-    const v = new AccessTokenVerifier({ keys, issuer: ISSUER, clock: c })
+    const v = new GatewayVerifier({ keys, issuer: ISSUER, clock: c })
     c.advance((TTL_S + DEFAULT_CLOCK_TOLERANCE_S - 1) * 1000)
     t.equal((await v.verify(token, { audience: AUDIENCE })).sub, 'u', 'expired by less than the tolerance')
     c.advance(1000)
     const err = await v.verify(token, { audience: AUDIENCE }).catch((e: unknown) => e) as LatchkeyError
-    t.equal(err.code, 'GW_INVALID_TOKEN')
+    t.equal(err.code, 'AT_EXPIRED')
     t.equal((err.cause as { code: string }).code, 'ERR_JWT_EXPIRED')
     t.equal(err.description, 'The access token has expired.')
-    const strict = new AccessTokenVerifier({ keys, issuer: ISSUER, clock: new ManualClock(clock.now() + TTL_S * 1000), clockToleranceS: 0 })
-    await expectInvalid(t, strict.verify(token, { audience: AUDIENCE }), 'ERR_JWT_EXPIRED')
+    await expectInvalid(t, v.verify(token, { audience: AUDIENCE }), 'ERR_JWT_EXPIRED', undefined, 'AT_EXPIRED')
   })
 
   t.test('nbf in the future beyond the tolerance; exp missing', async t => {
@@ -158,31 +186,40 @@ t.test('the verifier refuses', async t => {
   })
 
   t.test('typ JWT, or no typ', async t => {
-    await expectInvalid(t, verify(signCompact({ ...header, typ: 'JWT' }, claims, esJwk)), 'ERR_JWT_CLAIM_VALIDATION_FAILED', 'typ')
+    await expectInvalid(t, verify(signCompact({ ...header, typ: 'JWT' }, claims, esJwk)), 'format')
     const { typ: _typ, ...noTyp } = header
-    await expectInvalid(t, verify(signCompact(noTyp, claims, esJwk)), 'ERR_JWT_CLAIM_VALIDATION_FAILED', 'typ')
+    await expectInvalid(t, verify(signCompact(noTyp, claims, esJwk)), 'format')
+  })
+
+  t.test('scope: optional (RFC 9068 §2.2.3), but when present a list of scope tokens (RFC 6749 §3.3)', async t => {
+    const { scope: _scope, ...noScope } = claims
+    const v = await verifier.verify(signCompact(header, noScope, esJwk), { audience: AUDIENCE })
+    t.equal(v.scope, '')
+    t.equal(v.scopes.size, 0)
+    await expectInvalid(t, verify(signCompact(header, { ...claims, scope: 'a "b"' }, esJwk)), 'format')
+    await expectInvalid(t, verify(signCompact(header, { ...claims, scope: 7 }, esJwk)), 'format')
   })
 
   t.test('unknown kid, missing kid', async t => {
     const stranger = await generatePrivateJwk('ES256') as unknown as Jwk
     await expectInvalid(t, verify(signCompact({ ...header, kid: stranger.kid }, claims, stranger)), 'ERR_JWKS_NO_MATCHING_KEY')
     const { kid: _kid, ...noKid } = header
-    await expectInvalid(t, verify(signCompact(noKid, claims, esJwk)), 'ERR_JWS_INVALID')
+    await expectInvalid(t, verify(signCompact(noKid, claims, esJwk)), 'format')
   })
 
   t.test('alg mismatch: the key is ES256, the header says RS256 (signed with a real RSA key)', async t => {
     await expectInvalid(t, verify(signCompact({ ...header, alg: 'RS256' }, claims, rsaJwk)), 'ERR_JOSE_ALG_NOT_ALLOWED')
     // And the reverse, against a set holding both: an RS256 kid with an ES256 header.
-    const both = new AccessTokenVerifier({ keys: fixtures.RS256.keys, issuer: ISSUER, clock })
+    const both = new GatewayVerifier({ keys: fixtures.RS256.keys, issuer: ISSUER, clock })
     const forged = signCompact({ ...header, alg: 'ES256', kid: fixtures.RS256.keys.signing.kid }, claims, esJwk)
     await expectInvalid(t, both.verify(forged, { audience: AUDIENCE }), 'ERR_JOSE_ALG_NOT_ALLOWED')
   })
 
   t.test('alg none, and HS256 keyed with the public key', async t => {
-    await expectInvalid(t, verify(unsigned({ ...header, alg: 'none' }, claims)), 'ERR_JWS_INVALID')
-    await expectInvalid(t, verify(unsigned({ ...header, alg: 'none' }, claims, 'c2lnbmF0dXJl')), 'ERR_JOSE_ALG_NOT_ALLOWED')
+    await expectInvalid(t, verify(unsigned({ ...header, alg: 'none' }, claims)), 'format')
+    await expectInvalid(t, verify(unsigned({ ...header, alg: 'none' }, claims, 'c2lnbmF0dXJl')), 'format')
     const pub = JSON.stringify(keys.publicJwks.keys[0])
-    await expectInvalid(t, verify(signHmac({ ...header, alg: 'HS256' }, claims, Buffer.from(pub))), 'ERR_JOSE_ALG_NOT_ALLOWED')
+    await expectInvalid(t, verify(signHmac({ ...header, alg: 'HS256' }, claims, Buffer.from(pub))), 'format')
   })
 
   t.test('a tampered payload or signature', async t => {
@@ -212,7 +249,7 @@ t.test('the verifier refuses', async t => {
       'too long': `${h}.${'A'.repeat(9000)}.${s}`
     }
     for (const [name, value] of Object.entries(variants)) {
-      t.test(name, t => expectInvalid(t, verify(value), 'ERR_JWS_INVALID'))
+      t.test(name, t => expectInvalid(t, verify(value), 'format'))
     }
   })
 })

@@ -94,12 +94,12 @@ t.test('an existing file the gateway would refuse is left alone (exit 1)', async
   writeFileSync(garbage, 'not json "d":"c2VjcmV0"')
   const g = await run(['generate', '--out', garbage, '--prepend'])
   t.equal(g.code, 1)
-  t.equal(g.stderr, `latchkey keys: ${garbage}: not valid JSON\n`)
+  t.equal(g.stderr, `latchkey keys: ${garbage}: not valid JSON at line 1, column 2\n`)
 
   const missingDir = join(dir, 'no', 'such', 'dir.json')
   const m = await run(['generate', '--out', missingDir])
   t.equal(m.code, 1)
-  t.equal(m.stderr, `latchkey keys: cannot write ${missingDir} (ENOENT)\n`)
+  t.equal(m.stderr, `latchkey keys: ${missingDir}: its directory does not exist\n`)
 })
 
 t.test('--out never follows a symlink to create a file', async t => {

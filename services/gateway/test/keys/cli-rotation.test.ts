@@ -131,7 +131,7 @@ t.test('unknown kid, missing or broken file: exit 1, one line, nothing changed',
   const missing = join(dir, 'missing.json')
   const m = await run(['list', '--file', missing])
   t.equal(m.code, 1)
-  t.equal(m.stderr, `latchkey keys: file not found: ${missing}\n`)
+  t.equal(m.stderr, `latchkey keys: ${missing}: file not found\n`)
 
   const broken = join(dir, 'broken.json')
   writeFileSync(broken, '{"keys": [{"kty":"OKP","crv":"Ed25519","x":"c2VjcmV0LW1hdGVyaWFs"}]}')

@@ -167,7 +167,7 @@ t.test('bad key files: one ConfigError line naming SIGNING_KEYS_FILE, never key 
 
   const missing = await loadSigningKeys(join(dir, 'absent.json'), silent).catch((e: unknown) => e)
   t.ok(missing instanceof ConfigError)
-  t.equal((missing as Error).message, `SIGNING_KEYS_FILE: file not found: ${join(dir, 'absent.json')}`)
+  t.equal((missing as Error).message, `SIGNING_KEYS_FILE: ${join(dir, 'absent.json')}: file not found`)
   const isDir = await loadSigningKeys(dir, silent).catch((e: unknown) => e)
-  t.match((isDir as Error).message, /^SIGNING_KEYS_FILE: is a directory/)
+  t.match((isDir as Error).message, /^SIGNING_KEYS_FILE: .*: is a directory, not a file$/)
 })

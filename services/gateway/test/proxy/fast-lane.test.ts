@@ -6,7 +6,7 @@
  */
 import t from 'tap'
 import { ManualClock } from '#shared/clock.js'
-import { echoUpstream, proxyGateway, route, send, type ProxyAppOptions } from './harness.js'
+import { completionLogged, echoUpstream, proxyGateway, route, send, type ProxyAppOptions } from './harness.js'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
@@ -55,6 +55,22 @@ t.test('the lane logs the access line Fastify would, with the id the upstream sa
   t.match(fromLane?.req, { method: 'GET', url: '/api/two', remoteAddress: '127.0.0.1' })
   t.equal(fromLane?.reqId, upstream.received.at(-1)?.headers['x-request-id'], 'reqId is the X-Request-Id sent upstream')
   t.notOk(JSON.stringify(gw.logs).includes(authorization.slice(7)), 'no log line carries the token')
+})
+
+t.test('lane or gate, a proxied request logs one "request completed" line with its status and duration', async (t) => {
+  const upstream = await echoUpstream(t)
+  const gw = await laneGateway(t, { routes: [route(upstream.url)] })
+  const authorization = `Bearer ${await gw.token()}`
+  await send(gw.port, { path: '/api/gate', headers: { authorization } })
+  await send(gw.port, { path: '/api/lane', headers: { authorization } })
+  t.same(gw.seenByFastify, ['/api/gate'])
+  const [gate, lane] = upstream.received.map(r => r.headers['x-request-id'])
+  await completionLogged(gw.logs, 2)
+  for (const id of [gate, lane]) {
+    const lines = gw.logs.filter(l => l.msg === 'request completed' && l.reqId === id)
+    t.equal(lines.length, 1, 'exactly one line')
+    t.match(lines[0], { res: { statusCode: 200 }, responseTime: Number })
+  }
 })
 
 t.test('what the lane does not take is answered by the gate', async (t) => {

@@ -15,6 +15,8 @@ import { AccessTokenIssuer, type AccessTokenClaims } from '#gateway/keys/access-
 import { loadSigningKeys, type SigningKeys } from '#gateway/keys/signing-keys.js'
 import { installErrorHandling } from '#gateway/ops/error-handler.js'
 import { createGatewayMetrics, type GatewayMetrics } from '#gateway/ops/metrics.js'
+import { createGatewayVerifier } from '#gateway/auth/bearer.js'
+import { FastLane } from '#gateway/proxy/fast-lane.js'
 import { proxyPlugin } from '#gateway/proxy/plugin.js'
 
 interface Teardown { teardown (fn: () => unknown): void }
@@ -38,11 +40,15 @@ export interface ProxyAppOptions {
   readonly timeoutMs?: number
   readonly clock?: Clock
   readonly fastLane?: boolean
+  readonly maxInFlightPerCaller?: number
 }
 
 export async function buildProxyApp (options: ProxyAppOptions): Promise<ProxyApp> {
   const logs: Array<Record<string, unknown>> = []
+  // The lane installed as app.ts installs it; `fastLane: false` builds a server without one.
+  const lane = options.fastLane === false ? undefined : new FastLane()
   const app = Fastify({
+    ...(lane === undefined ? {} : { serverFactory: lane.serverFactory }),
     logger: { level: 'info', stream: { write (line: string) { try { logs.push(JSON.parse(line) as Record<string, unknown>) } catch { /* not JSON */ } } } },
     genReqId: () => randomUUID(),
     requestIdHeader: false,
@@ -54,7 +60,9 @@ export async function buildProxyApp (options: ProxyAppOptions): Promise<ProxyApp
   const revoked = new Set<string>()
   const ownRouteHits: string[] = []
   installErrorHandling(app)
-  await app.register(proxyPlugin, { routes: options.routes, keys, issuer: ISSUER, metrics, revoked, clock: options.clock, timeoutMs: options.timeoutMs, fastLane: options.fastLane })
+  const audiences = [...new Set(options.routes.map(r => r.audience))]
+  const verifier = createGatewayVerifier({ keys, issuer: ISSUER, audiences: () => audiences, revoked, clock: options.clock })
+  await app.register(proxyPlugin, { routes: options.routes, verifier, metrics, timeoutMs: options.timeoutMs, lane, maxInFlightPerCaller: options.maxInFlightPerCaller })
   app.all('/auth/*', async (req) => { ownRouteHits.push(req.url); return { reached: 'gateway' } })
   app.get('/.well-known/*', async (req) => { ownRouteHits.push(req.url); return { reached: 'gateway' } })
   app.get('/healthz', async () => ({ status: 'ok' }))
@@ -207,4 +215,15 @@ export async function histogramCount (metrics: GatewayMetrics, labels: Record<st
 export async function upstreamErrorCount (metrics: GatewayMetrics, labels: Record<string, string>): Promise<number> {
   const values = (await metrics.upstreamErrors.get()).values
   return values.filter(v => Object.entries(labels).every(([k, val]) => (v.labels as Record<string, unknown>)[k] === val)).reduce((n, v) => n + v.value, 0)
+}
+
+/**
+ * The completion line is written when the response closes, just after the client has the
+ * answer: wait (bounded) until `count` of them are in.
+ */
+export async function completionLogged (logs: ReadonlyArray<Record<string, unknown>>, count: number, timeoutMs = 2000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (logs.filter(l => l.msg === 'request completed').length < count && Date.now() < deadline) {
+    await new Promise(resolve => setTimeout(resolve, 5))
+  }
 }

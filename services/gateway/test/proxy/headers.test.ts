@@ -58,6 +58,17 @@ t.test('request headers', async (t) => {
     }
   })
 
+  await t.test('header names with an underscore are dropped (CGI/WSGI/PHP read them as the hyphenated ones), as nginx does', async (t) => {
+    for (const path of ['/api/underscore', '/api/underscore']) { // the gate, then the fast lane
+      const res = await send(gw.port, { path, headers: { authorization, X_Forwarded_For: '6.6.6.6', X_Real_IP: '6.6.6.6', X_Latchkey_User: 'admin', x_custom: 'x', 'x-custom': 'kept' } })
+      t.equal(res.status, 200)
+      const seen = upstream.received.at(-1)?.headers ?? {}
+      t.same(Object.keys(seen).filter(n => n.includes('_')), [], 'no underscore name upstream')
+      t.equal(seen['x-custom'], 'kept')
+      t.equal(seen['x-forwarded-for'], '127.0.0.1')
+    }
+  })
+
   await t.test('Connection: x-request-id cannot strip what the gateway sets', async (t) => {
     const res = await send(gw.port, {
       path: '/api/who',

@@ -73,6 +73,17 @@ t.test('routeFor picks the longest prefix', async (t) => {
   t.equal(routeFor(routes, '/auth/login'), undefined)
 })
 
+t.test('routeFor matches whole segments without ;params, and a prefix without its slash', async (t) => {
+  const routes = [{ prefix: '/echo/' }, { prefix: '/echo/admin/' }]
+  t.equal(routeFor(routes, '/echo/admin;x/secret'), routes[1])
+  t.equal(routeFor(routes, '/echo;v=1/admin;x=2/secret'), routes[1])
+  t.equal(routeFor(routes, '/echo/admin'), routes[1])
+  t.equal(routeFor(routes, '/echo/admin;x'), routes[1])
+  t.equal(routeFor(routes, '/echo'), routes[0])
+  t.equal(routeFor(routes, '/echo/adminx'), routes[0], 'a longer segment is another segment')
+  t.equal(routeFor(routes, '/ech'), undefined)
+})
+
 t.test('path tricks through the gateway', async (t) => {
   const upstream = await echoUpstream(t)
   const gw = await proxyGateway(t, {
@@ -109,6 +120,14 @@ t.test('path tricks through the gateway', async (t) => {
     t.equal(upstream.received.length, before, `${path} reached no upstream`)
   }
   t.same(gw.ownRouteHits, [], '/auth/* and /.well-known/* were never reached through a prefix')
+
+  // Nested routes (issue 13 #8): the child's scope cannot be skipped by spelling its path.
+  for (const path of ['/api/admin;x/secret', '/api/admin', '/api/admin?x=1', '/api;v=1/admin/secret', '/api/admin;/secret']) {
+    const before = upstream.received.length
+    const { status } = await get(path)
+    t.equal(status, 403, `${path}: the admin route's scope is required`)
+    t.equal(upstream.received.length, before, `${path} reached no upstream`)
+  }
 
   for (const [path, forwarded] of [['/api/./x', '/api/x'], ['/api/a/../b?q=../..', '/api/b?q=../..'], ['/api/%2e/y', '/api/y'], ['/api//x', '/api/x'], ['/api/%7Ex', '/api/~x']]) {
     const { status, raw } = await get(path as string)

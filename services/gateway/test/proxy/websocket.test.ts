@@ -6,7 +6,7 @@ import t from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
 import http, { type IncomingHttpHeaders } from 'node:http'
 import net from 'node:net'
-import { closedPort, listenUpstream, proxyGateway, route, send } from './harness.js'
+import { closedPort, listenUpstream, proxyGateway, rawExchange, route, send, statusOf } from './harness.js'
 
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC11B85'
 
@@ -30,13 +30,14 @@ function unframe (buf: Buffer): string {
   return Buffer.from(buf.subarray(6, 6 + len).map((b, i) => b ^ (key[i % 4] as number))).toString()
 }
 
-interface WsUpstream { url: string, handshakes: IncomingHttpHeaders[], paths: string[], closed: Array<Promise<void>> }
+interface WsUpstream { url: string, handshakes: IncomingHttpHeaders[], paths: string[], closed: Array<Promise<void>>, readonly requests: number }
 
 async function wsUpstream (t: { teardown (fn: () => unknown): void }): Promise<WsUpstream> {
   const handshakes: IncomingHttpHeaders[] = []
   const paths: string[] = []
   const closed: Array<Promise<void>> = []
-  const server = http.createServer((_req, res) => { res.end('plain') })
+  let requests = 0
+  const server = http.createServer((_req, res) => { requests++; res.end('plain') })
   server.on('upgrade', (req, socket, head) => {
     handshakes.push(req.headers)
     paths.push(req.url ?? '')
@@ -63,7 +64,7 @@ async function wsUpstream (t: { teardown (fn: () => unknown): void }): Promise<W
     socket.on('data', onData)
   })
   const up = await listenUpstream(t, server)
-  return { url: up.url, handshakes, paths, closed }
+  return { url: up.url, handshakes, paths, closed, get requests () { return requests } }
 }
 
 interface Handshake {
@@ -183,6 +184,16 @@ t.test('websocket through a proxy route', async (t) => {
     const missing = await handshake(gw.port, '/nowhere', {})
     t.equal(missing.status, 404)
     t.equal((await send(gw.port, { path: '/healthz' })).status, 200)
+  })
+
+  await t.test('a POST with Upgrade: websocket and a body is answered at once, not left hanging', async (t) => {
+    const before = upstream.requests
+    const started = Date.now()
+    const raw = await rawExchange(gw.port, `POST /api/ws HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer ${token}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 5\r\n\r\nhello`, 5000)
+    t.equal(statusOf(raw), 400, 'refused: Node hands an upgrade request over without reading its body')
+    t.match(raw, /"error":"invalid_request"/)
+    t.ok(Date.now() - started < 5000, 'before any timeout')
+    t.equal(upstream.requests, before, 'nothing went upstream')
   })
 
 })

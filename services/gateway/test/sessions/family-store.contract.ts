@@ -330,4 +330,19 @@ export function familyStoreContract (t: Test, name: string, make: MakeStore): vo
     t.same(await store.revokeAllForUser('{alice}'), [made[0]!.token.sid])
     t.equal((await store.rotate(made[1]!.token, SEEN)).kind, 'rotated')
   })
+
+  t.test(`${name}: the identity provider is kept, returned and listed; absent for a password login`, async (t) => {
+    const { store } = await setup(t)
+    const sso = await store.create(newFamily('alice', { provider: 'https://idp.example/' }))
+    const password = await store.create(newFamily('alice'))
+    t.equal(sso.family.provider, 'https://idp.example/')
+    t.notOk('provider' in password.family, 'no provider key at all for a password login')
+    const r = await store.rotate(sso.token, SEEN)
+    t.equal(r.kind === 'rotated' && r.family.provider, 'https://idp.example/', 'kept across a rotation')
+    const listed = await store.listForUser('alice')
+    t.equal(listed.find(f => f.sid === sso.family.sid)?.provider, 'https://idp.example/', 'listed with its provider')
+    t.notOk('provider' in (listed.find(f => f.sid === password.family.sid) ?? { provider: 'missing' }), 'listed without one')
+    const long = await store.create(newFamily('bob', { provider: 'p'.repeat(500) }))
+    t.equal(long.family.provider?.length, 64, 'cut to a bounded length')
+  })
 }

@@ -15,6 +15,7 @@ import type { FamilyLimits } from '#gateway/sessions/family-store.js'
 import { connectRedis, createRedisClient, REDIS_COMMAND_TIMEOUT_MS } from '#gateway/sessions/redis-connection.js'
 import { RedisFamilyStore } from '#gateway/sessions/redis-family-store.js'
 import { FAMILY_SCRIPTS } from '#gateway/sessions/redis-scripts.js'
+import { decodeFamily, encodeFamily, FAMILY_FORMAT_VERSION } from '#gateway/sessions/family-codec.js'
 import { mintInitialToken, type ParsedRefreshToken } from '#gateway/sessions/refresh-token.js'
 import { freePort, hasRedisServerBinary, redisForTest, spawnRedisServer, waitForRedis } from '../../../../test/helpers/redis.js'
 import { familyStoreContract, LIMITS, newFamily } from './family-store.contract.js'
@@ -131,23 +132,46 @@ t.test('the family key stays a compact string; a live session fits in 400 bytes 
   t.equal(listed?.userAgent, CHROME_UA, 'the sessions list shows the user agent as sent')
 })
 
-t.test('families stored with full 32-byte hashes (before hashes were cut to 16) still rotate and keep their grace', async (t) => {
+t.test('families stored in format 1 with full 32-byte hashes (before the provider field and 16-byte hashes) still rotate, keep their grace and list', async (t) => {
   const clock = new ManualClock()
   const { store, client } = await makeStore(t, LIMITS, clock)
   const first = mintInitialToken()
   const now = clock.now()
-  // What create wrote before: the whole SHA-256 of the token, the user agent as sent.
-  const created = await client.eval(FAMILY_SCRIPTS.lkFamilyCreate.lua, 1, store.familyKey(first.sid),
+  // What create wrote then: 15 fields, the whole SHA-256 of the token, the user agent as sent.
+  const key = store.familyKey(first.sid)
+  await client.eval("redis.call('SET', KEYS[1], cmsgpack.pack({1, ARGV[1], ARGV[2], ARGV[3], ARGV[4], '', '', 0, 0, tonumber(ARGV[5]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8], ARGV[9]}), 'PX', ARGV[6] - ARGV[5])", 1, key,
     'alice', 'browser', 'notes:read', Buffer.from(first.hash, 'base64url'), now, now + LIMITS.idleTtlMs, now + LIMITS.maxTtlMs, 'Mozilla/5.0 old', '203.0.113.9')
-  t.equal(created, 1)
+  await client.zadd(store.userIndexKey('alice'), now + LIMITS.maxTtlMs, first.sid)
+  const old = decodeFamily(await client.getBuffer(key) as Buffer)
+  t.equal(old.version, 1)
+  t.equal(old.provider, '', 'the codec reads format 1: no provider')
+  const [listed] = await store.listForUser('alice')
+  t.equal(listed?.userAgent, 'Mozilla/5.0 old')
+  t.notOk(listed !== undefined && 'provider' in listed, 'listed without a provider')
   const rotated = await store.rotate(first, SEEN)
   t.equal(rotated.kind, 'rotated', 'the old-format current hash matches')
   if (rotated.kind !== 'rotated') return
   t.equal(rotated.family.userAgent, SEEN.userAgent)
+  t.equal(decodeFamily(await client.getBuffer(key) as Buffer).version, FAMILY_FORMAT_VERSION, 'upgraded on rotation')
   const retried = await store.rotate(first, SEEN)
   t.equal(retried.kind, 'grace', 'the old-format previous hash matches inside grace')
   t.equal(retried.kind === 'grace' ? retried.token.raw : '', rotated.token.raw, 'the same successor')
   t.equal((await store.rotate(rotated.token, SEEN)).kind, 'rotated', 'the successor (stored in the new form) rotates')
+})
+
+t.test('the codec writes the bytes the scripts write, and reads them back', async (t) => {
+  const clock = new ManualClock()
+  const { store, client } = await makeStore(t, LIMITS, clock)
+  for (const provider of [undefined, 'https://idp.example/']) {
+    const { token, family } = await store.create(newFamily('alice', { userAgent: CHROME_UA, provider }))
+    clock.advance(1000)
+    await store.rotate(token, SEEN)
+    const blob = await client.getBuffer(store.familyKey(family.sid)) as Buffer
+    const decoded = decodeFamily(blob)
+    t.same([decoded.userId, decoded.generation, decoded.createdAt, decoded.rotatedAt, decoded.provider, decoded.hash.length, decoded.nonce.length],
+      ['alice', 1, family.createdAt, family.createdAt + 1000, provider ?? '', 16, 32])
+    t.ok(encodeFamily(decoded).equals(blob), `encodeFamily(decodeFamily(x)) is x, byte for byte (provider ${provider ?? 'none'})`)
+  }
 })
 
 t.test('SCRIPT FLUSH between refreshes: EVALSHA falls back to EVAL and nothing is lost', async (t) => {

@@ -5,7 +5,8 @@
 import t, { type Test } from 'tap'
 import { Redis } from 'ioredis'
 import { ManualClock } from '#shared/clock.js'
-import { LocalRevokedSessions, RedisRevocationBus } from '#gateway/sessions/revocation.js'
+import { Command } from 'ioredis'
+import { LocalRevokedSessions, RedisRevocationBus, REVOKED_SET_COPIES } from '#gateway/sessions/revocation.js'
 import { connectRedis, createRedisClient } from '#gateway/sessions/redis-connection.js'
 import { redisForTest } from '../../../../test/helpers/redis.js'
 
@@ -20,6 +21,10 @@ async function bus (t: Test, clock = new ManualClock(Date.now())): Promise<Redis
   t.teardown(async () => { await b.close(); client.disconnect() })
   t.equal(await b.start(), true, 'loaded the revoked set before serving')
   return b
+}
+
+function keySlot (key: string): number {
+  return new Command('exists', [key]).getSlot() ?? -1
 }
 
 async function until (check: () => boolean, timeoutMs: number): Promise<number> {
@@ -45,10 +50,23 @@ t.test('a revocation at A is known at B within a second, and at a late C from th
 
   const raw = new Redis(redis.url)
   t.teardown(() => raw.quit())
-  const ttl = await raw.pttl(`${redis.prefix}revoked`)
-  t.ok(ttl > 0 && ttl <= TTL_MS, `the revoked set has a TTL (${ttl} ms)`)
-  const members = await raw.zrange(`${redis.prefix}revoked`, 0, -1)
-  t.same(members.sort(), ['sid-one', 'sid-two'])
+  const copies = (await raw.keys(`${redis.prefix}revoked:*`)).sort()
+  t.equal(copies.length, REVOKED_SET_COPIES, `${REVOKED_SET_COPIES} copies of the set`)
+  t.equal(new Set(copies.map(k => Math.floor(keySlot(k) / (16384 / REVOKED_SET_COPIES)))).size, REVOKED_SET_COPIES, 'in different thirds of the slot space')
+  for (const key of copies) {
+    const ttl = await raw.pttl(key)
+    t.ok(ttl > 0 && ttl <= TTL_MS, `${key} has a TTL (${ttl} ms)`)
+    t.same((await raw.zrange(key, 0, -1)).sort(), ['sid-one', 'sid-two'])
+  }
+})
+
+t.test('a set written by an earlier version (one key) is still loaded', async (t) => {
+  const raw = new Redis(redis.url)
+  t.teardown(() => raw.quit())
+  await raw.zadd(`${redis.prefix}revoked`, Date.now() + 60_000, 'sid-legacy')
+  await raw.pexpire(`${redis.prefix}revoked`, 60_000)
+  const late = await bus(t)
+  t.ok(late.has('sid-legacy'))
 })
 
 t.test('a revoked sid is forgotten after one access TTL', async (t) => {
@@ -67,7 +85,7 @@ t.test('a revoked sid is forgotten after one access TTL', async (t) => {
   t.equal(local.size, 0, 'swept')
 })
 
-t.test('a broadcast that cannot reach Redis still revokes locally and does not throw', async (t) => {
+t.test('a broadcast that cannot reach Redis still revokes locally and rejects with GW_STORE_UNAVAILABLE', async (t) => {
   const own = await redisForTest(t, { own: true })
   const client = createRedisClient({ kind: 'url', url: own.url }, { keyPrefix: own.prefix })
   await connectRedis(client)
@@ -76,7 +94,7 @@ t.test('a broadcast that cannot reach Redis still revokes locally and does not t
   t.teardown(async () => { await b.close(); client.disconnect() })
   await b.start()
   await own.kill()
-  await b.publish(['sid-x'])
-  t.ok(b.has('sid-x'))
+  await t.rejects(b.publish(['sid-x']), { code: 'GW_STORE_UNAVAILABLE' }, 'the caller learns the broadcast failed (503)')
+  t.ok(b.has('sid-x'), 'revoked here anyway')
   t.same(warnings, ['revocation broadcast failed'])
 })

@@ -31,6 +31,7 @@
  * name.
  */
 import { ConfigError } from '#shared/errors.js'
+import { parseJsonConfig } from '#shared/config-file.js'
 import { deepFreeze } from '#shared/config.js'
 import { formatScope, parseScope } from '../scope.js'
 
@@ -171,12 +172,13 @@ function parseEntry (p: unknown, i: number, fail: (m: string) => never): Provide
   }
 }
 
-/** PROVIDERS_FILE's text, parsed and validated whole (boot and reload). */
-export function parseProvidersText (text: string, variable: string): readonly ProviderEntry[] {
-  let doc: unknown
-  // One line, no excerpt: the document holds client secrets.
-  try { doc = JSON.parse(text) } catch { throw new ConfigError(variable, 'not readable JSON') }
-  return parseProviders(doc, variable)
+/**
+ * PROVIDERS_FILE's text, parsed and validated whole (boot and reload). `where` names it in
+ * errors (the file's path); a syntax error gives a position, never an excerpt: the document
+ * holds client secrets.
+ */
+export function parseProvidersText (text: string, variable: string, where = variable === 'PROVIDERS_JSON' ? 'the inline document' : 'the file'): readonly ProviderEntry[] {
+  return parseProviders(parseJsonConfig(text, where, variable), variable)
 }
 
 /** Parse the whole providers document; throws `ConfigError(variable, …)` on the first problem. */
