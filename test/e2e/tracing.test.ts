@@ -70,8 +70,24 @@ t.test('one trace from the caller through the gateway, Redis and the proxy into 
   const api = traceparent()
   const me = await fetch(`${base}/api/me`, { headers: { authorization: `Bearer ${token}`, traceparent: api.header } })
   t.equal(me.status, 200, 'GET /api/me through the proxy')
-  const served = await receiver.waitFor(s => s.service === 'latchkey-resource' && s.name === 'GET /api/me')
-  t.equal(served.traceId, api.traceId, 'the resource service continues the same trace')
+  const hop = await receiver.waitFor(s => s.service === 'latchkey-gateway' && s.name.startsWith('proxy ') && s.traceId === api.traceId)
+  const served = await receiver.waitFor(s => s.service === 'latchkey-resource' && s.name === 'GET /api/me' && s.traceId === api.traceId)
+  t.equal(served.parentSpanId, hop.spanId, "the resource's span is a child of the gateway's proxy hop")
+  t.equal(hop.attributes['http.response.status_code'], 200, 'the hop records the status')
+
+  // The first request with a token goes through Fastify (its span parents the hop); the
+  // next one takes the fast lane, before Fastify: it must continue the caller's trace too.
+  const lane = traceparent()
+  t.equal((await fetch(`${base}/api/me`, { headers: { authorization: `Bearer ${token}`, traceparent: lane.header } })).status, 200)
+  const laneHop = await receiver.waitFor(s => s.name.startsWith('proxy ') && s.traceId === lane.traceId)
+  t.equal(laneHop.parentSpanId, lane.spanId, "on the fast lane the hop's parent is the caller's span")
+  await receiver.waitFor(s => s.service === 'latchkey-resource' && s.traceId === lane.traceId)
+
+  // No traceparent at all: the gateway starts the trace and the resource continues it.
+  const before = new Set(receiver.spans.map(s => s.traceId))
+  t.equal((await fetch(`${base}/api/me`, { headers: { authorization: `Bearer ${token}` } })).status, 200)
+  const started = await receiver.waitFor(s => s.name.startsWith('proxy ') && !before.has(s.traceId))
+  await receiver.waitFor(s => s.service === 'latchkey-resource' && s.traceId === started.traceId)
 
   const health = await fetch(`${base}/healthz`)
   t.equal(health.status, 200)

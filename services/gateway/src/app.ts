@@ -275,6 +275,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
     metrics,
     genReqId,
     lane,
+    ...(tracing.enabled ? { tracer: tracing.tracer } : {}),
     trustedProxies: config.trustedProxies,
     forwardAuth: { headerPrefix: config.forwardAuthHeaderPrefix, clock }
   })

@@ -36,6 +36,7 @@ import type { Clock } from '#shared/clock.js'
 import { errorBody, type LatchkeyError } from '#shared/errors.js'
 import { gatewayError } from '../errors.js'
 import type { Admission } from './admission.js'
+import { answerTraceparent } from './trace-context.js'
 import type { ProxyRoute } from './upstream.js'
 
 export const FORWARD_AUTH_PATH = '/auth/verify'
@@ -107,6 +108,7 @@ async function forwardAuth (app: FastifyInstance, options: ForwardAuthOptions): 
     reply.header('cache-control', maxAge > 0 ? `max-age=${maxAge}, must-revalidate` : 'no-store')
     reply.header(names.user, token.sub).header(names.scope, token.scope).header(names.clientId, token.client_id)
     if (token.sid !== undefined) reply.header(names.sid, token.sid)
+    reply.header('traceparent', answerTraceparent(request.headers))
     return reply.code(200).send()
   }
 

@@ -27,6 +27,7 @@ import { type IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 'fastify'
+import type { Tracer } from '@opentelemetry/api'
 import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
 import type { AccessToken, AccessTokenVerifier } from '#shared/access-token-verifier.js'
@@ -41,6 +42,7 @@ import { forwardAuthRoutes } from './forward-auth.js'
 import type { FastLane } from './fast-lane.js'
 import { type Exchange, Forwarder } from './forwarder.js'
 import { upstreamRequestHeaders } from './headers.js'
+import { endProxySpan, propagate, startProxySpan } from './trace-context.js'
 import { RouteTable } from './route-table.js'
 import { PROXY_MAX_IN_FLIGHT_PER_CALLER, PROXY_TIMEOUT_MS, type ProxyRoute, type Upstream, compileRoute, createUpstreamAgents } from './upstream.js'
 
@@ -51,6 +53,8 @@ const LANE_METHODS: ReadonlySet<string> = new Set(PROXY_METHODS)
 const CLIENT_CLOSED = 499
 
 export interface ProxyPluginOptions {
+  /** Tracing on: each hop is a span and the upstream continues it (trace-context.ts). */
+  readonly tracer?: Tracer
   /** The route table; a `RouteTable` may be replaced while the app runs (ROUTES_FILE reload). */
   readonly routes: RouteTable | readonly RouteConfig[]
   /** The gateway's one access-token verifier (auth/bearer.ts `createGatewayVerifier`), edge revocation included. */
@@ -104,6 +108,7 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
   const admission = new Admission<ProxyRoute>({ verifier: options.verifier, routes: () => routes })
   const upgrades = new WeakMap<IncomingMessage, PendingUpgrade>()
   const genReqId = options.genReqId ?? randomUUID
+  const tracer = options.tracer
   const originOf = clientOrigin(options.trustedProxies ?? [])
   const log = app.log
   // A custom logger may lack pino's level test: then the line is always offered to it.
@@ -130,6 +135,11 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
     if (websocket) upgrade.socket.once('close', release)
     else res.once('close', release)
     const origin = originOf(req)
+    const span = tracer === undefined ? undefined : startProxySpan(tracer, req.headers, route.label, req.method)
+    if (span !== undefined) {
+      if (websocket) upgrade.socket.once('close', () => { endProxySpan(span, 101) })
+      else res.once('close', () => { endProxySpan(span, res.headersSent ? res.statusCode : 499) })
+    }
     req.headers = upstreamRequestHeaders(req.headers, {
       requestId,
       clientIp: origin.ip,
@@ -138,6 +148,7 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
       upstreamHost: upstream.hostHeader,
       websocket
     })
+    propagate(span, req.headers)
     req.url = url
     const exchange: Exchange = { route, upstream, log, requestId, startedAt, answered: false, upgraded: false, failed: false }
     if (upgrade !== undefined && websocket) {
