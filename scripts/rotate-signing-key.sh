@@ -2,8 +2,10 @@
 # Rotate the gateway's signing key without downtime (README: "Rotate a signing key").
 #
 # An access token must verify everywhere from the moment it is issued until it expires, so
-# the key set changes in three steps, each rolled out to every gateway replica before the
-# next one starts:
+# the key set changes in three steps, each in force at every gateway replica before the
+# next one starts. Nothing restarts: every gateway process watches SIGNING_KEYS_FILE and
+# reloads it within a second of a change (a Kubernetes Secret update included), serving
+# the new JWKS and signing with the new first key from then on.
 #
 #   1. publish  `keys generate --append`: the next key is in the JWKS; the current key still
 #               signs. Then wait until every verifier's cached JWKS has it: the gateway
@@ -21,15 +23,16 @@ readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 usage() {
   cat <<'EOF'
-usage: scripts/rotate-signing-key.sh --file FILE --apply CMD [options]
+usage: scripts/rotate-signing-key.sh --file FILE [--apply CMD] [options]
 
-  --file FILE        the private JWKS the gateway loads (SIGNING_KEYS_FILE), as the CLI sees it
-  --apply CMD        shell command that rolls FILE out to every gateway replica and returns only
-                     once all of them run with it (e.g. update the Secret, restart, wait for the
-                     rollout). Runs after each step with LATCHKEY_KEYS_FILE and
+  --file FILE        the private JWKS the gateway loads (SIGNING_KEYS_FILE), as the CLI sees it.
+                     When the gateways read this very file, nothing else is needed: they reload it.
+  --apply CMD        shell command that copies FILE to where the gateways read it (e.g. updates
+                     the Kubernetes Secret) and returns once it is there; the gateways reload it
+                     themselves, no restart. Runs after each step with LATCHKEY_KEYS_FILE and
                      LATCHKEY_ROTATION_STEP (publish, promote, retire) in its environment.
-                     Required for --step all; with a single step, roll it out yourself.
-  --alg ALG          algorithm of the new key: ES256 (default), EdDSA or RS256
+  --alg ALG          algorithm of the new key: EdDSA, ES256 or RS256 (default: the signing
+                     key's, so an ES256 file stays ES256)
   --publish-wait S   seconds between publish and promote (default 360: the JWKS max-age of
                      300 s plus a margin)
   --retire-wait S    seconds between promote and retire (default 365: ACCESS_TOKEN_TTL 300 s,
@@ -51,7 +54,7 @@ usage_error() { printf 'rotate-signing-key: %s (see --help)\n' "$*" >&2; exit 2;
 
 FILE=''
 APPLY=''
-ALG='ES256'
+ALG=''
 PUBLISH_WAIT=360
 RETIRE_WAIT=365
 STEP='all'
@@ -74,8 +77,7 @@ done
 [[ "$PUBLISH_WAIT" =~ ^[0-9]+$ ]] || usage_error "--publish-wait: expected seconds, got '$PUBLISH_WAIT'"
 [[ "$RETIRE_WAIT" =~ ^[0-9]+$ ]] || usage_error "--retire-wait: expected seconds, got '$RETIRE_WAIT'"
 case "$STEP" in
-  all) [[ -n "$APPLY" ]] || usage_error '--step all needs --apply CMD: each step must reach every replica before the wait starts'
-       [[ -z "$KID" ]] || usage_error '--kid applies to --step promote or retire' ;;
+  all) [[ -z "$KID" ]] || usage_error '--kid applies to --step promote or retire' ;;
   publish) [[ -z "$KID" ]] || usage_error '--kid applies to --step promote or retire' ;;
   promote | retire) ;;
   *) usage_error "--step: expected all, publish, promote or retire, got '$STEP'" ;;
@@ -97,13 +99,13 @@ key_list() { keys list --file "$FILE"; }
 apply() {
   local step=$1 status=0
   if [[ -z "$APPLY" ]]; then
-    log "$step: done in $FILE; roll it out to every gateway replica before the next step"
+    log "$step: done in $FILE; gateways reading it reload it within a second"
     return
   fi
-  log "$step: rolling out"
+  log "$step: applying"
   LATCHKEY_KEYS_FILE="$FILE" LATCHKEY_ROTATION_STEP="$step" bash -c "$APPLY" || status=$?
   if ((status != 0)); then
-    die "$step: --apply failed (exit $status). $FILE already holds the $step step: roll it out, then $(what_next "$step")"
+    die "$step: --apply failed (exit $status). $FILE already holds the $step step: put it in place, then $(what_next "$step")"
   fi
 }
 
@@ -122,10 +124,15 @@ wait_for() {
   "${SLEEP[@]}" "$seconds"
 }
 
-# Sets NEW_KID: `--append` puts the new key last.
+# Sets NEW_KID: `--append` puts the new key last. Without --alg, the signing key's alg.
 publish() {
-  local listed
-  keys generate --alg "$ALG" --out "$FILE" --append || die 'publish: keys generate failed (see above)'
+  local listed alg=$ALG
+  if [[ -z "$alg" ]]; then
+    listed=$(key_list) || die "cannot read $FILE (see above)"
+    alg=$(awk '$3 == "signing" { print $2 }' <<<"$listed")
+    [[ -n "$alg" ]] || die "publish: cannot find the signing key's algorithm in $FILE"
+  fi
+  keys generate --alg "$alg" --out "$FILE" --append || die 'publish: keys generate failed (see above)'
   listed=$(key_list) || die "cannot read $FILE (see above)"
   NEW_KID=$(awk 'END { print $1 }' <<<"$listed")
   [[ -n "$NEW_KID" ]] && [[ "$(awk 'END { print $3 }' <<<"$listed")" == published ]] || die "publish: cannot find the new key in $FILE"

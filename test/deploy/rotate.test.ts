@@ -5,10 +5,8 @@
  * verify wherever a replica or a cached JWKS of the neighbouring step may see them.
  */
 import { execFile } from 'node:child_process'
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { build } from 'esbuild'
 import t from 'tap'
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose'
 import { buildGatewayApp } from '#gateway/app.js'
@@ -18,35 +16,12 @@ import { JWKS_MAX_AGE_S, JWKS_PATH } from '#gateway/keys/jwks-route.js'
 import { generatePrivateJwk, loadSigningKeys } from '#gateway/keys/signing-keys.js'
 import { CLOCK_TOLERANCE_S } from '#shared/access-token-verifier.js'
 import { ROOT, tempDir } from './helpers.js'
+import { bundledCli } from '../helpers/bundled-cli.js'
 
 const SCRIPT = join(ROOT, 'scripts/rotate-signing-key.sh')
 const silent = { warn: () => {} }
 
-/**
- * The CLI from source (a stale dist/ must not decide the outcome), bundled once with
- * esbuild: the script starts it a dozen times, and tsx would compile it each time.
- * Dependencies stay external, found through a node_modules link beside the bundle.
- */
-async function bundledCli (): Promise<string> {
-  const dir = mkdtempSync(join(tmpdir(), 'latchkey-cli-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'), 'dir')
-  const outfile = join(dir, 'latchkey.mjs')
-  await build({
-    entryPoints: [join(ROOT, 'test/helpers/cli-entry.ts')],
-    bundle: true,
-    platform: 'node',
-    format: 'esm',
-    target: 'node20',
-    conditions: ['latchkey-source'],
-    packages: 'external',
-    outfile,
-    logLevel: 'warning'
-  })
-  if (outfile.includes(' ')) throw new Error('LATCHKEY is split on spaces; the temp dir has one')
-  return `${process.execPath} ${outfile}`
-}
-const CLI = await bundledCli()
+const CLI = await bundledCli(t)
 
 interface Run { code: number, stdout: string, stderr: string }
 
@@ -164,7 +139,7 @@ t.test('one step at a time, without --apply: the file carries the state', async 
   const publish = await box.run(['--file', box.file, '--step', 'publish', '--alg', 'RS256'])
   t.equal(publish.code, 0, publish.stderr)
   const [, newKid] = await kids(box.file)
-  t.match(publish.stdout, /publish: done in .*keys\.json; roll it out to every gateway replica before the next step/)
+  t.match(publish.stdout, /publish: done in .*keys\.json; gateways reading it reload it within a second/)
   t.ok(publish.stdout.includes(`next, after 360 s: --step promote --kid ${newKid ?? ''}\n`), 'says what to run next')
   t.equal((await loadSigningKeys(box.file, silent)).publicJwks.keys[1]?.alg, 'RS256', '--alg picks the new key\'s algorithm')
 
@@ -180,6 +155,17 @@ t.test('one step at a time, without --apply: the file carries the state', async 
   const nothing = await box.run(['--file', box.file, '--step', 'retire'])
   t.equal(nothing.code, 1)
   t.match(nothing.stderr, /retire: nothing to retire: .* holds only its signing key/)
+})
+
+t.test('without --alg the new key has the signing key\'s algorithm: an ES256 file stays ES256', async t => {
+  const box = await sandbox(t)
+  writeFileSync(box.file, JSON.stringify({ keys: [await generatePrivateJwk('ES256')] }), { mode: 0o600 })
+  const r = await box.run(['--file', box.file, '--step', 'publish'])
+  t.equal(r.code, 0, r.stderr)
+  t.same((await loadSigningKeys(box.file, silent)).publicJwks.keys.map(k => k.alg), ['ES256', 'ES256'])
+  const all = await box.run(['--file', box.file])
+  t.equal(all.code, 0, `--step all needs no --apply when the gateways read FILE: ${all.stderr}`)
+  t.same([...new Set((await loadSigningKeys(box.file, silent)).publicJwks.keys.map(k => k.alg))], ['ES256'])
 })
 
 t.test('--kid picks the key for promote and retire, even one starting with "-"', async t => {
@@ -202,7 +188,7 @@ t.test('a failed rollout stops the rotation and says where to resume', async t =
   const failing = `${RECORD} && test "$LATCHKEY_ROTATION_STEP" != promote`
   const r = await box.run(['--file', box.file, '--apply', failing])
   t.equal(r.code, 1)
-  t.match(r.stderr, /promote: --apply failed \(exit 1\)\. .*keys\.json already holds the promote step: roll it out, then continue with --step retire\n$/)
+  t.match(r.stderr, /promote: --apply failed \(exit 1\)\. .*keys\.json already holds the promote step: put it in place, then continue with --step retire\n$/)
   t.same(box.log(), ['apply publish', 'sleep 360', 'apply promote'], 'no wait and no retire after the failure')
   const state = await kids(box.file)
   t.equal(state.length, 2)
@@ -214,7 +200,6 @@ t.test('usage errors exit 2 before touching the file', async t => {
   const before = readFileSync(box.file, 'utf8')
   const cases: Array<[string[], RegExp]> = [
     [[], /--file FILE is required/],
-    [['--file', box.file], /--step all needs --apply CMD/],
     [['--file', box.file, '--step', 'rotate'], /--step: expected all, publish, promote or retire, got 'rotate'/],
     [['--file', box.file, '--apply', 'true', '--publish-wait', '5m'], /--publish-wait: expected seconds, got '5m'/],
     [['--file', box.file, '--apply', 'true', '--retire-wait', '-1'], /--retire-wait: expected seconds, got '-1'/],
@@ -237,6 +222,6 @@ t.test('usage errors exit 2 before touching the file', async t => {
 
   const help = await box.run(['--help'])
   t.equal(help.code, 0)
-  t.match(help.stdout, /^usage: scripts\/rotate-signing-key\.sh --file FILE --apply CMD/)
+  t.match(help.stdout, /^usage: scripts\/rotate-signing-key\.sh --file FILE \[--apply CMD\]/)
   t.match(help.stdout, /LATCHKEY_KEYS_FILE and\s+LATCHKEY_ROTATION_STEP/)
 })

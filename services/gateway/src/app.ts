@@ -10,8 +10,8 @@ import { systemClock, type Clock } from '#shared/clock.js'
 import { startTracing, traceLogMixin } from '#shared/tracing.js'
 import { type GatewayConfig, type RouteConfig, parseRoutes } from './config.js'
 import authRoutes from './auth/routes.js'
-import { ClientDirectory } from './identity/clients-file.js'
-import { UserDirectory } from './identity/user-directory.js'
+import type { ClientDirectory } from './identity/clients-file.js'
+import type { UserDirectory } from './identity/user-directory.js'
 import { createLoginLimiter, MemoryAttemptCounter, RedisAttemptCounter, type AttemptCounter } from './auth/login-limiter.js'
 import oauthRoutes from './oauth/routes.js'
 import { ClientAssertionVerifier } from './oauth/client-assertion.js'
@@ -35,7 +35,8 @@ import { ProviderRegistry } from './identity/oidc/provider-registry.js'
 import { parseProvidersText } from './identity/oidc/providers-file.js'
 import { MemorySignInStateStore, RedisSignInStateStore } from './identity/oidc/sign-in-state.js'
 import { MemoryFederatedLinks, RedisFederatedLinks } from './identity/oidc/federated-links.js'
-import { loadSigningKeys, type SigningKeys } from './keys/signing-keys.js'
+import type { SigningKeys } from './keys/signing-keys.js'
+import { type ConfigFiles, loadConfigFiles } from './ops/config-files.js'
 import { frameworkErrors, installErrorHandling } from './ops/error-handler.js'
 import { createGatewayEvents, type GatewayEvents } from './ops/events.js'
 import healthRoutes, { type Readiness } from './ops/health-routes.js'
@@ -89,6 +90,8 @@ export interface GatewayInfo {
   readonly deps: GatewayDeps
   /** Every session change goes through here (routes, admin API, tests). */
   readonly sessions: SessionService
+  /** USERS_FILE, CLIENTS_FILE, SIGNING_KEYS_FILE kept in force; `reload()` is what SIGHUP does. */
+  readonly files: ConfigFiles
 }
 
 declare module 'fastify' {
@@ -152,23 +155,22 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   const clock = overrides.clock ?? systemClock
   const metrics = overrides.metrics ?? createGatewayMetrics()
   const events = overrides.events ?? createGatewayEvents(metrics)
-  const clients = overrides.clients ?? await ClientDirectory.load(config.clientsFile)
-  const keys = overrides.keys ?? await loadSigningKeys(config.signingKeysFile, app.log)
+  // Set below, before any reload can run (watching starts once the app is built).
+  let endSessions: (userIds: readonly string[]) => Promise<void> = async () => {}
   for (const warning of config.warnings) app.log.warn(warning)
-  let demoPassword: string | undefined
-  let users = overrides.users
-  if (users === undefined && config.usersFile === undefined && !config.devMode) {
-    // The generated demo user is for `latchkey dev` (SPEC "Running"): a gateway that made one
-    // up would refuse every login with nothing to say why. Without USERS_FILE it serves OAuth
-    // clients (client credentials, token exchange) and upstream sign-in only, and says so.
-    app.log.warn('no USERS_FILE: no user can sign in with a password (every /auth/login answers 401); add users with `latchkey users add <name> --file users.json` and set USERS_FILE=users.json (the generated demo user exists only in `latchkey dev`)')
-    users = await UserDirectory.fromUsers([])
-  }
-  if (users === undefined) {
-    const loaded = await UserDirectory.load(config.usersFile)
-    users = loaded.directory
-    demoPassword = loaded.demoPassword
-  }
+  const files = await loadConfigFiles({
+    usersFile: config.usersFile,
+    clientsFile: config.clientsFile,
+    signingKeysFile: config.signingKeysFile,
+    demoUser: config.devMode,
+    log: app.log,
+    counter: metrics.configReloads,
+    clock,
+    given: { users: overrides.users, clients: overrides.clients, keys: overrides.keys },
+    onLostAccess: async (userIds) => { await endSessions(userIds) }
+  })
+  app.addHook('onClose', async () => { files.close() })
+  const { users, clients, keys, demoPassword } = files
   let store = overrides.store
   let redis: ReturnType<typeof createRedisClient> | undefined
   if (store === undefined) {
@@ -236,8 +238,8 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
       counter: metrics.configReloads
     })
     await reloader.load()
-    await reloader.start()
-    app.addHook('onClose', async () => { reloader.close() })
+    // Watched, and re-read on SIGHUP, with the other config files (files.watch below).
+    files.add(reloader)
   }
   const verifier = createGatewayVerifier({ keys, issuer: config.issuer, audiences: () => audiences, revoked, clock })
   const parties = new ProviderRegistry({
@@ -246,7 +248,8 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
     onDiscoveryError: (party, err) => { app.log.warn({ provider: party.entry.id, err }, 'identity provider discovery failed; retried on the next sign-in') }
   })
   const sessions = new SessionService({ store: familyStore, edge, events, users, clients, issuer, audience: config.audience, log: app.log, federated: parties })
-  app.decorate('latchkey', { demoPassword, readiness, deps, sessions })
+  app.decorate('latchkey', { demoPassword, readiness, deps, sessions, files })
+  endSessions = async (userIds) => { await endSessionsOf(userIds, sessions, app.log) }
 
   installErrorHandling(app)
   await app.register(metricsPlugin, { metrics, text: options.metricsSource?.(metrics.registry) })
@@ -289,10 +292,11 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
       log: app.log,
       counter: metrics.configReloads
     })
+  // Watched, and re-read on SIGHUP, with the other files (files.watch below).
+  if (providersReloader !== undefined) files.add(providersReloader)
   // Discovery starts here but nothing waits for it; a sign-in before it answers retries it.
   app.addHook('onReady', async () => {
     parties.replace(providersReloader === undefined ? config.providers : await providersReloader.load())
-    await providersReloader?.start()
   })
   app.addHook('onClose', async () => { providersReloader?.close() })
   await app.register(oidcRoutes, {
@@ -306,5 +310,23 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   if (config.demoPage) await app.register(demoPagePlugin)
 
   app.addHook('onClose', async () => { await familyStore.close() })
+  await files.watch()
   return app
+}
+
+/**
+ * A users-file reload took access away (removed, disabled, new password, scope cut): end
+ * every session of those users, here and at the edge of every replica. Each replica's
+ * reload runs this; a family is revoked once, by whichever gets there first (the store
+ * returns only the sids it revoked), so it is broadcast once.
+ */
+async function endSessionsOf (userIds: readonly string[], sessions: SessionService, log: FastifyInstance['log']): Promise<void> {
+  for (const userId of userIds) {
+    try {
+      await sessions.revokeAllForUser(userId, 'user_changed')
+    } catch (err) {
+      log.error({ event: 'user_sessions_not_revoked', user: userId, err: { code: (err as { code?: string }).code } },
+        'the users file took access from this user, but their sessions could not be revoked (store unavailable); run `latchkey sessions revoke --user`')
+    }
+  }
 }

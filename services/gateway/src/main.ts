@@ -8,7 +8,7 @@ import type { FastifyInstance } from 'fastify'
 import type { DestinationStream } from 'pino'
 import type { GatewayConfig } from './config.js'
 import { buildGatewayApp } from './app.js'
-import { isPoolWorker, leavePool, onPoolShutdown, runWorkerPool, workerMetricsSource } from './workers.js'
+import { isPoolWorker, leavePool, onPoolReload, onPoolShutdown, runWorkerPool, workerMetricsSource } from './workers.js'
 
 /** Longest we wait for in-flight requests before exiting anyway (k8s terminationGracePeriodSeconds is above this). */
 export const SHUTDOWN_GRACE_MS = 20_000
@@ -32,8 +32,16 @@ export async function startGateway (config: GatewayConfig, options: StartGateway
     ...(worker ? { metricsSource: workerMetricsSource } : {}),
     ...(options.logStream === undefined ? {} : { logStream: options.logStream })
   })
+  // SIGHUP: re-read USERS_FILE, CLIENTS_FILE, SIGNING_KEYS_FILE now (they are also watched). Each refusal logs itself.
+  const reload = (): void => {
+    void app.latchkey.files.reload().then((files) => { app.log.info({ event: 'config_reread', files }, 'SIGHUP: config files re-read') })
+  }
+  process.on('SIGHUP', reload)
+  app.addHook('onClose', async () => { process.off('SIGHUP', reload) })
+  if (worker) onPoolReload(reload)
   let closing = false
-  const handle = closeWithGrace({ delay: SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
+  // SIGHUP reloads the config files (above), it does not shut down.
+  const handle = closeWithGrace({ delay: SHUTDOWN_GRACE_MS, skip: ['SIGHUP'] }, async ({ signal, err }) => {
     closing = true
     if (err !== undefined) app.log.error({ err }, 'shutting down after an error')
     else app.log.info({ signal: signal ?? 'pool shutdown' }, 'shutting down: draining in-flight requests')

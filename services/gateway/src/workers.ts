@@ -4,7 +4,8 @@
  * One Node process signs, rotates and proxies on one core. The primary here builds no app:
  * it forks the workers (each one is `startGateway` on the shared port; Node's primary hands
  * connections to them round-robin), starts a new one when one dies, aggregates /metrics
- * across them, and on SIGTERM/SIGINT tells each to drain and exits once all have.
+ * across them, passes SIGHUP on to each (every worker then re-reads its config files; each
+ * also watches them itself), and on SIGTERM/SIGINT tells each to drain and exits once all have.
  * Everything a request touches is shared through Redis and the key file (config.ts refuses
  * WORKERS > 1 without them), so any worker can serve any request of any session.
  *
@@ -28,7 +29,8 @@ export const METRICS_AGGREGATION_TIMEOUT_MS = 5_000
 export const MESSAGE = {
   metricsRequest: 'latchkey:metrics-request',
   metricsReply: 'latchkey:metrics-reply',
-  shutdown: 'latchkey:shutdown'
+  shutdown: 'latchkey:shutdown',
+  reload: 'latchkey:reload'
 } as const
 
 interface Message { readonly type?: unknown, readonly id?: unknown, readonly text?: unknown }
@@ -113,6 +115,13 @@ export async function runWorkerPool (config: GatewayConfig, workerGraceMs: numbe
   })
 
   for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => { stop(signal, 0) })
+  // SIGHUP would end the primary (Node's default); here it means "re-read the config files", which only workers hold.
+  process.on('SIGHUP', () => {
+    if (stopping) return
+    const workers = Object.values(cluster.workers ?? {}).filter(w => w?.isConnected() === true)
+    log.info({ workers: workers.length }, 'SIGHUP: asking every worker to reload its config files')
+    for (const worker of workers) worker?.send({ type: MESSAGE.reload })
+  })
 
   // A worker that fails instead stops the pool (the 'exit' listener), and this never resolves.
   await Promise.all(Array.from({ length: config.workers }, async () => {
@@ -156,6 +165,13 @@ export function workerMetricsSource (registry: Registry): () => Promise<string> 
 /** In a worker: close the channel to the primary, so that nothing but real work keeps this process alive. */
 export function leavePool (): void {
   if (process.connected) process.disconnect?.()
+}
+
+/** In a worker: call `reload` when the primary passes a SIGHUP on. */
+export function onPoolReload (reload: () => void): void {
+  process.on('message', (message: unknown) => {
+    if (isMessage(message) && message.type === MESSAGE.reload) reload()
+  })
 }
 
 /** In a worker: call `shutdown` when the primary asks, or when the primary is gone. */

@@ -2,6 +2,7 @@
  * The `latchkey` command. Configuration is read from the environment here, once, and
  * handed to the services; a bad value prints one line and exits 2, without a stack.
  */
+import { readFileSync } from 'node:fs'
 import type { DestinationStream } from 'pino'
 import { ConfigError } from '#shared/errors.js'
 import { loadGatewayConfig } from '../config.js'
@@ -28,8 +29,13 @@ const USAGE = `usage: latchkey <command>
                                   inspect a key file; make a key the signing one; drop one
   users add <name> [--scope "a b"] [--file FILE]
                                   add a user (password from stdin, or prompted)
+  users list|remove|disable|enable|passwd|set-scope ...
+                                  manage users (latchkey users --help)
   clients add <id> --scope "a b" --audience A [--grant G] [--file FILE]
                                   add an OAuth client (prints its secret once)
+  clients list|remove|disable|enable|rotate-secret ...
+                                  manage clients (latchkey clients --help)
+  --version                       print the version
   sessions list --user NAME [--json]
   sessions revoke --user NAME [--session SID]
                                   list or end a user's sessions at every replica (needs Redis)
@@ -64,6 +70,19 @@ export function devEnvironments (env: Env): { gatewayEnv: Env, resourceEnv: Env 
       JWKS_URL: env.JWKS_URL ?? `http://127.0.0.1:${gatewayPort}/.well-known/jwks.json`
     }
   }
+}
+
+/** The version in the package.json above this file (source or dist/ alike). */
+function version (): string {
+  for (let dir = new URL('./', import.meta.url); dir.pathname !== '/'; dir = new URL('../', dir)) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL('package.json', dir), 'utf8')) as { name?: unknown, version?: unknown }
+      if (pkg.name === 'latchkey' && typeof pkg.version === 'string') return pkg.version
+    } catch {
+      // No package.json here: look one level up.
+    }
+  }
+  return 'unknown'
 }
 
 /** Pretty log lines when a person watches `dev` in a terminal; JSON lines when its output goes anywhere else. */
@@ -120,6 +139,11 @@ export async function main (argv: string[], io: CliIo, env: Readonly<Record<stri
       case 'keys': return await runKeysCommand(rest, io)
       case 'users': return await runUsersCommand(rest, io, env)
       case 'clients': return await runClientsCommand(rest, io, env)
+      case '--version':
+      case '-v':
+      case 'version':
+        io.stdout.write(`latchkey ${version()}\n`)
+        return 0
       case 'sessions': return await runSessionsCommand(rest, io, env)
       case undefined:
       case 'help':

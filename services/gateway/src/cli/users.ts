@@ -1,19 +1,37 @@
 /**
- * `latchkey users add <name> [--scope "a b"] [--file FILE]`
+ * `latchkey users add|list|remove|disable|enable|passwd|set-scope ... [--file FILE]`
  *
  * The password never comes from argv (it would sit in shell history and `ps`): it is
  * read from stdin when stdin is not a terminal (`printf %s "$PW" | latchkey users add
- * alice`), else prompted twice on the terminal with echo off.
+ * alice`), else prompted twice on the terminal with echo off. Passwords under 8
+ * characters are refused (NIST SP 800-63B §5.1.1.1).
  *
- * Exit codes: 0 added, 1 refused (duplicate, bad password, unreadable file), 2 usage,
- * 130 cancelled at the prompt.
+ * The commands edit the file only. A running gateway reloads it within a second and
+ * ends every session of a user who was removed or disabled, got a new password or lost
+ * a scope, at every replica (ops/config-files.ts): the CLI needs no Redis access.
+ *
+ * Exit codes: 0 done, 1 refused (unknown or duplicate user, bad password, unreadable
+ * file), 2 usage, 130 cancelled at the prompt.
  */
 import { parseArgs } from 'node:util'
 import { ConfigError } from '#shared/errors.js'
-import { MAX_PASSWORD_LENGTH, addUser } from '../identity/users-file.js'
+import {
+  type UserSummary, addUser, listUsers, passwordProblem, removeUser, setUserDisabled, setUserPassword, setUserScope
+} from '../identity/users-file.js'
 import type { CliIo } from './io.js'
 
-const USAGE = 'usage: latchkey users add <name> [--scope "a b"] [--file FILE]   (file default: $USERS_FILE)'
+const USAGE = `usage: latchkey users <command> [--file FILE]   (file default: $USERS_FILE)
+  add <name> [--scope "a b"]     add a user (password from stdin, or prompted)
+  list                           every user: name, id, enabled|disabled, scope
+  remove <name>                  delete the user
+  disable <name> | enable <name> keep the user but refuse (or allow again) sign-in and refresh
+  passwd <name>                  set a new password (from stdin, or prompted)
+  set-scope <name> --scope "a b" replace the user's scopes
+A running gateway reloads the file and ends the sessions of a user removed, disabled,
+given a new password or a narrower scope.`
+/** Subcommands that name one user, and whether they take --scope. */
+const WITH_NAME: Readonly<Record<string, boolean>> = { add: true, remove: false, disable: false, enable: false, passwd: false, 'set-scope': true }
+const ENDS_SESSIONS = 'a running gateway ends their sessions when it reloads the file'
 /** Enough for any password we accept, small enough that `cat /dev/zero |` fails fast. */
 const MAX_STDIN_BYTES = 64 * 1024
 
@@ -121,8 +139,15 @@ export async function runUsersCommand (argv: string[], io: CliIo, env: Readonly<
     return 0
   }
   const [sub, username, ...extra] = positionals
-  if (sub !== 'add' || username === undefined || extra.length > 0) {
-    io.stderr.write(`${USAGE}\n`)
+  const usage = (): number => { io.stderr.write(`${USAGE}\n`); return 2 }
+  if (sub === 'list') {
+    if (username !== undefined || values.scope !== undefined) return usage()
+  } else if (sub === undefined || !(sub in WITH_NAME) || username === undefined || extra.length > 0) {
+    return usage()
+  } else if (values.scope !== undefined && WITH_NAME[sub] !== true) {
+    return usage()
+  } else if (sub === 'set-scope' && values.scope === undefined) {
+    io.stderr.write('latchkey users: set-scope needs --scope "a b" (--scope "" for none)\n')
     return 2
   }
   const file = values.file ?? env.USERS_FILE
@@ -130,15 +155,44 @@ export async function runUsersCommand (argv: string[], io: CliIo, env: Readonly<
     io.stderr.write('latchkey users: no users file: pass --file FILE or set USERS_FILE\n')
     return 2
   }
+  const name = username as string
+  const say = (line: string): void => { io.stdout.write(`${line}\n`) }
 
   try {
-    const password = await readPassword(io, username)
-    if (password.length === 0) throw new ConfigError('password', 'must not be empty')
-    if (password.length > MAX_PASSWORD_LENGTH) throw new ConfigError('password', `must be at most ${MAX_PASSWORD_LENGTH} characters`)
-    const user = await addUser(file, { username, password, scope: values.scope ?? '' })
-    const scope = user.scope === '' ? '(none)' : `"${user.scope}"`
-    io.stdout.write(`added user ${JSON.stringify(user.username)} (id ${user.id}, scope ${scope}) to ${file}\n`)
-    return 0
+    switch (sub) {
+      case 'list': {
+        for (const u of await listUsers(file)) say([u.username, u.id, u.disabled === true ? 'disabled' : 'enabled', u.scope].join('\t'))
+        return 0
+      }
+      case 'add': {
+        const password = await checkedPassword(io, name)
+        const user = await addUser(file, { username: name, password, scope: values.scope ?? '' })
+        say(`added user ${JSON.stringify(user.username)} (id ${user.id}, scope ${showScope(user)}) to ${file}`)
+        return 0
+      }
+      case 'passwd': {
+        const password = await checkedPassword(io, name)
+        const user = await setUserPassword(file, name, password)
+        say(`new password for ${JSON.stringify(user.username)} in ${file}; ${ENDS_SESSIONS}`)
+        return 0
+      }
+      case 'remove': {
+        const user = await removeUser(file, name)
+        say(`removed user ${JSON.stringify(user.username)} (id ${user.id}) from ${file}; ${ENDS_SESSIONS}`)
+        return 0
+      }
+      case 'disable':
+      case 'enable': {
+        const user = await setUserDisabled(file, name, sub === 'disable')
+        say(sub === 'disable' ? `disabled user ${JSON.stringify(user.username)} in ${file}; ${ENDS_SESSIONS}` : `enabled user ${JSON.stringify(user.username)} in ${file}`)
+        return 0
+      }
+      default: {
+        const user = await setUserScope(file, name, values.scope ?? '')
+        say(`scope of ${JSON.stringify(user.username)} is now ${showScope(user)} in ${file}; if a scope was taken away, ${ENDS_SESSIONS}`)
+        return 0
+      }
+    }
   } catch (err) {
     if (err instanceof Cancelled) {
       io.stderr.write('latchkey users: cancelled\n')
@@ -150,4 +204,16 @@ export async function runUsersCommand (argv: string[], io: CliIo, env: Readonly<
     }
     throw err
   }
+}
+
+function showScope (user: UserSummary): string {
+  return user.scope === '' ? '(none)' : `"${user.scope}"`
+}
+
+/** The new password, refused before any hashing or file access when it breaks the rule. */
+async function checkedPassword (io: CliIo, username: string): Promise<string> {
+  const password = await readPassword(io, username)
+  const problem = passwordProblem(password)
+  if (problem !== null) throw new ConfigError('password', problem)
+  return password
 }

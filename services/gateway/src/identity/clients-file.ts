@@ -8,7 +8,10 @@
  *         "secret": "hs256$<salt>$<digest>",       // never the secret itself
  *         "scope": "internal:read",               // RFC 6749 §3.3, the most it may ask for
  *         "audiences": ["latchkey-api"],          // non-empty; what `audience`/`resource` may pick
- *         "grants": ["client_credentials"]        // subset of GRANT_TYPES, non-empty
+ *         "grants": ["client_credentials"],       // subset of GRANT_TYPES, non-empty
+ *         "disabled": true,                        // optional: refused at once (invalid_client)
+ *         "previous_secret": "hs256$<salt>$<digest>",       // optional, with the next key:
+ *         "previous_secret_expires_at": "2026-12-05T05:00:00.000Z"  // the old secret until then
  *       }
  *     ]
  *   }
@@ -27,12 +30,18 @@
  * Comparison is constant-time, and an unknown client id is compared against a dummy so
  * it costs the same as a wrong secret.
  *
+ * `clients rotate-secret` moves the current hash to `previous_secret` with an expiry (the
+ * overlap, 24 h by default) and stores a new one: both authenticate until the expiry, so
+ * callers can be redeployed with the new secret without an outage; then only the new one.
+ *
  * `:` is kept out of ids because HTTP Basic (RFC 6749 §2.3.1, RFC 7617) splits on it and
  * many clients do not form-encode the id first.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import { ConfigError } from '#shared/errors.js'
 import type { JSONWebKeySet } from 'jose'
+import { type Clock, systemClock } from '#shared/clock.js'
+import { parseJsonConfig } from '#shared/config-file.js'
 import { readJsonFile, writeFileAtomic } from './json-file.js'
 import { checkKeyUrl, parseFederatedTrust, parsePublicJwks, serialiseFederatedTrust, type FederatedTrust } from './client-keys.js'
 import { formatScope, parseScope } from './scope.js'
@@ -47,7 +56,12 @@ const DIGEST_BYTES = 32
 const HASH_FORMAT = /^hs256\$([A-Za-z0-9_-]{43})\$([A-Za-z0-9_-]{43})$/
 const ID_FORMAT = /^[A-Za-z0-9._~-]{1,64}$/
 const AUDIENCE_FORMAT = /^[\x21-\x7E]{1,256}$/
-const CLIENT_KEYS = new Set(['id', 'secret', 'scope', 'audiences', 'grants', 'jwks', 'jwks_uri', 'federated', 'exchange'])
+const ISO_INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,3})?Z$/
+const CLIENT_KEYS = new Set([
+  'id', 'secret', 'scope', 'audiences', 'grants', 'jwks', 'jwks_uri', 'federated', 'exchange', 'disabled', 'previous_secret', 'previous_secret_expires_at'
+])
+/** How long `rotate-secret` keeps the old secret working by default. */
+export const SECRET_OVERLAP_MS = 24 * 3600_000
 /** Presented ids/secrets longer than this are refused cheaply (the dummy compare still runs). */
 const MAX_INPUT_LENGTH = 256
 
@@ -70,6 +84,10 @@ export interface Client {
 export interface StoredClient extends Client {
   /** `hs256$<salt>$<digest>`; absent for clients that authenticate with keys only. */
   readonly secret?: string
+  /** Kept in the file, unknown to the gateway (absent means enabled). */
+  readonly disabled?: boolean
+  /** The secret before the last rotation, accepted until `expiresAt` (ms since the epoch). */
+  readonly previousSecret?: { readonly hash: string, readonly expiresAt: number }
 }
 
 /** How a client without a secret proves itself: exactly one of these. */
@@ -122,6 +140,17 @@ export function hashClientSecret (secret: string): string {
   return `hs256$${salt.toString('base64url')}$${hmac(salt, secret).toString('base64url')}`
 }
 
+/** `previous_secret` and `previous_secret_expires_at` come together or not at all. */
+function parsePrevious (rec: Record<string, unknown>, fail: (problem: string) => never, at: string): StoredClient['previousSecret'] {
+  const hash = rec.previous_secret
+  const expires = rec.previous_secret_expires_at
+  if (hash === undefined && expires === undefined) return undefined
+  if (typeof hash !== 'string' || parseSecretHash(hash) === null) fail(`${at}.previous_secret: expected hs256$<salt>$<digest>`)
+  const expiresAt = typeof expires === 'string' && ISO_INSTANT.test(expires) ? Date.parse(expires) : Number.NaN
+  if (Number.isNaN(expiresAt)) fail(`${at}.previous_secret_expires_at: expected an ISO 8601 UTC instant like 2026-12-05T05:00:00.000Z`)
+  return { hash, expiresAt }
+}
+
 function parseClients (path: string, data: unknown): StoredClient[] {
   function fail (problem: string): never {
     throw new ConfigError(VARIABLE, `${path}: ${problem}`)
@@ -137,7 +166,7 @@ function parseClients (path: string, data: unknown): StoredClient[] {
     if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) fail(`${at}: expected an object`)
     const rec = entry as Record<string, unknown>
     for (const key of Object.keys(rec)) if (!CLIENT_KEYS.has(key)) fail(`${at}: unknown key "${key}"`)
-    const { id, secret, scope, audiences, grants } = rec
+    const { id, secret, scope, audiences, grants, disabled } = rec
     if (typeof id !== 'string' || !ID_FORMAT.test(id)) fail(`${at}.id: expected 1..64 of A-Z a-z 0-9 . _ ~ -`)
     if (ids.has(id)) fail(`${at}.id: duplicate id "${id}"`)
     const keyFields = parseKeyFields(rec, at, fail)
@@ -159,9 +188,13 @@ function parseClients (path: string, data: unknown): StoredClient[] {
     if (trust !== undefined && clients.some(c => c.federated?.issuer === trust.issuer && c.federated.subject === trust.subject)) {
       fail(`${at}.federated: another client already trusts this issuer for this subject`)
     }
+    if (disabled !== undefined && typeof disabled !== 'boolean') fail(`${at}.disabled: expected true or false`)
+    const previousSecret = parsePrevious(rec, fail, at)
     ids.add(id)
     clients.push({
-      id, ...(secret === undefined ? {} : { secret: secret as string }), scope: tokens, audiences: [...new Set<string>(audiences)], grants: [...new Set<string>(grants)], ...keyFields
+      id, ...(secret === undefined ? {} : { secret: secret as string }), scope: tokens, audiences: [...new Set<string>(audiences)], grants: [...new Set<string>(grants)], ...keyFields,
+      ...(disabled === true ? { disabled } : {}),
+      ...(previousSecret === undefined ? {} : { previousSecret })
     })
   }
   return clients
@@ -204,6 +237,11 @@ export async function readClientsFile (path: string): Promise<StoredClient[]> {
   return parseClients(path, await readJsonFile(path, VARIABLE))
 }
 
+/** The clients in `text` (the content of `path`), validated whole: what a reload applies. */
+export function parseClientsText (text: string, path: string): StoredClient[] {
+  return parseClients(path, parseJsonConfig(text, path, VARIABLE))
+}
+
 function serialise (clients: readonly StoredClient[]): string {
   const records = clients.map(c => ({
     id: c.id,
@@ -214,7 +252,11 @@ function serialise (clients: readonly StoredClient[]): string {
     ...(c.jwks === undefined ? {} : { jwks: c.jwks }),
     ...(c.jwksUri === undefined ? {} : { jwks_uri: c.jwksUri }),
     ...(c.federated === undefined ? {} : { federated: serialiseFederatedTrust(c.federated) }),
-    ...(c.exchangeAudiences === undefined ? {} : { exchange: { audiences: c.exchangeAudiences } })
+    ...(c.exchangeAudiences === undefined ? {} : { exchange: { audiences: c.exchangeAudiences } }),
+    ...(c.disabled === true ? { disabled: true } : {}),
+    ...(c.previousSecret === undefined
+      ? {}
+      : { previous_secret: c.previousSecret.hash, previous_secret_expires_at: new Date(c.previousSecret.expiresAt).toISOString() })
   }))
   return `${JSON.stringify({ clients: records }, null, 2)}\n`
 }
@@ -266,42 +308,116 @@ async function insertClient (path: string, input: NewClient, credentials: KeyFie
   return client
 }
 
+export interface ClientSummary extends Client {
+  readonly disabled?: boolean
+  /** When the secret before the last rotation stops working (ms since the epoch), if one still does. */
+  readonly previousSecretExpiresAt?: number
+}
+
+function summary (c: StoredClient): ClientSummary {
+  const { secret: _secret, previousSecret, ...client } = c
+  return { ...client, ...(previousSecret === undefined ? {} : { previousSecretExpiresAt: previousSecret.expiresAt }) }
+}
+
+/** Read-modify-write of one existing client: `change` returns the new record, or null to delete it. */
+async function editClient (path: string, id: string, change: (client: StoredClient) => StoredClient | null): Promise<ClientSummary> {
+  const clients = await readClientsFile(path)
+  const index = clients.findIndex(c => c.id === id)
+  const current = clients[index]
+  if (current === undefined) throw new ConfigError(VARIABLE, `${path}: no client with id "${id}"`)
+  const next = change(current)
+  const updated = next === null ? clients.filter((_, i) => i !== index) : clients.map((c, i) => i === index ? next : c)
+  await writeFileAtomic(path, serialise(updated), VARIABLE)
+  return summary(next ?? current)
+}
+
+/** Every client in the file, without secrets, in file order. */
+export async function listClients (path: string): Promise<ClientSummary[]> {
+  return (await readClientsFile(path)).map(summary)
+}
+
+export async function removeClient (path: string, id: string): Promise<ClientSummary> {
+  return await editClient(path, id, () => null)
+}
+
+export async function setClientDisabled (path: string, id: string, disabled: boolean): Promise<ClientSummary> {
+  return await editClient(path, id, ({ disabled: _was, ...client }) => disabled ? { ...client, disabled: true } : client)
+}
+
+/**
+ * A new secret for `id` (returned once, like `addClient`'s); the current one keeps working
+ * for `overlapMs` from `now` (0: stops at once). A secret still in its overlap from an
+ * earlier rotation is dropped: only one previous secret is kept. A key-only client gets
+ * its first secret (nothing to overlap).
+ */
+export async function rotateClientSecret (path: string, id: string, overlapMs = SECRET_OVERLAP_MS, now = Date.now()): Promise<{ client: ClientSummary, secret: string }> {
+  if (!Number.isSafeInteger(overlapMs) || overlapMs < 0) throw new ConfigError('overlap', 'must be a non-negative duration')
+  const secret = randomBytes(CLIENT_SECRET_BYTES).toString('base64url')
+  const client = await editClient(path, id, ({ previousSecret: _dropped, ...current }) => ({
+    ...current,
+    secret: hashClientSecret(secret),
+    ...(overlapMs === 0 || current.secret === undefined ? {} : { previousSecret: { hash: current.secret, expiresAt: now + overlapMs } })
+  }))
+  return { client, secret }
+}
+
 interface Entry {
   readonly client: Client
   /** Absent for key-only clients: no secret ever authenticates them. */
   readonly hash: SecretHash | undefined
+  readonly previous?: { readonly hash: SecretHash, readonly expiresAt: number }
 }
 
+function matches (hash: SecretHash, given: string): boolean {
+  return timingSafeEqual(hmac(hash.salt, given), hash.digest)
+}
+
+/** The entries the gateway accepts: a disabled client does not exist for it (client_credentials: invalid_client at once). */
+function entriesOf (clients: readonly StoredClient[]): ReadonlyMap<string, Entry> {
+  return new Map(clients.filter(c => c.disabled !== true).map(c => {
+    const hash = c.secret === undefined ? undefined : parseSecretHash(c.secret)
+    if (hash === null) throw new ConfigError(VARIABLE, `client "${c.id}": secret is not hs256$<salt>$<digest>`)
+    const previousHash = c.previousSecret === undefined ? null : parseSecretHash(c.previousSecret.hash)
+    const client: Client = Object.freeze({
+      id: c.id,
+      scope: Object.freeze([...c.scope]) as string[],
+      audiences: Object.freeze([...c.audiences]) as string[],
+      grants: Object.freeze([...c.grants]) as string[],
+      ...(c.jwks === undefined ? {} : { jwks: c.jwks }),
+      ...(c.jwksUri === undefined ? {} : { jwksUri: c.jwksUri }),
+      ...(c.federated === undefined ? {} : { federated: Object.freeze({ ...c.federated }) }),
+      ...(c.exchangeAudiences === undefined ? {} : { exchangeAudiences: Object.freeze([...c.exchangeAudiences]) })
+    })
+    const entry: Entry = previousHash === null || c.previousSecret === undefined
+      ? { client, hash }
+      : { client, hash, previous: { hash: previousHash, expiresAt: c.previousSecret.expiresAt } }
+    return [c.id, entry]
+  }))
+}
+
+/**
+ * The clients the gateway accepts. A reloaded clients file is put in force with
+ * `replace()`: the directory keeps its identity, so the routes holding it see the change
+ * on their next call.
+ */
 export class ClientDirectory {
   #byId: ReadonlyMap<string, Entry>
-  /** Stands in for an unknown id so that it costs one HMAC and one compare too. */
+  readonly #clock: Clock
+  /** Stands in for an unknown id (and an absent previous secret) so that every call costs two HMACs and two compares. */
   readonly #dummy: SecretHash = { salt: randomBytes(SALT_BYTES), digest: randomBytes(DIGEST_BYTES) }
 
-  private constructor (clients: readonly StoredClient[]) {
-    this.#byId = new Map(clients.map(c => {
-      const hash = c.secret === undefined ? undefined : parseSecretHash(c.secret)
-      if (hash === null) throw new ConfigError(VARIABLE, `client "${c.id}": secret is not hs256$<salt>$<digest>`)
-      const client: Client = Object.freeze({
-        id: c.id,
-        scope: Object.freeze([...c.scope]) as string[],
-        audiences: Object.freeze([...c.audiences]) as string[],
-        grants: Object.freeze([...c.grants]) as string[],
-        ...(c.jwks === undefined ? {} : { jwks: c.jwks }),
-        ...(c.jwksUri === undefined ? {} : { jwksUri: c.jwksUri }),
-        ...(c.federated === undefined ? {} : { federated: Object.freeze({ ...c.federated }) }),
-        ...(c.exchangeAudiences === undefined ? {} : { exchangeAudiences: Object.freeze([...c.exchangeAudiences]) })
-      })
-      return [c.id, { client, hash }]
-    }))
+  private constructor (clients: readonly StoredClient[], clock: Clock) {
+    this.#byId = entriesOf(clients)
+    this.#clock = clock
   }
 
   /** From the clients file; no file means no clients (client_credentials is then refused for all). */
-  static async load (file: string | undefined): Promise<ClientDirectory> {
-    return new ClientDirectory(file === undefined ? [] : await readClientsFile(file))
+  static async load (file: string | undefined, clock: Clock = systemClock): Promise<ClientDirectory> {
+    return new ClientDirectory(file === undefined ? [] : await readClientsFile(file), clock)
   }
 
-  static fromClients (clients: readonly StoredClient[]): ClientDirectory {
-    return new ClientDirectory(clients)
+  static fromClients (clients: readonly StoredClient[], clock: Clock = systemClock): ClientDirectory {
+    return new ClientDirectory(clients, clock)
   }
 
   get size (): number {
@@ -312,9 +428,9 @@ export class ClientDirectory {
     return this.#byId.get(id)?.client
   }
 
-  /** Put `clients` in force in place: everything holding this directory sees them at once. */
+  /** Put a reloaded clients file in force, in one assignment: everything holding this directory sees it at once. */
   replace (clients: readonly StoredClient[]): void {
-    this.#byId = new ClientDirectory(clients).#byId
+    this.#byId = entriesOf(clients)
   }
 
   /** The client that trusts `issuer` to vouch for `subject` (workload identity), if any. */
@@ -330,12 +446,17 @@ export class ClientDirectory {
     return [...new Set([...this.#byId.values()].flatMap(e => e.client.scope))]
   }
 
-  /** The client if `secret` is its secret, else null; constant-time, never throws on input. */
+  /**
+   * The client if `secret` is its secret (or its previous one, before that one's expiry),
+   * else null; constant-time, never throws on input.
+   */
   authenticate (id: unknown, secret: unknown): Client | null {
     const entry = typeof id === 'string' && id.length <= MAX_INPUT_LENGTH ? this.#byId.get(id) : undefined
     const given = typeof secret === 'string' && secret.length <= MAX_INPUT_LENGTH ? secret : undefined
-    const { salt, digest } = entry?.hash ?? this.#dummy
-    const matches = timingSafeEqual(hmac(salt, given ?? ''), digest)
-    return matches && entry?.hash !== undefined && given !== undefined ? entry.client : null
+    // Both compares always run: which one matched, or whether there was a previous secret, is not timed.
+    const current = matches(entry?.hash ?? this.#dummy, given ?? '') && entry?.hash !== undefined
+    const previous = matches(entry?.previous?.hash ?? this.#dummy, given ?? '') &&
+      entry?.previous !== undefined && this.#clock.now() < entry.previous.expiresAt
+    return (current || previous) && entry !== undefined && given !== undefined ? entry.client : null
   }
 }

@@ -5,8 +5,11 @@
  *
  * `authenticate` spends one argon2id verify on every call, whatever the input: an
  * unknown username is checked against a dummy hash made at load with the parameters the
- * real hashes use, so "no such user" and "wrong password" cost the same time (SPEC
- * "Gateway HTTP API": same body, same timing) and timing does not enumerate usernames.
+ * real hashes use, so "no such user" and "wrong password" cost the same time (same body,
+ * same timing) and timing does not enumerate usernames. A disabled user is "no such user".
+ *
+ * A reloaded users file is put in force with `replace()`: the directory keeps its identity,
+ * so the routes holding it see the new users on their next call.
  */
 import { randomBytes } from 'node:crypto'
 import { type Argon2Params, ARGON2_POLICY, argon2idParams, hashPassword, verifyPassword } from './password.js'
@@ -53,15 +56,40 @@ function prevailingParams (users: readonly StoredUser[]): Argon2Params {
   return best?.params ?? ARGON2_POLICY
 }
 
-export class UserDirectory {
-  #byName: ReadonlyMap<string, StoredUser>
-  #byId: ReadonlyMap<string, User>
-  #dummyHash: string
+/** What a reload changed for access: the users whose sessions must end. */
+export interface UserChange {
+  /** Ids of users who could sign in before and now are removed, disabled, have a new password or lost a scope. */
+  readonly lostAccess: readonly string[]
+}
 
-  private constructor (users: readonly StoredUser[], dummyHash: string) {
-    this.#byName = new Map(users.map(u => [u.username, u]))
-    this.#byId = new Map(users.map(u => [u.id, Object.freeze({ id: u.id, username: u.username, scope: u.scope })]))
-    this.#dummyHash = dummyHash
+interface DirectoryState {
+  /** Enabled users only: a disabled user does not exist for the gateway. */
+  readonly byName: ReadonlyMap<string, StoredUser>
+  readonly byId: ReadonlyMap<string, User>
+  readonly dummyHash: string
+}
+
+async function stateOf (users: readonly StoredUser[]): Promise<DirectoryState> {
+  const enabled = users.filter(u => u.disabled !== true)
+  const dummyHash = await hashPassword(randomBytes(32).toString('base64url'), prevailingParams(users))
+  return {
+    byName: new Map(enabled.map(u => [u.username, u])),
+    byId: new Map(enabled.map(u => [u.id, Object.freeze({ id: u.id, username: u.username, scope: u.scope })])),
+    dummyHash
+  }
+}
+
+/** True when `before`'s scope has a token `after`'s lacks. */
+function scopeCut (before: string, after: string): boolean {
+  const kept = new Set(after.split(' '))
+  return before.split(' ').some(token => token !== '' && !kept.has(token))
+}
+
+export class UserDirectory {
+  #state: DirectoryState
+
+  private constructor (state: DirectoryState) {
+    this.#state = state
   }
 
   /** From the users file, or the demo user when `file` is undefined. Errors: ConfigError('USERS_FILE', ...). */
@@ -74,36 +102,43 @@ export class UserDirectory {
 
   /** From already-validated records (tests, or a caller that loaded them itself). */
   static async fromUsers (users: readonly StoredUser[]): Promise<UserDirectory> {
-    const dummyHash = await hashPassword(randomBytes(32).toString('base64url'), prevailingParams(users))
-    return new UserDirectory(users, dummyHash)
+    return new UserDirectory(await stateOf(users))
+  }
+
+  /**
+   * Put a reloaded users file in force (one assignment: a login sees the old set or the new
+   * one, never a mix) and say whose access it took away, for the caller to end their sessions.
+   */
+  async replace (users: readonly StoredUser[]): Promise<UserChange> {
+    const next = await stateOf(users)
+    const lostAccess: string[] = []
+    for (const [name, before] of this.#state.byName) {
+      const after = next.byName.get(name)
+      if (after === undefined || after.id !== before.id || after.password !== before.password || scopeCut(before.scope, after.scope)) lostAccess.push(before.id)
+    }
+    this.#state = next
+    return { lostAccess }
   }
 
   get size (): number {
-    return this.#byName.size
+    return this.#state.byName.size
   }
 
-  /** Put `users` in force in place: everything holding this directory sees them at once. */
-  async replace (users: readonly StoredUser[]): Promise<void> {
-    const next = await UserDirectory.fromUsers(users)
-    this.#byName = next.#byName
-    this.#byId = next.#byId
-    this.#dummyHash = next.#dummyHash
-  }
-
-  /** The user named `username` (case-sensitive, as at login), if present. */
+  /** The user named `username` (case-sensitive, as at login), if present and enabled. */
   getByUsername (username: string): User | undefined {
-    const stored = this.#byName.get(username)
-    return stored === undefined ? undefined : this.#byId.get(stored.id)
+    const state = this.#state
+    const stored = state.byName.get(username)
+    return stored === undefined ? undefined : state.byId.get(stored.id)
   }
 
   /** The user with this id (token `sub`), if still present. */
   getById (id: string): User | undefined {
-    return this.#byId.get(id)
+    return this.#state.byId.get(id)
   }
 
   /** Every scope some user holds (RFC 8414 `scopes_supported`). */
   scopes (): string[] {
-    return [...new Set([...this.#byId.values()].flatMap(u => u.scope.split(' ').filter(Boolean)))]
+    return [...new Set([...this.#state.byId.values()].flatMap(u => u.scope.split(' ').filter(Boolean)))]
   }
 
   /**
@@ -113,9 +148,10 @@ export class UserDirectory {
   async authenticate (username: unknown, password: unknown): Promise<User | null> {
     const name = typeof username === 'string' && username.length <= MAX_USERNAME_INPUT ? username : undefined
     const pw = typeof password === 'string' && password.length <= MAX_PASSWORD_LENGTH ? password : undefined
-    const stored = name === undefined ? undefined : this.#byName.get(name)
-    const matches = await verifyPassword(stored?.password ?? this.#dummyHash, pw ?? '')
+    const state = this.#state
+    const stored = name === undefined ? undefined : state.byName.get(name)
+    const matches = await verifyPassword(stored?.password ?? state.dummyHash, pw ?? '')
     if (!matches || stored === undefined || pw === undefined) return null
-    return this.#byId.get(stored.id) ?? null
+    return state.byId.get(stored.id) ?? null
   }
 }

@@ -61,9 +61,12 @@ function signerFor (alg: SigningKeys['signing']['alg'], key: KeyObject): (data: 
  * issuer serialises the JWS itself (RFC 7515 §7.1) while every verification stays with jose.
  */
 export class AccessTokenIssuer {
-  readonly #sign: (data: Buffer) => Buffer
+  readonly #keys: SigningKeys
+  /** The signing key the signer and header below were made for; a reloaded key file replaces it. */
+  #signingKey: SigningKeys['signing'] | undefined
+  #sign: (data: Buffer) => Buffer = () => Buffer.alloc(0)
   /** base64url of the protected header: the same for every token of this key. */
-  readonly #encodedHeader: string
+  #encodedHeader = ''
   readonly #issuer: string
   readonly #ttlS: number
   readonly #clock: Clock
@@ -71,16 +74,26 @@ export class AccessTokenIssuer {
 
   constructor (opts: { keys: SigningKeys, issuer: string, ttlS: number, clock: Clock, users?: UserNames }) {
     if (!Number.isInteger(opts.ttlS) || opts.ttlS <= 0) throw new TypeError('ttlS must be a positive integer')
-    const { kid, alg, key } = opts.keys.signing
-    this.#sign = signerFor(alg, key instanceof KeyObject ? key : KeyObject.from(key))
-    this.#encodedHeader = Buffer.from(JSON.stringify({ alg, kid, typ: ACCESS_TOKEN_TYP })).toString('base64url')
+    this.#keys = opts.keys
     this.#issuer = opts.issuer
     this.#ttlS = opts.ttlS
     this.#clock = opts.clock
     this.#users = opts.users
+    this.#follow()
+  }
+
+  /** Sign with the key that signs now (SigningKeys.replace on a key-file reload); rebuilt only when it changed. */
+  #follow (): void {
+    const signing = this.#keys.signing
+    if (signing === this.#signingKey) return
+    const { kid, alg, key } = signing
+    this.#sign = signerFor(alg, key instanceof KeyObject ? key : KeyObject.from(key))
+    this.#encodedHeader = Buffer.from(JSON.stringify({ alg, kid, typ: ACCESS_TOKEN_TYP })).toString('base64url')
+    this.#signingKey = signing
   }
 
   async issue (claims: AccessTokenClaims): Promise<IssuedAccessToken> {
+    this.#follow()
     const iat = Math.floor(this.#clock.now() / 1000)
     const exp = claims.notAfter === undefined ? iat + this.#ttlS : Math.min(iat + this.#ttlS, claims.notAfter)
     const payload: JWTPayload = {

@@ -1,7 +1,7 @@
 /**
  * GET /.well-known/jwks.json: the public half of the signing keys (RFC 7517 §5), what
- * resource services verify access tokens with. The body is serialised once at
- * registration: the key set only changes with a restart.
+ * resource services verify access tokens with. The body is serialised once per key set;
+ * a reloaded SIGNING_KEYS_FILE is served at once.
  */
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync } from 'fastify'
@@ -22,9 +22,16 @@ export interface JwksRouteOptions {
 }
 
 const jwksRoute: FastifyPluginAsync<JwksRouteOptions> = async (app, opts) => {
-  const body = JSON.stringify(opts.keys.publicJwks)
+  const { keys } = opts
+  // Serialised once per key set: a reloaded key file (SigningKeys.replace) is served from its first request on.
+  let served = keys.publicJwks
+  let body = JSON.stringify(served)
   const cacheControl = `public, max-age=${JWKS_MAX_AGE_S}`
   app.get(JWKS_PATH, (_request, reply) => {
+    if (keys.publicJwks !== served) {
+      served = keys.publicJwks
+      body = JSON.stringify(served)
+    }
     return reply.header('cache-control', cacheControl).type('application/json').send(body)
   })
 }

@@ -1,8 +1,13 @@
 /**
- * The gateway's signing keys: a private JWKS (RFC 7517 §5) read once at boot from
- * SIGNING_KEYS_FILE. The first key signs; every key's public part is published, so
- * a rotation can publish the next key before it signs and keep the previous one
- * until its last token expires. Keys are imported once here, never per request.
+ * The gateway's signing keys: a private JWKS (RFC 7517 §5) from SIGNING_KEYS_FILE. The
+ * first key signs; every key's public part is published, so a rotation can publish the
+ * next key before it signs and keep the previous one until its last token expires. Keys
+ * are imported once per load, never per request.
+ *
+ * The file is reloaded while the gateway runs (ops/reloader.ts): `replace()` swaps the
+ * whole set in one assignment, and the `SigningKeys` object keeps its identity, so
+ * everything holding it — the issuer, the JWKS route, the proxy's verifier — sees the new
+ * set on its next call. Nothing may copy `signing` or `verificationKey` out of it.
  */
 import type { KeyObject } from 'node:crypto'
 import { CompactSign, calculateJwkThumbprint, compactVerify, exportJWK, generateKeyPair, importJWK } from 'jose'
@@ -50,13 +55,42 @@ export interface PrivateJwk extends PublicJwk {
 
 export type SigningKey = CryptoKey | KeyObject
 
-export interface SigningKeys {
+/** One loaded key file, validated and imported: what `replace()` swaps in. */
+export interface KeySet {
   readonly signing: { readonly kid: string, readonly alg: SigningAlg, readonly key: SigningKey }
   /** Frozen; only kty, crv, x, y, n, e, kid, alg, use. */
   readonly publicJwks: { readonly keys: readonly PublicJwk[] }
+  readonly byKid: ReadonlyMap<string, { readonly alg: SigningAlg, readonly key: SigningKey }>
+}
+
+export class SigningKeys {
+  #set: KeySet
   /** True when no file was given and a per-process key was generated. */
   readonly ephemeral: boolean
-  verificationKey (kid: string): { readonly alg: SigningAlg, readonly key: SigningKey } | undefined
+
+  constructor (set: KeySet, ephemeral = false) {
+    this.#set = set
+    this.ephemeral = ephemeral
+  }
+
+  /** The key that signs now: read it per token, never keep it. */
+  get signing (): KeySet['signing'] {
+    return this.#set.signing
+  }
+
+  /** The same object until the next `replace()`: callers may cache what they derive from it by identity. */
+  get publicJwks (): KeySet['publicJwks'] {
+    return this.#set.publicJwks
+  }
+
+  verificationKey (kid: string): { readonly alg: SigningAlg, readonly key: SigningKey } | undefined {
+    return this.#set.byKid.get(kid)
+  }
+
+  /** Put a reloaded key file in force: the next token is signed, and the next one verified, with it. */
+  replace (set: KeySet): void {
+    this.#set = set
+  }
 }
 
 export interface KeyLoadLog { warn (obj: object, msg: string): void }
@@ -175,9 +209,13 @@ async function loadKey (raw: unknown, where: string): Promise<LoadedKey> {
   return { kid, alg, privateKey, publicKey, publicJwk }
 }
 
-async function readJwks (file: string): Promise<unknown[]> {
+async function readJwksText (file: string): Promise<string> {
+  return await readConfigFile(file, VARIABLE)
+}
+
+function parseJwks (text: string, file: string): unknown[] {
   // Never the parser's message: it quotes the text around the error, i.e. key material.
-  const parsed = parseJsonConfig(await readConfigFile(file, VARIABLE), file, VARIABLE)
+  const parsed = parseJsonConfig(text, file, VARIABLE)
   const keys = parsed !== null && typeof parsed === 'object' ? (parsed as { keys?: unknown }).keys : undefined
   if (!Array.isArray(keys) || keys.length === 0) {
     throw new ConfigError(VARIABLE, `${file}: expected a private JWKS {"keys": [...]} with at least one key`)
@@ -185,16 +223,29 @@ async function readJwks (file: string): Promise<unknown[]> {
   return keys
 }
 
-function assemble (loaded: readonly LoadedKey[], ephemeral: boolean): SigningKeys {
+function assemble (loaded: readonly LoadedKey[]): KeySet {
   const byKid = new Map<string, { readonly alg: SigningAlg, readonly key: CryptoKey }>()
   for (const k of loaded) byKid.set(k.kid, Object.freeze({ alg: k.alg, key: k.publicKey }))
   const first = loaded[0] as LoadedKey
   return Object.freeze({
     signing: Object.freeze({ kid: first.kid, alg: first.alg, key: first.privateKey }),
     publicJwks: Object.freeze({ keys: Object.freeze(loaded.map(k => k.publicJwk)) }),
-    ephemeral,
-    verificationKey: (kid: string) => byKid.get(kid)
+    byKid
   })
+}
+
+/** Validate and import the text of a key file, whole: any problem is one ConfigError('SIGNING_KEYS_FILE', ...). */
+export async function parseSigningKeys (text: string, file: string): Promise<KeySet> {
+  const raw = parseJwks(text, file)
+  const loaded: LoadedKey[] = []
+  const seen = new Set<string>()
+  for (const [i, entry] of raw.entries()) {
+    const key = await loadKey(entry, `${file}: key ${i}`)
+    if (seen.has(key.kid)) throw new ConfigError(VARIABLE, `${file}: key ${i}: duplicate kid ${show(key.kid)}`)
+    seen.add(key.kid)
+    loaded.push(key)
+  }
+  return assemble(loaded)
 }
 
 /**
@@ -206,16 +257,7 @@ export async function loadSigningKeys (file: string | undefined, log: KeyLoadLog
     const jwk = await generatePrivateJwk(DEFAULT_SIGNING_ALG)
     const key = await loadKey(jwk, 'ephemeral key')
     log.warn({ kid: key.kid, alg: key.alg }, 'SIGNING_KEYS_FILE is not set: signing with an ephemeral key; its tokens die with the process (run `latchkey keys generate --out FILE`)')
-    return assemble([key], true)
+    return new SigningKeys(assemble([key]), true)
   }
-  const raw = await readJwks(file)
-  const loaded: LoadedKey[] = []
-  const seen = new Set<string>()
-  for (const [i, entry] of raw.entries()) {
-    const key = await loadKey(entry, `${file}: key ${i}`)
-    if (seen.has(key.kid)) throw new ConfigError(VARIABLE, `${file}: key ${i}: duplicate kid ${show(key.kid)}`)
-    seen.add(key.kid)
-    loaded.push(key)
-  }
-  return assemble(loaded, false)
+  return new SigningKeys(await parseSigningKeys(await readJwksText(file), file))
 }

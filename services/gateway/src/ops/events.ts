@@ -12,10 +12,12 @@ export type Grant = 'login' | 'refresh_token' | 'client_credentials' | 'password
 /** Which brute-force limit refused: login (ip, username) or client authentication (client_ip, client_id). */
 export type RateLimit = 'ip' | 'username' | 'client_ip' | 'client_id'
 /**
- * Why sessions ended: user and admin actions, reuse (SPEC rule 2), and a refresh that found
- * its user or client gone or disabled.
+ * Why sessions ended: user and admin actions, reuse (SPEC rule 2), a refresh that found
+ * its user or client gone or disabled, an identity provider's back-channel logout, and a
+ * reloaded users file that removed or disabled the user, changed the password or cut a
+ * scope (`user_changed`).
  */
-export type RevokeReason = 'logout' | 'logout_all' | 'session_delete' | 'reuse' | 'revoke' | 'user_gone' | 'client_gone' | 'admin' | 'cli' | 'backchannel_logout'
+export type RevokeReason = 'logout' | 'logout_all' | 'session_delete' | 'reuse' | 'revoke' | 'user_gone' | 'client_gone' | 'admin' | 'cli' | 'backchannel_logout' | 'user_changed'
 
 /** Where a line goes: a Fastify request (its request id comes along) or a plain logger. */
 export interface EventSource {

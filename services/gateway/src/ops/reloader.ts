@@ -67,9 +67,7 @@ function errnoCode (err: unknown): string | undefined {
 
 /** The error's message when it is ours to show (a ConfigError's one line); never a parser's excerpt of the file. */
 function problem (err: unknown): string {
-  if (err instanceof ConfigError) return err.message
-  const code = errnoCode(err)
-  return code === undefined ? 'invalid content' : `cannot be read (${code})`
+  return err instanceof ConfigError ? err.message : 'invalid content'
 }
 
 export class FileReloader<T> {
@@ -100,7 +98,7 @@ export class FileReloader<T> {
 
   /** Read and parse the file as it is now (boot): throws as `parse` does, and records it as in force. */
   async load (): Promise<T> {
-    const text = await readFile(this.#path, 'utf8')
+    const text = await this.#read()
     const value = await this.#opts.parse(text, this.#path)
     this.#current = digest(text)
     return value
@@ -111,6 +109,8 @@ export class FileReloader<T> {
     if (this.#closed) return
     await this.#rewatch()
     this.#statSignature = await this.#signature()
+    // A change between load() and the watch would otherwise go unseen; an unchanged file costs one read.
+    if (this.#current !== undefined) this.#schedule()
     if (this.#pollMs > 0) {
       this.#poll = setInterval(() => { void this.#checkStat() }, this.#pollMs)
       this.#poll.unref()
@@ -157,7 +157,7 @@ export class FileReloader<T> {
     const { name, log, counter } = this.#opts
     let outcome: ReloadOutcome
     try {
-      const text = await readFile(this.#path, 'utf8')
+      const text = await this.#read()
       const hash = digest(text)
       if (hash === this.#current) {
         outcome = 'unchanged'
@@ -179,6 +179,15 @@ export class FileReloader<T> {
       this.#statSignature = await this.#signature()
     }
     return outcome
+  }
+
+  /** The file's text; a read error is a ConfigError naming the variable (one line for a boot failure or a refusal). */
+  async #read (): Promise<string> {
+    try {
+      return await readFile(this.#path, 'utf8')
+    } catch (err) {
+      throw new ConfigError(this.#opts.name, `${this.#opts.path}: cannot be read (${errnoCode(err) ?? 'I/O error'})`)
+    }
   }
 
   #schedule (): void {

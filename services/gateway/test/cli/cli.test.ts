@@ -72,8 +72,9 @@ t.test('latchkey dev prints a walkthrough that works verbatim (no Redis, no file
   const dev = latchkey(t, ['dev'], { PORT: String(port), RESOURCE_PORT: String(resourcePort), HOST: '127.0.0.1' })
   await dev.waitFor(/# 5\. .*\n.*\n.*\n/)
   t.match(dev.stdout, /Demo user: demo \/ \S{12,}/, 'a generated demo password is printed')
-  t.match(dev.stderr + dev.stdout, /sessions are kept in this process only/, 'warns: in-memory sessions')
-  t.match(dev.stderr + dev.stdout, /ephemeral/i, 'warns: ephemeral signing key')
+  // Log lines may reach the pipe after the walkthrough (pino writes asynchronously): wait for them.
+  t.ok(await dev.waitFor(/sessions are kept in this process only/, 5000), 'warns: in-memory sessions')
+  t.ok(await dev.waitFor(/ephemeral/i, 5000), 'warns: ephemeral signing key')
   const commands = dev.stdout.split('\n').filter(l => l.startsWith('  ')).map(l => l.slice(2)).join('\n')
   const { stdout } = await run('bash', ['-c', `set -e\n${commands}`], { cwd: ROOT })
   const lines = stdout.trim().split('\n')

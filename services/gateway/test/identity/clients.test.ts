@@ -90,7 +90,7 @@ t.test('clients add: usage and validation', async t => {
   const file = join(t.testdir(), 'clients.json')
   const usage: string[][] = [
     [], ['add'], ['add', 'x', '--audience', 'a'], ['add', 'x', '--scope', 's'], ['add', 'x', 'y', '--scope', 's', '--audience', 'a'],
-    ['list'], ['add', 'x', '--scope', 's', '--audience', 'a', '--nope']
+    ['list', 'x'], ['rotate'], ['add', 'x', '--scope', 's', '--audience', 'a', '--nope']
   ]
   for (const argv of usage) {
     const fake = pipedIo('')

@@ -39,28 +39,28 @@ t.test('users add: password from piped stdin, then UserDirectory authenticates i
 
 t.test('users add: USERS_FILE from env, default scope is none, second user appended', async t => {
   const file = join(t.testdir(), 'u.json')
-  const a = pipedIo('pw-a')
+  const a = pipedIo('pw-a long enough')
   t.equal(await runUsersCommand(['add', 'bob'], a.io, { USERS_FILE: file }), 0, a.err())
   t.match(a.out(), /scope \(none\)/)
-  const b = pipedIo('pw-c\r\n')
+  const b = pipedIo('pw-c long enough\r\n')
   t.equal(await runUsersCommand(['add', 'carol', '--scope', 'x'], b.io, { USERS_FILE: file }), 0, b.err())
   const users = await readUsersFile(file)
   t.same(users.map(u => [u.username, u.scope]), [['bob', ''], ['carol', 'x']])
   const { directory } = await UserDirectory.load(file)
-  t.ok(await directory.authenticate('bob', 'pw-a'))
-  t.ok(await directory.authenticate('carol', 'pw-c'), 'CRLF stripped too')
+  t.ok(await directory.authenticate('bob', 'pw-a long enough'))
+  t.ok(await directory.authenticate('carol', 'pw-c long enough'), 'CRLF stripped too')
 })
 
 t.test('users add refuses duplicates, including case variants, and leaves the file unchanged', async t => {
   const file = join(t.testdir(), 'users.json')
-  await addUser(file, { username: 'alice', password: 'one' })
+  await addUser(file, { username: 'alice', password: 'password one' })
   const before = await readFile(file, 'utf8')
   for (const name of ['alice', 'ALICE', 'ａｌｉｃｅ']) {
-    const fake = pipedIo('two')
+    const fake = pipedIo('password two')
     t.equal(await runUsersCommand(['add', name, '--file', file], fake.io, NO_ENV), 1, name)
     t.match(fake.err(), /^latchkey users: USERS_FILE: .* already exists\n$/)
   }
-  await t.rejects(addUser(file, { username: 'alice', password: 'two' }), { name: 'ConfigError', variable: 'USERS_FILE' })
+  await t.rejects(addUser(file, { username: 'alice', password: 'password two' }), { name: 'ConfigError', variable: 'USERS_FILE' })
   t.equal(await readFile(file, 'utf8'), before)
 })
 
@@ -71,24 +71,24 @@ t.test('users add: input validation', async t => {
   t.match(empty.err(), /password: must not be empty/)
   await t.rejects(stat(file), { code: 'ENOENT' }, 'nothing written')
 
-  const noFile = pipedIo('pw')
+  const noFile = pipedIo('password')
   t.equal(await runUsersCommand(['add', 'alice'], noFile.io, NO_ENV), 2)
   t.equal(noFile.err(), 'latchkey users: no users file: pass --file FILE or set USERS_FILE\n')
 
-  for (const argv of [[], ['add'], ['remove', 'x'], ['add', 'a', 'b'], ['add', 'a', '--bogus']]) {
-    const fake = pipedIo('pw')
+  for (const argv of [[], ['add'], ['delete', 'x'], ['add', 'a', 'b'], ['add', 'a', '--bogus']]) {
+    const fake = pipedIo('password')
     t.equal(await runUsersCommand([...argv, '--file', file], fake.io, NO_ENV), 2, argv.join(' '))
   }
 
-  const badScope = pipedIo('pw')
+  const badScope = pipedIo('password')
   t.equal(await runUsersCommand(['add', 'alice', '--scope', 'a "b"', '--file', file], badScope.io, NO_ENV), 1)
   t.match(badScope.err(), /scope: /)
 
   for (const username of ['', 'a'.repeat(65), 'tab\there', 'nl\n', ' lead', 'trail ']) {
-    await t.rejects(addUser(file, { username, password: 'pw' }), { name: 'ConfigError', variable: 'username' }, JSON.stringify(username))
+    await t.rejects(addUser(file, { username, password: 'password' }), { name: 'ConfigError', variable: 'username' }, JSON.stringify(username))
   }
   await t.rejects(addUser(file, { username: 'ok', password: 'x'.repeat(1025) }), { name: 'ConfigError', variable: 'password' })
-  t.ok(await addUser(file, { username: 'ü'.repeat(64), password: 'pw' }), '64 characters is allowed')
+  t.ok(await addUser(file, { username: 'ü'.repeat(64), password: 'password' }), '64 characters is allowed')
 })
 
 t.test('users add: prompted twice on a terminal, echo off', async t => {
@@ -108,7 +108,7 @@ t.test('users add: prompted twice on a terminal, echo off', async t => {
 
   const mismatch = ttyIo()
   const run2 = runUsersCommand(['add', 'erin', '--file', file], mismatch.io, NO_ENV)
-  mismatch.stdin.write('one\rtwo\r')
+  mismatch.stdin.write('password one\rpassword two\r')
   t.equal(await run2, 1)
   t.match(mismatch.err(), /do not match/)
   t.same(mismatch.rawModes, [true, false])
@@ -125,7 +125,7 @@ t.test('an existing file keeps its mode', async t => {
   const file = join(t.testdir(), 'users.json')
   await writeFile(file, '{"users": []}\n')
   await chmod(file, 0o640)
-  await addUser(file, { username: 'alice', password: 'pw' })
+  await addUser(file, { username: 'alice', password: 'password' })
   t.equal((await stat(file)).mode & 0o777, 0o640)
 })
 
@@ -159,7 +159,7 @@ t.test('bad users files: ConfigError naming USERS_FILE, one line, no secrets ech
     t.notOk(/[\r\n]/.test(err.message), `${name}: one line`)
     t.notOk(err.message.includes('plain-secret') || err.message.includes('$argon2id$'), `${name}: nothing secret echoed`)
   }
-  const cli = pipedIo('pw')
+  const cli = pipedIo('password')
   t.equal(await runUsersCommand(['add', 'x', '--file', join(dir, 'plaintext.json')], cli.io, NO_ENV), 1, 'add refuses to rewrite a broken file')
   t.match(cli.err(), /^latchkey users: USERS_FILE: .*users\[0\]\.password/)
 })

@@ -197,3 +197,14 @@ t.test('the stat poll notices a change the watch did not report', async (t) => {
   writeFileSync(file, '{"v": 7}')
   t.same(await next, { v: 7 })
 })
+
+t.test('a change between load() and start() is applied once watching starts', async (t) => {
+  const file = join(tempDir(), 'f.json')
+  writeFileSync(file, '{"v": 1}')
+  const h = harness(t, file)
+  await h.reloader.load()
+  writeFileSync(file, '{"v": 8}')
+  const next = h.next()
+  await h.reloader.start()
+  t.same(await next, { v: 8 })
+})
