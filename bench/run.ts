@@ -1,5 +1,5 @@
 /**
- * `npm run bench` (issue #6, SPEC "Performance"): starts its own redis-server, gateway,
+ * `npm run bench` (issue #6, docs/contract.md "Performance"): starts its own redis-server, gateway,
  * resource and peers on loopback, drives them with autocannon, prints one Markdown
  * table (req/s, p50, p99, ratios) and the targets, and writes bench/results/latest.json
  * and latest.svg.

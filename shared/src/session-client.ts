@@ -1,5 +1,5 @@
 /**
- * The browser side of the gateway's cookie flow (SPEC "Browser flow", "Browser client and
+ * The browser side of the gateway's cookie flow (docs/contract.md "Browser flow", "Browser client and
  * demo page"), plain TypeScript for browsers and Node 20:
  *
  *   const session = new SessionClient()                 // same origin as the gateway

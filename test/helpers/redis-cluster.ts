@@ -1,5 +1,5 @@
 /**
- * A real Redis Cluster for tests (SPEC "Refresh-token families" 6: proven against a real
+ * A real Redis Cluster for tests (docs/contract.md "Refresh-token families" 6: proven against a real
  * 3-master cluster): `redis-server` processes with `cluster-enabled yes` on free ports,
  * each in its own temp dir, joined by `redis-cli --cluster create`, and gone in teardown.
  * No replicas: the tests are about slots, not failover (Sentinel covers that).

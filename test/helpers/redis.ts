@@ -1,5 +1,5 @@
 /**
- * Where tests get Redis, in SPEC order: `REDIS_URL` if set; testcontainers when a Docker
+ * Where tests get Redis, in the order docs/contract.md gives: `REDIS_URL` if set; testcontainers when a Docker
  * engine answers; a `redis-server` on PATH spawned on a free port per test file.
  * With none of them the test fails with one line saying how to get Redis.
  *

@@ -1,5 +1,5 @@
 /**
- * SPEC "Refresh-token families" 6 against a real 3-master Redis Cluster: the family
+ * docs/contract.md "Refresh-token families" 6 against a real 3-master Redis Cluster: the family
  * contract suite on ioredis' Cluster client, the HTTP flow through a gateway configured
  * with REDIS_CLUSTER_NODES, families spread over every master, a TTL on every key on every
  * master, the login limiter and the revocation bus on the cluster, and REDIS_WAIT_REPLICAS

@@ -1,5 +1,5 @@
 /**
- * Two gateway replicas on one Redis (SPEC "Refresh-token families" 2 and 3 across
+ * Two gateway replicas on one Redis (docs/contract.md "Refresh-token families" 2 and 3 across
  * processes): the family lives in Redis, not in a replica, so a token rotated at A and
  * replayed at B after grace is reuse, and a retry at B inside grace gets A's successor.
  */

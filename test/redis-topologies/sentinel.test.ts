@@ -4,7 +4,7 @@
  * master SIGKILLed mid-load:
  *
  *  - login and refresh come back by themselves once the sentinels promote the replica,
- *    with no restart of the gateway, and no request hangs meanwhile (SPEC rule 7);
+ *    with no restart of the gateway, and no request hangs meanwhile (contract rule 7);
  *  - with REDIS_WAIT_REPLICAS=1 no rotation answered 200 before the kill is lost after it.
  *
  * Both runs first cut the replica off (see `detachReplica`), so the master holds writes
@@ -32,7 +32,7 @@ const LOGIN_EVERY_MS = 200
 /** Load before the replica is cut off, and between that and the kill. */
 const WARM_UP_MS = 800
 const DETACHED_MS = 400
-/** SPEC rule 7: login and refresh answer (503 if need be) within 2 s, never hang. */
+/** contract rule 7: login and refresh answer (503 if need be) within 2 s, never hang. */
 const ANSWER_WITHIN_MS = 2000
 const RECOVERY_TIMEOUT_MS = 20_000
 

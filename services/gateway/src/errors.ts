@@ -33,7 +33,7 @@ export const gatewayErrors = defineCatalogue({
   GW_OAUTH_RATE_LIMITED: { statusCode: 429, error: 'temporarily_unavailable', description: 'Too many attempts; retry after the time in Retry-After.' },
   GW_TOKEN_OF_ANOTHER_CLIENT: { statusCode: 400, error: 'unauthorized_client', description: 'The token was not issued to this client.' },
   GW_UNSUPPORTED_TOKEN_TYPE: { statusCode: 400, error: 'unsupported_token_type', description: 'Only refresh tokens can be revoked here.' },
-  // Reverse proxy (SPEC "Proxy"): generic texts, never the upstream's address or errno.
+  // Reverse proxy (docs/contract.md "Proxy"): generic texts, never the upstream's address or errno.
   // Forward-auth (/auth/verify): nginx turns any status but 2xx/401/403 into a 500.
   GW_FORWARD_AUTH_DENIED: { statusCode: 403, error: 'forbidden', description: 'No route admits this request.' },
   GW_PROXY_CALLER_BUSY: { statusCode: 429, error: 'too_many_requests', description: 'Too many requests of this session are in progress; retry shortly.' },

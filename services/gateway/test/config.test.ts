@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os'
 import { ConfigError } from '#shared/errors.js'
 import { ACCESS_TTL_S, loadGatewayConfig, REFRESH_IDLE_TTL_S, REFRESH_REUSE_GRACE_S, SESSION_MAX_TTL_S } from '#gateway/config.js'
 
-t.test('defaults match SPEC and the config is frozen', async (t) => {
+t.test('defaults match docs/contract.md and the config is frozen', async (t) => {
   const c = loadGatewayConfig({})
   t.equal(c.port, 8080)
   t.equal(c.host, '0.0.0.0')

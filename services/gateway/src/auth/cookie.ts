@@ -1,5 +1,5 @@
 /**
- * The refresh cookie (SPEC "Browser flow"): `lk_refresh`, HttpOnly, Secure, SameSite=Strict,
+ * The refresh cookie (docs/contract.md "Browser flow"): `lk_refresh`, HttpOnly, Secure, SameSite=Strict,
  * Path=/auth, Max-Age = the family's remaining lifetime. Path=/auth keeps the token off
  * every proxied request; SameSite=Strict keeps it off cross-site ones.
  */

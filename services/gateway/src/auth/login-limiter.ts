@@ -3,7 +3,7 @@
  * failure counter per client IP and one per username, in Redis when the gateway has Redis
  * (so the limit holds across replicas) and in process otherwise.
  *
- * They count failures, not sign-ins (SPEC "Browser flow": a success clears the user's
+ * They count failures, not sign-ins (docs/contract.md "Browser flow": a success clears the user's
  * count; successes never lock anyone out). Each attempt is counted *before* its password
  * is checked, so parallel guesses cannot all slip under the limit, and a success then takes
  * its own count back: the user's counter is cleared, the IP's decremented. A success

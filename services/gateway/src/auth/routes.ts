@@ -1,5 +1,5 @@
 /**
- * The browser flow (SPEC "Browser flow"): login, refresh, logout, logout-all, sessions.
+ * The browser flow (docs/contract.md "Browser flow"): login, refresh, logout, logout-all, sessions.
  * The refresh token lives only in the `lk_refresh` cookie; bodies carry access tokens.
  */
 import fp from 'fastify-plugin'
@@ -72,7 +72,7 @@ async function authRoutes (app: FastifyInstance, opts: AuthRoutesOptions): Promi
 
   /**
    * The one refresh cookie of the request, or undefined. Two or more (cookie tossing,
-   * SPEC "Browser flow") → 401 with every copy cleared: neither is trusted.
+   * docs/contract.md "Browser flow") → 401 with every copy cleared: neither is trusted.
    */
   function presentedRefresh (req: FastifyRequest, reply: FastifyReply): string | undefined {
     const values = refreshCookieValues(req)

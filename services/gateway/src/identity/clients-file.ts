@@ -49,7 +49,7 @@ import { formatScope, parseScope } from './scope.js'
 const VARIABLE = 'CLIENTS_FILE'
 export const GRANT_TYPES = ['client_credentials', 'password', 'refresh_token'] as const
 export type GrantType = typeof GRANT_TYPES[number]
-/** 256 bits, as for refresh tokens (SPEC "Tokens"). */
+/** 256 bits, as for refresh tokens (docs/contract.md "Tokens"). */
 export const CLIENT_SECRET_BYTES = 32
 const SALT_BYTES = 32
 const DIGEST_BYTES = 32

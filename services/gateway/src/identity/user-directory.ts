@@ -1,6 +1,6 @@
 /**
  * The users a login can authenticate as: the users file, or — when no `USERS_FILE` is
- * configured — a single demo user whose password is drawn at start (SPEC "Running":
+ * configured — a single demo user whose password is drawn at start (docs/contract.md "Running":
  * never a fixed default password) and handed back for the caller to print.
  *
  * `authenticate` spends one argon2id verify on every call, whatever the input: an

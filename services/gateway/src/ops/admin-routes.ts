@@ -1,5 +1,5 @@
 /**
- * The admin API for automation (SPEC "Admin"): list and end a user's sessions.
+ * The admin API for automation (docs/contract.md "Admin"): list and end a user's sessions.
  *
  *   GET    /admin/users/:name/sessions        → 200 [{id, client_id, created_at, last_used_at, user_agent, ip}]
  *   DELETE /admin/users/:name/sessions        → 200 {revoked: [sid...]}  (every session of the user)

@@ -12,7 +12,7 @@ export type Grant = 'login' | 'refresh_token' | 'client_credentials' | 'password
 /** Which brute-force limit refused: login (ip, username) or client authentication (client_ip, client_id). */
 export type RateLimit = 'ip' | 'username' | 'client_ip' | 'client_id'
 /**
- * Why sessions ended: user and admin actions, reuse (SPEC rule 2), a refresh that found
+ * Why sessions ended: user and admin actions, reuse (contract rule 2), a refresh that found
  * its user or client gone or disabled, an identity provider's back-channel logout, and a
  * reloaded users file that removed or disabled the user, changed the password or cut a
  * scope (`user_changed`).
@@ -61,7 +61,7 @@ export function createGatewayEvents (metrics: GatewayMetrics): GatewayEvents {
       req.log.warn({ event: 'rate_limited', limit }, 'too many attempts')
     },
     reuseDetected (req, sid, userId) {
-      // SPEC rule 2: a warn line with the family and the user, never the token.
+      // contract rule 2: a warn line with the family and the user, never the token.
       metrics.refreshes.inc({ outcome: 'reuse' })
       metrics.reuseDetections.inc()
       metrics.revocations.inc({ reason: 'reuse' })

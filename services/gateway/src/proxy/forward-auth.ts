@@ -1,5 +1,5 @@
 /**
- * Forward-auth (SPEC "Forward-auth"): `/auth/verify` and `/auth/verify/*`, any method, for an
+ * Forward-auth (docs/contract.md "Forward-auth"): `/auth/verify` and `/auth/verify/*`, any method, for an
  * ingress that carries the bytes itself and asks the gateway only for the decision — nginx
  * `auth_request`, Traefik `ForwardAuth`, Caddy `forward_auth`, Envoy `ext_authz`. The decision
  * is the proxy's own (admission.ts), applied to the *original* request.

@@ -1,5 +1,5 @@
 /**
- * The gateway's reverse proxy (SPEC "Proxy"), as a Fastify plugin:
+ * The gateway's reverse proxy (docs/contract.md "Proxy"), as a Fastify plugin:
  *
  *   await app.register(proxyPlugin, { routes: config.routes, verifier, metrics, lane })
  *

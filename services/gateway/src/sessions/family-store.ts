@@ -2,7 +2,7 @@
  * The refresh-token family store: the contract both `RedisFamilyStore` and
  * `MemoryFamilyStore` implement and `test/family-store.contract.ts` checks.
  *
- * SPEC "Refresh-token families":
+ * docs/contract.md "Refresh-token families":
  *  1. `create` starts a family; `rotate` kills the presented token and issues one successor.
  *  2. A rotated-out token presented after the grace window revokes the family (→ `reuse`).
  *  3. The immediate predecessor within `graceMs` of its rotation gets the *current* successor (→ `grace`).

@@ -1,6 +1,6 @@
 /**
  * The gateway's Redis connection, tuned so that Redis trouble becomes a fast error
- * (SPEC "Refresh-token families" 7: 503 within 2 s, never a hang, automatic recovery):
+ * (docs/contract.md "Refresh-token families" 7: 503 within 2 s, never a hang, automatic recovery):
  *
  *  - no offline queue: while disconnected a command fails at once instead of waiting
  *    for a reconnect that may never come;

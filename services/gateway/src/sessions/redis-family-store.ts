@@ -1,5 +1,5 @@
 /**
- * Refresh-token families in Redis (SPEC "Refresh-token families"). One key per family,
+ * Refresh-token families in Redis (docs/contract.md "Refresh-token families"). One key per family,
  * `<prefix>f:{<sid>}`, a packed value (family-codec.ts) that dies with the family;
  * one index per user, `<prefix>u:{<hash of user id>}`, a ZSET of sid → absolute expiry,
  * so that logout-all and the sessions list need no KEYS/SCAN. The braces are hash tags:
@@ -27,7 +27,7 @@ import { clientCheck, createScriptArgs, defineFamilyScripts, rotateScriptArgs, t
 export const DEFAULT_KEY_PREFIX = 'lk:'
 /**
  * Whatever ioredis does (cluster redirections, a failover), a store call fails after this
- * so that the request answers 503 within SPEC's 2 s.
+ * so that the request answers 503 within the contract.s 2 s.
  */
 export const STORE_CALL_DEADLINE_MS = 1500
 const SID = /^[A-Za-z0-9_-]{22}$/

@@ -4,7 +4,7 @@
  * SCRIPT FLUSH, a restart or a failover to a replica that never saw the script).
  *
  * Every script takes exactly one key, so it runs in that key's hash slot on a Redis
- * Cluster (SPEC "Refresh-token families" 6); every key a script writes gets its TTL in
+ * Cluster (docs/contract.md "Refresh-token families" 6); every key a script writes gets its TTL in
  * the same script (rule 5). The stored format and its field names (`F_*`) are in
  * family-codec.ts.
  *

@@ -13,7 +13,7 @@
  * knowing a sid must not let anyone build a refresh token of that family: the fid is
  * known only to holders of the family's refresh tokens.
  *
- * Successors are derived, not drawn, so that the grace rule (SPEC "Refresh-token
+ * Successors are derived, not drawn, so that the grace rule (docs/contract.md "Refresh-token
  * families" 3) can hand the *same* successor to a retried predecessor while Redis holds
  * only hashes: whoever presents the predecessor within the grace window gets the
  * nonce back and recomputes the successor; nobody without the predecessor can.
@@ -21,7 +21,7 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
 import { RandomPool } from './random-pool.js'
 
-/** 256 bits of secret per token (SPEC "Tokens"). */
+/** 256 bits of secret per token (docs/contract.md "Tokens"). */
 export const SECRET_BYTES = 32
 export const FID_BYTES = 16
 export const NONCE_BYTES = 32

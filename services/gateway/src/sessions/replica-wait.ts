@@ -22,7 +22,7 @@ import type { RedisClient } from './redis-connection.js'
 /**
  * How long a WAIT may block. A replica on the same network acknowledges in about a
  * millisecond, so only a missing or lagging replica waits this long; with the write
- * before it, this stays inside the store's call deadline and so inside SPEC's 2 s.
+ * before it, this stays inside the store's call deadline and so inside the contract.s 2 s.
  */
 export const REDIS_WAIT_TIMEOUT_MS = 500
 

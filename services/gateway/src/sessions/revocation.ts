@@ -1,5 +1,5 @@
 /**
- * Edge revocation (SPEC "Proxy"): a revoked session's access tokens are refused at every
+ * Edge revocation (docs/contract.md "Proxy"): a revoked session's access tokens are refused at every
  * replica within a second, while resource services stay stateless.
  *
  * Each replica keeps the revoked sids in memory, each for one access-token lifetime (after

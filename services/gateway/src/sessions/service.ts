@@ -6,11 +6,11 @@
  * RFC 6749 §5.2 `invalid_grant`).
  *
  * Every revocation awaits the edge broadcast: a revocation is answered only once every
- * replica has been told (SPEC "Proxy": refused at every replica within 1 s). When the
+ * replica has been told (docs/contract.md "Proxy": refused at every replica within 1 s). When the
  * broadcast cannot be made durable it rejects with `GW_STORE_UNAVAILABLE` (503), never a
  * silent 204.
  *
- * Refresh re-checks the user and the client (SPEC "Browser flow"): a family whose user or
+ * Refresh re-checks the user and the client (docs/contract.md "Browser flow"): a family whose user or
  * client is gone or disabled is revoked everywhere on its next refresh, and the new access
  * token carries only the scopes the family, the user and the client all still hold.
  */
@@ -238,7 +238,7 @@ export class SessionService extends SessionRevocations {
     }
     const result = await this.store.rotate(presented, { ip: options.seen.ip, userAgent: options.seen.userAgent ?? '', clientId: options.clientId })
     if (result.kind === 'reuse') {
-      // SPEC rule 2: the store has revoked the family; its access tokens die at the edge too.
+      // contract rule 2: the store has revoked the family; its access tokens die at the edge too.
       this.events.reuseDetected(caller, result.sid, result.userId)
       await this.publish([result.sid])
       return { ok: false }

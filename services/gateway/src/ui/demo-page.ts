@@ -1,5 +1,5 @@
 /**
- * The demo page (SPEC "Browser client and demo page"): `GET /` and its assets under
+ * The demo page (docs/contract.md "Browser client and demo page"): `GET /` and its assets under
  * `/demo/`, read once at start from the browser bundle that `npm run build` writes to
  * dist/public (scripts/build-browser.mjs). Registered only in `dev` mode or with
  * DEMO_PAGE=true:

@@ -1,5 +1,5 @@
 /**
- * Cookie tossing (SPEC "Browser flow"): an attacker who can set a cookie for a sibling
+ * Cookie tossing (docs/contract.md "Browser flow"): an attacker who can set a cookie for a sibling
  * subdomain or a longer path gets their `lk_refresh` sent beside the victim's. A request
  * with two refresh cookies is refused (401) on refresh and on logout, both copies are
  * cleared, and neither session is touched.

@@ -1,5 +1,5 @@
 /**
- * POST /auth/login and the cookie-route guards (SPEC "Browser flow"), on the in-memory store.
+ * POST /auth/login and the cookie-route guards (docs/contract.md "Browser flow"), on the in-memory store.
  */
 import t from 'tap'
 import { CONNECTION_TIMEOUT_MS, REQUEST_TIMEOUT_MS } from '#gateway/app.js'

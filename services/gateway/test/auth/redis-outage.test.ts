@@ -1,5 +1,5 @@
 /**
- * SPEC rule 7: Redis down → login and refresh answer 503 temporarily_unavailable within
+ * contract rule 7: Redis down → login and refresh answer 503 temporarily_unavailable within
  * 2 s, the process stays up, and everything works again once Redis is back.
  */
 import t from 'tap'

@@ -18,7 +18,7 @@ async function discover (base: string): Promise<oauth.AuthorizationServer> {
   return oauth.processDiscoveryResponse(issuer, await oauth.discoveryRequest(issuer, { algorithm: 'oauth2', ...insecure }))
 }
 
-t.test('discovery passes processDiscoveryResponse and lists what SPEC names', async (t) => {
+t.test('discovery passes processDiscoveryResponse and lists what docs/contract.md names', async (t) => {
   const gw = await listeningGateway(t, { CLIENTS_FILE: clients.file })
   const as = await discover(gw.base)
   t.equal(as.issuer, gw.base)

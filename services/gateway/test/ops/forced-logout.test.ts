@@ -1,5 +1,5 @@
 /**
- * Forced logout (SPEC "Admin"): `latchkey sessions list|revoke --user` against the
+ * Forced logout (docs/contract.md "Admin"): `latchkey sessions list|revoke --user` against the
  * gateway's Redis, and the admin API, end every session of a user at every replica within
  * a second; the admin API takes only a service token with `latchkey:admin`, and leaves one
  * audit line per call without tokens. Two replicas share one real redis-server; the CLI

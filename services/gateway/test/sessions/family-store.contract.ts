@@ -1,5 +1,5 @@
 /**
- * The behaviour every FamilyStore owes (SPEC "Refresh-token families", the 7 rules in
+ * The behaviour every FamilyStore owes (docs/contract.md "Refresh-token families", the 7 rules in
  * family-store.ts), run against each implementation by its own test file. Time moves
  * by ManualClock only.
  */

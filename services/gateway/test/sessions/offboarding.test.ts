@@ -1,5 +1,5 @@
 /**
- * Refresh re-checks the user and the client (SPEC "Browser flow"; one code path for the
+ * Refresh re-checks the user and the client (docs/contract.md "Browser flow"; one code path for the
  * cookie flow and the refresh_token grant): a user who is gone gets 401 and her access
  * token dies at the edge of both replicas within a second; a scope cut shows in the next
  * refreshed token; a removed client is refused at once and its families die on refresh.

@@ -1,5 +1,5 @@
 /**
- * Sign-in through an upstream OpenID provider (SPEC "Upstream sign-in"):
+ * Sign-in through an upstream OpenID provider (docs/contract.md "Upstream sign-in"):
  *
  *   GET  /auth/oidc/:provider/start?return_to=     → 302 to the IdP's authorization endpoint
  *   GET  /auth/oidc/:provider/callback             → an ordinary family + `lk_refresh`, 303 to return_to

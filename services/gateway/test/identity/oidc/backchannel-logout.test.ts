@@ -17,7 +17,7 @@ import { BrowserJar, startTestIdp } from './test-idp.js'
 
 const CLIENT = { clientId: 'latchkey', clientSecret: 'a-test-client-secret-of-decent-length' }
 const EVENT = { 'http://schemas.openid.net/event/backchannel-logout': {} }
-/** The promise under test (SPEC: revoked at every replica within 1 s). */
+/** The promise under test (docs/contract.md: revoked at every replica within 1 s). */
 const REVOCATION_PROMISE_MS = 1000
 
 const redis = await redisForTest(t)
