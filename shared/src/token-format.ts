@@ -82,6 +82,20 @@ function toFixedBytes (n: bigint, length: number): Buffer {
   return Buffer.from(n.toString(16).padStart(length * 2, '0'), 'hex')
 }
 
+const P256_HALF_N_BYTES = Buffer.from(P256_HALF_N.toString(16).padStart(64, '0'), 'hex')
+
+/**
+ * An ES256 r||s signature with s replaced by n−s when s is high: the same signature over the
+ * same data, in the one spelling the verified-token cache keys on. The gateway's issuer signs
+ * with it, so every token it issues is canonical and found by the cache's raw-string lookup
+ * (the proxy's fast lane); `s` is compared as bytes, so a low s costs no BigInt work.
+ */
+export function lowSEs256Signature (signature: Buffer): Buffer {
+  if (signature.length !== 64 || Buffer.compare(signature.subarray(32), P256_HALF_N_BYTES) <= 0) return signature
+  const s = BigInt(`0x${signature.subarray(32).toString('hex')}`)
+  return Buffer.concat([signature.subarray(0, 32), toFixedBytes(P256_N - s, 32)])
+}
+
 /** The signature in its canonical form, or a refusal when its shape cannot be genuine. */
 function canonicalSignature (alg: AccessTokenAlg, signature: Buffer, segment: string): string {
   switch (alg) {
@@ -100,7 +114,7 @@ function canonicalSignature (alg: AccessTokenAlg, signature: Buffer, segment: st
       const s = BigInt(`0x${signature.subarray(32).toString('hex')}`)
       if (r < 1n || r >= P256_N || s < 1n || s >= P256_N) throw new TokenFormatError('ES256 r or s out of range')
       if (s <= P256_HALF_N) return segment
-      return Buffer.concat([signature.subarray(0, 32), toFixedBytes(P256_N - s, 32)]).toString('base64url')
+      return lowSEs256Signature(signature).toString('base64url')
     }
   }
 }

@@ -7,6 +7,7 @@ import { KeyObject, randomUUID, sign as cryptoSign, type SignKeyObjectInput } fr
 import type { JWTPayload } from 'jose'
 import type { Clock } from '#shared/clock.js'
 import { ACCESS_TOKEN_TYP } from '#shared/token-format.js'
+import { lowSEs256Signature } from '#shared/token-format.js'
 import type { SigningKeys } from './signing-keys.js'
 
 export interface AccessTokenClaims {
@@ -48,7 +49,9 @@ function signerFor (alg: SigningKeys['signing']['alg'], key: KeyObject): (data: 
     case 'EdDSA': return (data) => cryptoSign(null, data, key)
     case 'ES256': {
       const input: SignKeyObjectInput = { key, dsaEncoding: 'ieee-p1363' }
-      return (data) => cryptoSign('sha256', data, input)
+      // Low s (token-format.ts): half of ECDSA signatures have a high s, and a token spelled
+      // so would miss the verified-token cache's raw-string lookup, and with it the fast lane.
+      return (data) => lowSEs256Signature(cryptoSign('sha256', data, input))
     }
     case 'RS256': return (data) => cryptoSign('sha256', data, key)
   }
