@@ -66,7 +66,10 @@ export async function startNginx (workDir: string, upstreamUrl: string, forwardA
   mkdirSync(join(dir, 'tmp'), { recursive: true })
   const upstream = new URL(upstreamUrl)
   const auth = authBlocks(dir, forwardAuth)
+  // Run as root, nginx's worker would switch to `nobody`, which cannot enter the bench's
+  // private (0700) workspace where the decision cache lives: keep the worker as root.
   const conf = `
+${process.getuid?.() === 0 ? 'user root;' : ''}
 worker_processes 1;
 daemon off;
 master_process on;
