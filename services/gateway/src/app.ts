@@ -33,6 +33,7 @@ import { demoPagePlugin } from './ui/demo-page.js'
 import oidcRoutes from './identity/oidc/routes.js'
 import { ProviderRegistry } from './identity/oidc/provider-registry.js'
 import { parseProvidersText } from './identity/oidc/providers-file.js'
+import { checkIdpTokenKey, IdpTokenSeal } from './identity/oidc/idp-token-seal.js'
 import { MemorySignInStateStore, RedisSignInStateStore } from './identity/oidc/sign-in-state.js'
 import { MemoryFederatedLinks, RedisFederatedLinks } from './identity/oidc/federated-links.js'
 import type { SigningKeys } from './keys/signing-keys.js'
@@ -245,6 +246,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   const parties = new ProviderRegistry({
     issuer: config.issuer,
     clock,
+    ...(config.idpTokenKey === undefined ? {} : { seal: new IdpTokenSeal(config.idpTokenKey) }),
     onDiscoveryError: (party, err) => { app.log.warn({ provider: party.entry.id, err }, 'identity provider discovery failed; retried on the next sign-in') }
   })
   const sessions = new SessionService({ store: familyStore, edge, events, users, clients, issuer, audience: config.audience, log: app.log, federated: parties })
@@ -287,7 +289,11 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
     : new FileReloader({
       path: config.providersFile,
       name: 'PROVIDERS_FILE',
-      parse: (text) => parseProvidersText(text, 'PROVIDERS_FILE', config.providersFile),
+      parse: (text) => {
+        const entries = parseProvidersText(text, 'PROVIDERS_FILE', config.providersFile)
+        checkIdpTokenKey(entries, config.idpTokenKey, 'PROVIDERS_FILE')
+        return entries
+      },
       apply: (entries) => { parties.replace(entries) },
       log: app.log,
       counter: metrics.configReloads

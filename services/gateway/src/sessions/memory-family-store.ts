@@ -8,7 +8,7 @@
  * oldest login is dropped, as a Redis with an eviction policy would.
  */
 import type { Clock } from '#shared/clock.js'
-import { clampText, IP_MAX_CHARS, PROVIDER_MAX_CHARS, USER_AGENT_MAX_CHARS, validateLimits, type Family, type FamilyLimits, type FamilyStore, type NewFamily, type RevokedFamily, type RotateResult } from './family-store.js'
+import { clampText, IP_MAX_CHARS, PROVIDER_MAX_CHARS, USER_AGENT_MAX_CHARS, validateLimits, type Family, type FamilyLimits, type FamilyStore, type IdpBinding, type NewFamily, type RevokedFamily, type RotateResult } from './family-store.js'
 import { deriveSuccessor, hashesEqual, mintInitialToken, newNonce, type ParsedRefreshToken } from './refresh-token.js'
 
 export const MEMORY_STORE_MAX_FAMILIES = 100_000
@@ -28,6 +28,7 @@ interface Entry {
   prevHash: string | null
   nonce: string | null
   rotatedAt: number
+  idp: IdpBinding | undefined
 }
 
 export class MemoryFamilyStore implements FamilyStore {
@@ -101,7 +102,7 @@ export class MemoryFamilyStore implements FamilyStore {
       absoluteExpiresAt,
       ...(provider === '' ? {} : { provider })
     })
-    this.#families.set(token.sid, { family, hash: token.hash, prevHash: null, nonce: null, rotatedAt: 0 })
+    this.#families.set(token.sid, { family, hash: token.hash, prevHash: null, nonce: null, rotatedAt: 0, idp: input.idp })
     let sids = this.#byUser.get(input.userId)
     if (sids === undefined) this.#byUser.set(input.userId, sids = new Set())
     sids.add(token.sid)
@@ -131,17 +132,36 @@ export class MemoryFamilyStore implements FamilyStore {
       entry.hash = successor.hash
       entry.nonce = nonce
       entry.rotatedAt = now
-      return { kind: 'rotated', token: successor, family: entry.family }
+      return { kind: 'rotated', token: successor, family: entry.family, ...idpOf(entry) }
     }
     const { graceMs } = this.#limits
     if (graceMs > 0 && entry.prevHash !== null && entry.nonce !== null &&
         hashesEqual(presented.hash, entry.prevHash) && now - entry.rotatedAt <= graceMs) {
       // The rotation this token already caused, handed out again; nothing changes.
-      return { kind: 'grace', token: deriveSuccessor(presented, entry.nonce), family: entry.family }
+      return { kind: 'grace', token: deriveSuccessor(presented, entry.nonce), family: entry.family, ...idpOf(entry) }
     }
     // Replay: the family dies, live successor included, and with it any grace window.
     this.#delete(presented.sid, entry)
     return { kind: 'reuse', sid: presented.sid, userId: entry.family.userId }
+  }
+
+  async undoRotation (successor: ParsedRefreshToken, generation: number): Promise<boolean> {
+    const entry = this.#live(successor.sid, this.#clock.now())
+    // Only if that successor is still current: nothing made after it is lost.
+    if (entry === undefined || entry.prevHash === null || entry.family.generation !== generation || !hashesEqual(successor.hash, entry.hash)) return false
+    entry.hash = entry.prevHash
+    entry.prevHash = null
+    entry.nonce = null
+    entry.rotatedAt = 0
+    entry.family = Object.freeze({ ...entry.family, generation: generation - 1 })
+    return true
+  }
+
+  async bindIdp (sid: string, binding: IdpBinding): Promise<boolean> {
+    const entry = this.#live(sid, this.#clock.now())
+    if (entry === undefined) return false
+    entry.idp = binding
+    return true
   }
 
   async revokeByToken (presented: ParsedRefreshToken, options: { clientId?: string } = {}): Promise<RevokedFamily | null> {
@@ -192,6 +212,10 @@ export class MemoryFamilyStore implements FamilyStore {
   async close (): Promise<void> {
     clearInterval(this.#timer)
   }
+}
+
+function idpOf (entry: Entry): { idp?: IdpBinding } {
+  return entry.idp === undefined ? {} : { idp: entry.idp }
 }
 
 function expired (family: Family, now: number): boolean {

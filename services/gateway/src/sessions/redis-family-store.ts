@@ -17,8 +17,8 @@ import { createHash } from 'node:crypto'
 import { Cluster } from 'ioredis'
 import { systemClock, type Clock } from '#shared/clock.js'
 import { gatewayError } from '../errors.js'
-import { familyFromReply, PUBLIC_FIELD_COUNT, storedHash } from './family-codec.js'
-import { clampText, IP_MAX_CHARS, PROVIDER_MAX_CHARS, USER_AGENT_MAX_CHARS, validateLimits, type Family, type FamilyLimits, type FamilyStore, type NewFamily, type RevokedFamily, type RotateResult } from './family-store.js'
+import { familyFromReply, idpBindingFromReply, PUBLIC_FIELD_COUNT, storedHash } from './family-codec.js'
+import { clampText, IP_MAX_CHARS, PROVIDER_MAX_CHARS, USER_AGENT_MAX_CHARS, validateLimits, type Family, type FamilyLimits, type FamilyStore, type IdpBinding, type NewFamily, type RevokedFamily, type RotateResult } from './family-store.js'
 import { deriveSuccessor, mintInitialToken, newNonce, NONCE_BYTES, type ParsedRefreshToken } from './refresh-token.js'
 import type { RedisClient } from './redis-connection.js'
 import { ReplicaWait } from './replica-wait.js'
@@ -176,7 +176,7 @@ export class RedisFamilyStore implements FamilyStore {
       const familyKey = this.familyKey(token.sid)
       const created = await this.#redis(async () => {
         const reply = await this.#client.lkFamilyCreate(familyKey, ...createScriptArgs({
-          userId: input.userId, clientId: input.clientId, scope: input.scope, tokenHash: rawHash(token), now, idleExpiresAt, absoluteExpiresAt, userAgent, ip, provider
+          userId: input.userId, clientId: input.clientId, scope: input.scope, tokenHash: rawHash(token), now, idleExpiresAt, absoluteExpiresAt, userAgent, ip, provider, idp: input.idp
         }))
         if (reply === 1) await this.#replicated(familyKey)
         return reply
@@ -246,13 +246,16 @@ export class RedisFamilyStore implements FamilyStore {
       switch (text(reply[0])) {
         case 'invalid':
           return { kind: 'invalid' }
-        case 'rotated':
-          return { kind: 'rotated', token: successor, family: familyFromReply(presented.sid, reply, 1) }
+        case 'rotated': {
+          const idp = idpBindingFromReply(reply, 1 + PUBLIC_FIELD_COUNT)
+          return { kind: 'rotated', token: successor, family: familyFromReply(presented.sid, reply, 1), ...(idp === undefined ? {} : { idp }) }
+        }
         case 'grace': {
           const stored = reply[1 + PUBLIC_FIELD_COUNT]
           if (!Buffer.isBuffer(stored) || stored.length !== NONCE_BYTES) throw new TypeError('grace reply without a nonce')
           // The nonce of the rotation this token already caused: the same successor again.
-          return { kind: 'grace', token: deriveSuccessor(presented, stored.toString('base64url')), family: familyFromReply(presented.sid, reply, 1) }
+          const idp = idpBindingFromReply(reply, 2 + PUBLIC_FIELD_COUNT)
+          return { kind: 'grace', token: deriveSuccessor(presented, stored.toString('base64url')), family: familyFromReply(presented.sid, reply, 1), ...(idp === undefined ? {} : { idp }) }
         }
         case 'reuse':
           userId = text(reply[1])
@@ -276,6 +279,25 @@ export class RedisFamilyStore implements FamilyStore {
       // Not undone: the rotation stays on the master and the client's retry inside the
       // grace window gets its successor.
     }
+  }
+
+  async undoRotation (successor: ParsedRefreshToken, generation: number): Promise<boolean> {
+    const key = this.familyKey(successor.sid)
+    return (await this.#redis(async () => {
+      const r = await this.#client.lkFamilyUndo(key, storedHash(rawHash(successor)), generation)
+      if (r === 1) await this.#replicated(key)
+      return r
+    })) === 1
+  }
+
+  async bindIdp (sid: string, binding: IdpBinding): Promise<boolean> {
+    if (!SID.test(sid)) return false
+    const key = this.familyKey(sid)
+    return (await this.#redis(async () => {
+      const r = await this.#client.lkFamilyBindIdp(key, binding.sealed, binding.checkedAt, this.#now())
+      if (r === 1) await this.#replicated(key)
+      return r
+    })) === 1
   }
 
   async revokeByToken (presented: ParsedRefreshToken, options: { clientId?: string } = {}): Promise<RevokedFamily | null> {

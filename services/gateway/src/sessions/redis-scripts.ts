@@ -17,7 +17,7 @@
  * tests move time by hand (ManualClock); the gateway passes '' (see redis-family-store.ts).
  */
 import type { Cluster, Redis, Result } from 'ioredis'
-import { LUA_FAMILY_PRELUDE, LUA_PUBLIC_FIELDS, storedHash, type ReplyValue } from './family-codec.js'
+import { LUA_FAMILY_PRELUDE, LUA_IDP_FIELDS, LUA_PUBLIC_FIELDS, storedHash, type ReplyValue } from './family-codec.js'
 import { clampText, IP_MAX_CHARS, PROVIDER_MAX_CHARS, USER_AGENT_MAX_CHARS, type FamilyLimits } from './family-store.js'
 import { encodeUserAgent } from './user-agent-codec.js'
 
@@ -34,15 +34,16 @@ const PUBLIC_FIELDS = LUA_PUBLIC_FIELDS
 
 /**
  * create — KEYS[1] family; ARGV: user, client, scope, token hash, now (ms: Redis' time as
- * the index script answered it), idle expiry, absolute expiry, user agent, ip, provider.
- * Returns 1, or 0 if the key already exists.
+ * the index script answered it), idle expiry, absolute expiry, user agent, ip, provider,
+ * sealed IdP refresh token ('' unbound), its check time (ms). Returns 1, or 0 if the key
+ * already exists.
  */
 const CREATE = `${PRELUDE}
 local now = tonumber(ARGV[5])
 local ix, ax = tonumber(ARGV[6]), tonumber(ARGV[7])
 -- No previous hash, nonce or rotation yet: empty strings and 0 keep the array dense
 -- (a nil would end a Lua array early and cmsgpack would pack a map).
-local f = {0, ARGV[1], ARGV[2], ARGV[3], ARGV[4], '', '', 0, 0, now, now, ix, ax, ARGV[8], ARGV[9], ARGV[10]}
+local f = {0, ARGV[1], ARGV[2], ARGV[3], ARGV[4], '', '', 0, 0, now, now, ix, ax, ARGV[8], ARGV[9], ARGV[10], ARGV[11] or '', tonumber(ARGV[12] or '0')}
 -- NX: a family id is 128 random bits, so a clash is a bug; never overwrite a live family.
 -- PX: the key dies with the family (idle expiry is never after absolute expiry).
 local ok = redis.call('SET', KEYS[1], pack_family(f), 'PX', ix - now, 'NX')
@@ -56,8 +57,8 @@ return 1
  * grace ms, ip, user agent, '1' to require a client, client id. The successor was derived by the gateway from the presented
  * token and this nonce; it is stored only if this call rotates.
  *
- * Replies: {'invalid'} | {'rotated', ...public} | {'grace', ...public, stored nonce} |
- * {'reuse', user}.
+ * Replies: {'invalid'} | {'rotated', ...public, ...idp} | {'grace', ...public, stored nonce, ...idp} |
+ * {'reuse', user}. `idp` is LUA_IDP_FIELDS (the sealed IdP token and its check time).
  */
 const ROTATE = `${PRELUDE}
 local blob = redis.call('GET', KEYS[1])
@@ -90,6 +91,7 @@ if presented(f[F_HASH]) then
   redis.call('SET', KEYS[1], pack_family(f), 'PX', f[F_IDLE_EXP] - now)
   local reply = ${PUBLIC_FIELDS}
   table.insert(reply, 1, 'rotated')
+  for _, v in ipairs(${LUA_IDP_FIELDS}) do table.insert(reply, v) end
   return reply
 end
 local grace = tonumber(ARGV[6])
@@ -100,6 +102,7 @@ if grace > 0 and presented(f[F_PREV]) and now - f[F_ROTATED] <= grace then
   local reply = ${PUBLIC_FIELDS}
   table.insert(reply, 1, 'grace')
   table.insert(reply, f[F_NONCE])
+  for _, v in ipairs(${LUA_IDP_FIELDS}) do table.insert(reply, v) end
   return reply
 end
 -- Any other token of this family (the predecessor after grace, an older generation):
@@ -187,13 +190,31 @@ redis.call('SET', KEYS[1], pack_family(f), 'KEEPTTL')
 return 1
 `
 
+/**
+ * bindIdp — KEYS[1] family; ARGV: sealed IdP refresh token, check time (ms), now ('' = TIME).
+ * Replaces a live family's IdP binding; its TTL and everything else stay. Returns 1, or 0
+ * when the family is gone (revoked or expired meanwhile: nothing to bind).
+ */
+const BIND_IDP = `${PRELUDE}
+local blob = redis.call('GET', KEYS[1])
+if not blob then return 0 end
+local f = load_family(blob)
+local now = now_ms(ARGV[3])
+if now >= f[F_IDLE_EXP] or now >= f[F_ABS_EXP] then return 0 end
+f[F_IDP_TOKEN] = ARGV[1]
+f[F_IDP_CHECKED] = tonumber(ARGV[2])
+redis.call('SET', KEYS[1], pack_family(f), 'KEEPTTL')
+return 1
+`
+
 export const FAMILY_SCRIPTS = {
   lkFamilyCreate: { numberOfKeys: 1, lua: CREATE },
   lkFamilyRotate: { numberOfKeys: 1, lua: ROTATE },
   lkFamilyRevoke: { numberOfKeys: 1, lua: REVOKE },
   lkFamilyRead: { numberOfKeys: 1, lua: READ },
   lkIndexAdd: { numberOfKeys: 1, lua: INDEX_ADD },
-  lkFamilyUndo: { numberOfKeys: 1, lua: UNDO }
+  lkFamilyUndo: { numberOfKeys: 1, lua: UNDO },
+  lkFamilyBindIdp: { numberOfKeys: 1, lua: BIND_IDP }
 } as const
 
 export type FamilyScriptName = keyof typeof FAMILY_SCRIPTS
@@ -212,6 +233,7 @@ export interface FamilyScriptCommands {
   lkFamilyRead (key: string, ...args: Arg[]): Result<PublicFieldsReply | null, { type: 'default' }>
   lkIndexAdd (key: string, ...args: Arg[]): Result<number, { type: 'default' }>
   lkFamilyUndo (key: string, ...args: Arg[]): Result<number, { type: 'default' }>
+  lkFamilyBindIdp (key: string, ...args: Arg[]): Result<number, { type: 'default' }>
 }
 
 /** Register the scripts on `client` (idempotent) and return it with their methods typed. */
@@ -238,13 +260,16 @@ export interface FamilyRecord {
   readonly userAgent: string
   readonly ip: string
   readonly provider?: string
+  /** The IdP binding: sealed token and check time (absent: unbound). */
+  readonly idp?: { readonly sealed: string, readonly checkedAt: number }
 }
 
 /** ARGV of the create script. Exported so that the bench writes sessions in exactly the store's format. */
 export function createScriptArgs (r: FamilyRecord): ScriptArg[] {
   return [
     r.userId, r.clientId, r.scope, storedHash(r.tokenHash), r.now, r.idleExpiresAt, r.absoluteExpiresAt,
-    encodeUserAgent(clampText(r.userAgent, USER_AGENT_MAX_CHARS)), clampText(r.ip, IP_MAX_CHARS), clampText(r.provider ?? '', PROVIDER_MAX_CHARS)
+    encodeUserAgent(clampText(r.userAgent, USER_AGENT_MAX_CHARS)), clampText(r.ip, IP_MAX_CHARS), clampText(r.provider ?? '', PROVIDER_MAX_CHARS),
+    r.idp?.sealed ?? '', r.idp?.checkedAt ?? 0
   ]
 }
 

@@ -157,11 +157,13 @@ async function oidcRoutes (app: FastifyInstance, opts: OidcRoutesOptions): Promi
       throw gatewayError('GW_OIDC_DENIED')
     }
     const { user } = mapped
+    const idp = parties.bindingFor(party, user.userId, signedIn.idpRefreshToken)
     const { refreshToken, family } = await sessions.createFederated(req, {
       userId: user.userId,
       scope: user.scope,
       provider: party.entry.id,
-      seen: { ip: req.ip, userAgent: (req.headers['user-agent'] ?? '').slice(0, USER_AGENT_MAX_CHARS) }
+      seen: { ip: req.ip, userAgent: (req.headers['user-agent'] ?? '').slice(0, USER_AGENT_MAX_CHARS) },
+      ...(idp === undefined ? {} : { idp })
     })
     await links.add(party.entry.id, { sub: signedIn.sub, ...(signedIn.idpSid === undefined ? {} : { idpSid: signedIn.idpSid }) },
       { userId: user.userId, sid: family.sid }, config.sessionMaxTtlS * 1000)
