@@ -34,6 +34,7 @@ import oidcRoutes from './identity/oidc/routes.js'
 import { ProviderRegistry } from './identity/oidc/provider-registry.js'
 import { parseProvidersText } from './identity/oidc/providers-file.js'
 import { checkIdpTokenKey, IdpTokenSeal } from './identity/oidc/idp-token-seal.js'
+import { NativeSignIn } from './identity/oidc/native-sign-in.js'
 import { MemorySignInStateStore, RedisSignInStateStore } from './identity/oidc/sign-in-state.js'
 import { MemoryFederatedLinks, RedisFederatedLinks } from './identity/oidc/federated-links.js'
 import type { SigningKeys } from './keys/signing-keys.js'
@@ -271,7 +272,10 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   const throttle = createClientAuthThrottle(config.clientAuthLimits, attempts, events, clock)
   const clientAuth = new ClientAuthenticator({ clients, issuer: config.issuer, assertions, throttle })
   const exchange = new TokenExchange({ keys, issuer: config.issuer, accessTokens: issuer, revoked, clock })
-  await app.register(oauthRoutes, { config, sessions, users, clients, issuer, events, limiter, clientAuth, exchange, keys, revoked, clock })
+  const signInState = redis === undefined ? new MemorySignInStateStore(clock) : new RedisSignInStateStore(redis)
+  const links = redis === undefined ? new MemoryFederatedLinks(clock) : new RedisFederatedLinks(redis)
+  const native = new NativeSignIn({ clients, state: signInState, sessions, links, issuer: config.issuer, linkTtlMs: config.sessionMaxTtlS * 1000 })
+  await app.register(oauthRoutes, { config, sessions, users, clients, issuer, events, limiter, clientAuth, exchange, native, keys, revoked, clock })
   await app.register(adminRoutes, { config, sessions, users, verifier })
   await app.register(proxyPlugin, {
     routes,
@@ -305,14 +309,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
     parties.replace(providersReloader === undefined ? config.providers : await providersReloader.load())
   })
   app.addHook('onClose', async () => { providersReloader?.close() })
-  await app.register(oidcRoutes, {
-    config,
-    parties,
-    sessions,
-    state: redis === undefined ? new MemorySignInStateStore(clock) : new RedisSignInStateStore(redis),
-    links: redis === undefined ? new MemoryFederatedLinks(clock) : new RedisFederatedLinks(redis),
-    clock
-  })
+  await app.register(oidcRoutes, { config, parties, sessions, state: signInState, links, native, clock })
   if (config.demoPage) await app.register(demoPagePlugin)
 
   app.addHook('onClose', async () => { await familyStore.close() })

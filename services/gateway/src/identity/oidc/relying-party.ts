@@ -19,6 +19,7 @@ import { classifyJoseError } from '#shared/jose-errors.js'
 import { RemoteJwks } from '#shared/remote-jwks.js'
 import { gatewayError } from '../../errors.js'
 import { issuerAllowsHttp, type ProviderEntry } from './providers-file.js'
+import type { AuthorizeRequest } from './native-sign-in.js'
 
 /** After a failed discovery, how long sign-ins answer 503 before the next attempt. */
 export const DISCOVERY_RETRY_MS = 5_000
@@ -34,6 +35,8 @@ export interface PendingSignIn {
   readonly codeVerifier: string
   readonly nonce: string
   readonly returnTo: string
+  /** A native app's authorization request (native-sign-in.ts): the callback answers it with a code. */
+  readonly authorize?: AuthorizeRequest
 }
 
 export interface SignedInClaims {

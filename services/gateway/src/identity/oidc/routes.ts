@@ -5,6 +5,8 @@
  *   GET  /auth/oidc/:provider/callback             → an ordinary family + `lk_refresh`, 303 to return_to
  *   POST /auth/oidc/:provider/backchannel-logout   → the IdP's logout token revokes the families it names
  *   GET  /auth/oidc/providers                      → ids, labels and start paths (the demo page's buttons)
+ *   GET  /oauth/authorize                          → a native app's sign-in (native-sign-in.ts): the same
+ *                                                    start, and a callback that answers the app with a code
  *
  * The pending request (PKCE verifier, nonce, return_to) is kept server-side under its
  * `state`, taken once; the browser holds the `state` in the `lk_oidc` cookie, so a callback
@@ -20,6 +22,7 @@ import cookie from '@fastify/cookie'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { timingSafeEqual } from 'node:crypto'
 import type { Clock } from '#shared/clock.js'
+import { isLatchkeyError } from '#shared/errors.js'
 import type { GatewayConfig } from '../../config.js'
 import { gatewayError } from '../../errors.js'
 import type { SessionService } from '../../sessions/service.js'
@@ -27,11 +30,12 @@ import { USER_AGENT_MAX_CHARS } from '../../auth/routes.js'
 import { setRefreshCookie } from '../../auth/cookie.js'
 import { familyRemainingS, noStore } from '../../auth/token-response.js'
 import { parseForm } from '../../oauth/form-body.js'
-import { mapClaims } from './claim-mapping.js'
+import { mapClaims, type MappedUser } from './claim-mapping.js'
 import type { FederatedLinks } from './federated-links.js'
 import type { ProviderRegistry } from './provider-registry.js'
-import type { PendingSignIn, RelyingParty } from './relying-party.js'
+import type { PendingSignIn, RelyingParty, SignedInClaims } from './relying-party.js'
 import type { SignInStateStore } from './sign-in-state.js'
+import { AuthorizeRefusal, redirectWith, type AuthorizeRequest, type NativeSignIn } from './native-sign-in.js'
 
 export const SIGN_IN_COOKIE = 'lk_oidc'
 export const SIGN_IN_COOKIE_PATH = '/auth/oidc/'
@@ -48,6 +52,7 @@ export interface OidcRoutesOptions {
   readonly sessions: SessionService
   readonly state: SignInStateStore
   readonly links: FederatedLinks
+  readonly native: NativeSignIn
   readonly clock: Clock
 }
 
@@ -94,7 +99,7 @@ function sameString (a: string, b: string): boolean {
 }
 
 async function oidcRoutes (app: FastifyInstance, opts: OidcRoutesOptions): Promise<void> {
-  const { config, parties, sessions, state: stateStore, links, clock } = opts
+  const { config, parties, sessions, state: stateStore, links, native, clock } = opts
   const secure = config.cookieSecure
   await app.register(cookie)
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: LOGOUT_BODY_LIMIT_BYTES }, (_req, body, done) => {
@@ -124,11 +129,36 @@ async function oidcRoutes (app: FastifyInstance, opts: OidcRoutesOptions): Promi
     const party = partyOf(req)
     const returnTo = resolveReturnTo((req.query as { return_to?: string }).return_to, config.origin, config.corsOrigins)
     if (returnTo === undefined) throw gatewayError('GW_OIDC_BAD_RETURN_TO')
+    return await startAt(party, reply, returnTo)
+  })
+
+  /** Send the browser to the IdP, the pending request kept under its `state` (browser and native flows). */
+  async function startAt (party: RelyingParty, reply: FastifyReply, returnTo: string, authorize?: AuthorizeRequest): Promise<FastifyReply> {
     const { url, state, pending } = await party.start(returnTo)
-    await stateStore.put(`flow:${state}`, JSON.stringify(pending), SIGN_IN_TTL_S * 1000)
+    await stateStore.put(`flow:${state}`, JSON.stringify(authorize === undefined ? pending : { ...pending, authorize }), SIGN_IN_TTL_S * 1000)
     reply.setCookie(SIGN_IN_COOKIE, state, { httpOnly: true, secure, sameSite: 'lax', path: SIGN_IN_COOKIE_PATH, maxAge: SIGN_IN_TTL_S })
     reply.header('Cache-Control', 'no-store')
     return reply.redirect(url.href, 302)
+  }
+
+  // RFC 8252 §4.1: the app opens this in the system browser; `provider` picks the IdP (optional with one).
+  app.get('/oauth/authorize', { logSerializers }, async (req, reply) => {
+    noStore(reply)
+    const query = new URLSearchParams(req.url.slice(req.url.indexOf('?') + 1 || req.url.length))
+    let request: AuthorizeRequest
+    try {
+      request = native.check(query)
+    } catch (err) {
+      if (!(err instanceof AuthorizeRefusal)) throw err
+      return reply.redirect(redirectWith(err.request.redirectUri, config.issuer, { error: err.error, error_description: err.description, state: err.request.state }), 303)
+    }
+    const named = query.get('provider') ?? undefined
+    const all = parties.list()
+    const party = named === undefined ? (all.length === 1 ? all[0] : undefined) : parties.get(named)
+    if (party === undefined) {
+      return reply.redirect(redirectWith(request.redirectUri, config.issuer, { error: 'invalid_request', error_description: 'Name a configured identity provider with provider=<id>.', state: request.state }), 303)
+    }
+    return await startAt(party, reply, `${config.origin}/`, request)
   })
 
   app.get('/auth/oidc/:provider/callback', { logSerializers, schema: { params: providerParams } }, async (req, reply) => {
@@ -144,19 +174,17 @@ async function oidcRoutes (app: FastifyInstance, opts: OidcRoutesOptions): Promi
     if (stored === null) throw gatewayError('GW_OIDC_STATE')
     const pending = JSON.parse(stored) as PendingSignIn
     if (pending.provider !== party.entry.id) throw gatewayError('GW_OIDC_STATE')
-    // RFC 6749 §4.1.2.1: the IdP's own refusal. Its code is a short ASCII token; shown, not trusted.
-    const idpError = query.get('error')
-    if (idpError !== null) {
-      const code = /^[\x20-\x21\x23-\x5b\x5d-\x7e]{1,64}$/.test(idpError) ? idpError : 'error'
-      throw gatewayError('GW_OIDC_IDP_ERROR', { description: `The identity provider did not sign you in (${code}).` })
+    if (pending.authorize !== undefined) {
+      const request = pending.authorize
+      try {
+        return reply.redirect(await answerApp(req, party, query, state, pending, request), 303)
+      } catch (err) {
+        // The person (or the IdP, or the mapping) said no: the app hears access_denied (RFC 6749 §4.1.2.1).
+        if (!isLatchkeyError(err) || (err.code !== 'GW_OIDC_DENIED' && err.code !== 'GW_OIDC_IDP_ERROR')) throw err
+        return reply.redirect(redirectWith(request.redirectUri, config.issuer, { error: 'access_denied', state: request.state }), 303)
+      }
     }
-    const signedIn = await party.finish(query, state, pending)
-    const mapped = mapClaims(party.entry, signedIn.claims)
-    if (!mapped.ok) {
-      req.log.info({ event: 'oidc_sign_in_refused', provider: party.entry.id, reason: mapped.reason }, 'upstream sign-in refused by the provider mapping')
-      throw gatewayError('GW_OIDC_DENIED')
-    }
-    const { user } = mapped
+    const { user, signedIn } = await signInAt(req, party, query, state, pending)
     const idp = parties.bindingFor(party, user.userId, signedIn.idpRefreshToken)
     const { refreshToken, family } = await sessions.createFederated(req, {
       userId: user.userId,
@@ -170,6 +198,36 @@ async function oidcRoutes (app: FastifyInstance, opts: OidcRoutesOptions): Promi
     setRefreshCookie(reply, refreshToken, familyRemainingS(family, clock), secure)
     return reply.redirect(pending.returnTo, 303)
   })
+
+  /** The IdP's answer checked and mapped to a latchkey user (both flows); throws on any refusal. */
+  async function signInAt (req: FastifyRequest, party: RelyingParty, query: URLSearchParams, state: string, pending: PendingSignIn): Promise<{ user: MappedUser, signedIn: SignedInClaims }> {
+    // RFC 6749 §4.1.2.1: the IdP's own refusal. Its code is a short ASCII token; shown, not trusted.
+    const idpError = query.get('error')
+    if (idpError !== null) {
+      const code = /^[\x20-\x21\x23-\x5b\x5d-\x7e]{1,64}$/.test(idpError) ? idpError : 'error'
+      throw gatewayError('GW_OIDC_IDP_ERROR', { description: `The identity provider did not sign you in (${code}).` })
+    }
+    const signedIn = await party.finish(query, state, pending)
+    const mapped = mapClaims(party.entry, signedIn.claims)
+    if (!mapped.ok) {
+      req.log.info({ event: 'oidc_sign_in_refused', provider: party.entry.id, reason: mapped.reason }, 'upstream sign-in refused by the provider mapping')
+      throw gatewayError('GW_OIDC_DENIED')
+    }
+    return { user: mapped.user, signedIn }
+  }
+
+  /** A native app's sign-in came back: a one-time code for the app (native-sign-in.ts), no cookie. */
+  async function answerApp (req: FastifyRequest, party: RelyingParty, query: URLSearchParams, state: string, pending: PendingSignIn, request: AuthorizeRequest): Promise<string> {
+    const { user, signedIn } = await signInAt(req, party, query, state, pending)
+    const idp = parties.bindingFor(party, user.userId, signedIn.idpRefreshToken)
+    return await native.issue(request, {
+      userId: user.userId,
+      userScope: user.scope,
+      provider: party.entry.id,
+      subject: { sub: signedIn.sub, ...(signedIn.idpSid === undefined ? {} : { idpSid: signedIn.idpSid }) },
+      ...(idp === undefined ? {} : { idp })
+    })
+  }
 
   app.post('/auth/oidc/:provider/backchannel-logout', { schema: { params: providerParams } }, async (req, reply) => {
     const party = partyOf(req)
