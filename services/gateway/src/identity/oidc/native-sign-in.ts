@@ -13,7 +13,8 @@
  * after it was redeemed revokes the family it started (RFC 6749 §4.1.2: "SHOULD revoke
  * … all tokens previously issued based on that authorization code"; RFC 9700 §4.5).
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
+import { sameString } from '#shared/same-string.js'
 import type { FastifyRequest } from 'fastify'
 import { gatewayError } from '../../errors.js'
 import type { Client, ClientDirectory } from '../clients-file.js'
@@ -75,12 +76,6 @@ export class AuthorizeRefusal extends Error {
 
 function sha256base64url (text: string): string {
   return createHash('sha256').update(text, 'ascii').digest('base64url')
-}
-
-function sameString (a: string, b: string): boolean {
-  const x = Buffer.from(a)
-  const y = Buffer.from(b)
-  return x.length === y.length && timingSafeEqual(x, y)
 }
 
 export class NativeSignIn {

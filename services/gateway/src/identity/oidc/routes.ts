@@ -20,9 +20,9 @@
 import fp from 'fastify-plugin'
 import cookie from '@fastify/cookie'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { timingSafeEqual } from 'node:crypto'
 import type { Clock } from '#shared/clock.js'
 import { isLatchkeyError } from '#shared/errors.js'
+import { sameString } from '#shared/same-string.js'
 import type { GatewayConfig } from '../../config.js'
 import { gatewayError } from '../../errors.js'
 import type { SessionService } from '../../sessions/service.js'
@@ -90,12 +90,6 @@ const logSerializers = {
       remotePort: req.socket?.remotePort
     }
   }
-}
-
-function sameString (a: string, b: string): boolean {
-  const x = Buffer.from(a)
-  const y = Buffer.from(b)
-  return x.length === y.length && timingSafeEqual(x, y)
 }
 
 async function oidcRoutes (app: FastifyInstance, opts: OidcRoutesOptions): Promise<void> {

@@ -106,6 +106,16 @@ async function redeem (form: Record<string, string>): Promise<{ status: number, 
   return { status: res.status, body: await res.json() as Record<string, unknown> }
 }
 
+/** The RFC 6749 §5.2 error of a refresh the app attempts ('' if it succeeds). */
+async function refreshError (refreshToken: string): Promise<string> {
+  try {
+    await client.refreshTokenGrant(app, refreshToken)
+    return ''
+  } catch (err) {
+    return (err as { error?: string }).error ?? String(err)
+  }
+}
+
 async function proxied (token: string): Promise<number> {
   return (await fetch(`${gw}/api/notes`, { headers: { authorization: `Bearer ${token}` } })).status
 }
@@ -128,8 +138,8 @@ t.test('code → tokens → the proxy accepts → refresh rotates → the replay
   t.not(refreshed.refresh_token, first, 'rotated')
   t.equal(await proxied(refreshed.access_token), 200)
 
-  await t.rejects(client.refreshTokenGrant(app, first), { error: 'invalid_grant' }, 'the replayed predecessor is refused')
-  await t.rejects(client.refreshTokenGrant(app, refreshed.refresh_token as string), { error: 'invalid_grant' }, 'and the whole family is dead')
+  t.equal(await refreshError(first), 'invalid_grant', 'the replayed predecessor is refused')
+  t.equal(await refreshError(refreshed.refresh_token as string), 'invalid_grant', 'and the whole family is dead')
   t.equal(await proxied(refreshed.access_token), 401, 'its access token too, at the proxy')
 
   const logs = gateway.rawLogs.join('\n')
@@ -155,7 +165,7 @@ t.test('a code presented twice: refused, and the family it started is revoked', 
   const again = await redeem({ code, code_verifier: started.verifier })
   t.equal(again.body.error, 'invalid_grant')
   t.equal(await proxied(first.body.access_token as string), 401, 'the access token from the first redemption is dead')
-  await t.rejects(client.refreshTokenGrant(app, first.body.refresh_token as string), { error: 'invalid_grant' }, 'and its refresh token')
+  t.equal(await refreshError(first.body.refresh_token as string), 'invalid_grant', 'and its refresh token')
   t.ok(gateway.logs.some(l => l.event === 'session_revoked' && l.reason === 'code_replay'))
 })
 
@@ -174,7 +184,8 @@ async function authorize (t: Test, params: Record<string, string>): Promise<Resp
 
 t.test('no PKCE, or plain: refused back at the app, no sign-in', async (t) => {
   const base = { response_type: 'code', client_id: APP, redirect_uri: redirectUri, state: 's1', scope: 'notes:read' }
-  for (const extra of [{}, { code_challenge: 'a'.repeat(43), code_challenge_method: 'plain' }, { code_challenge: 'a'.repeat(43) }]) {
+  const extras: Array<Record<string, string>> = [{}, { code_challenge: 'a'.repeat(43), code_challenge_method: 'plain' }, { code_challenge: 'a'.repeat(43) }]
+  for (const extra of extras) {
     const res = await authorize(t, { ...base, ...extra })
     const to = new URL(res.headers.get('location') as string)
     t.equal(`${to.origin}${to.pathname}`, redirectUri, 'to the app')
