@@ -122,6 +122,8 @@ export interface NewClient {
   /** Default: ['client_credentials']. */
   readonly grants?: readonly string[]
   readonly exchangeAudiences?: readonly string[]
+  /** For authorization_code: where codes may be sent. */
+  readonly redirectUris?: readonly string[]
 }
 
 export interface AddedClient {
@@ -344,6 +346,14 @@ export async function addClient (path: string, input: NewClient): Promise<AddedC
 }
 
 /**
+ * Register a public client in `path` (a native app: no secret, authorization code + PKCE;
+ * grants default to authorization_code and refresh_token).
+ */
+export async function addPublicClient (path: string, input: NewClient): Promise<Client> {
+  return await insertClient(path, { ...input, grants: input.grants ?? PUBLIC_CLIENT_GRANTS }, { public: true })
+}
+
+/**
  * Register a client in `path` that proves itself with keys (`private_key_jwt`) or an
  * external issuer's token (workload identity): no secret exists for it at all.
  */
@@ -355,7 +365,7 @@ export async function addKeyClient (path: string, input: NewClient & { readonly 
   return await insertClient(path, input, fields)
 }
 
-async function insertClient (path: string, input: NewClient, credentials: KeyFields & { secret?: string }): Promise<Client> {
+async function insertClient (path: string, input: NewClient, credentials: KeyFields & { secret?: string, public?: true }): Promise<Client> {
   if (typeof input.id !== 'string' || !ID_FORMAT.test(input.id)) throw new ConfigError('id', 'expected 1..64 of A-Z a-z 0-9 . _ ~ -')
   const scope = typeof input.scope === 'string' ? parseScope(input.scope) : null
   if (scope === null) throw new ConfigError('scope', 'expected space-separated RFC 6749 scope tokens (printable ASCII, no " or \\)')
@@ -375,8 +385,14 @@ async function insertClient (path: string, input: NewClient, credentials: KeyFie
   const clients = data === undefined ? [] : parseClients(path, data)
   if (clients.some(c => c.id === input.id)) throw new ConfigError(VARIABLE, `${path}: a client with id "${input.id}" already exists`)
   const { secret, ...keyFields } = credentials
-  const client: Client = { id: input.id, scope, audiences, grants, ...keyFields, ...exchange }
-  await writeFileAtomic(path, serialise([...clients, { ...client, ...(secret === undefined ? {} : { secret }) }]), VARIABLE)
+  const client: Client = {
+    id: input.id, scope, audiences, grants, ...keyFields, ...exchange, ...(input.redirectUris === undefined ? {} : { redirectUris: [...new Set(input.redirectUris)] })
+  }
+  const text = serialise([...clients, { ...client, ...(secret === undefined ? {} : { secret }) }])
+  // The file's own validation, so the CLI never writes what the gateway would refuse
+  // (redirect URIs, what a public client may use, authorization_code without a redirect).
+  parseClients(path, JSON.parse(text))
+  await writeFileAtomic(path, text, VARIABLE)
   return client
 }
 
