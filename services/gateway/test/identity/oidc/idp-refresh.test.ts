@@ -5,7 +5,8 @@
  * it, the IdP is asked and its rotated token kept; once the IdP disables the account the
  * next refresh is refused, the family revoked and its access token dead at the proxy; an
  * unreachable IdP answers 503 and the family survives; a provider without `idp_refresh`
- * is not affected. Time is the gateway's ManualClock: no test waits for an interval.
+ * is not affected. Time is the gateway's ManualClock: no test waits for an interval. The
+ * families live in Redis (the store's scripts carry the binding and take the rotation back).
  */
 import t from 'tap'
 import { createServer } from 'node:http'
@@ -13,7 +14,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { freePort } from '../../../../../test/helpers/redis.js'
+import { freePort, redisForTest } from '../../../../../test/helpers/redis.js'
 import { buildTestGateway, manualClock } from '../../helpers/gateway.js'
 import { BrowserJar, startTestIdp } from './test-idp.js'
 
@@ -49,8 +50,12 @@ const entry = (id: string, client: { clientId: string, clientSecret: string }): 
   allow: [{ group: 'eng', scopes: ['notes:read'] }]
 })
 const clock = manualClock()
+// The Redis store (the native-app test runs the memory one): rotate, bind and undo as scripts.
+const redis = await redisForTest(t)
 const gateway = await buildTestGateway(t, {
   ISSUER: gw,
+  REDIS_URL: redis.url,
+  REDIS_KEY_PREFIX: redis.prefix,
   COOKIE_SECURE: 'false',
   ROUTES_FILE: routesFile,
   IDP_TOKEN_KEY: randomBytes(32).toString('base64url'),
