@@ -274,7 +274,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   const exchange = new TokenExchange({ keys, issuer: config.issuer, accessTokens: issuer, revoked, clock })
   const signInState = redis === undefined ? new MemorySignInStateStore(clock) : new RedisSignInStateStore(redis)
   const links = redis === undefined ? new MemoryFederatedLinks(clock) : new RedisFederatedLinks(redis)
-  const native = new NativeSignIn({ clients, state: signInState, sessions, links, issuer: config.issuer, linkTtlMs: config.sessionMaxTtlS * 1000 })
+  const native = new NativeSignIn({ clients, users, state: signInState, sessions, links, issuer: config.issuer, linkTtlMs: config.sessionMaxTtlS * 1000 })
   await app.register(oauthRoutes, { config, sessions, users, clients, issuer, events, limiter, clientAuth, exchange, native, keys, revoked, clock })
   await app.register(adminRoutes, { config, sessions, users, verifier })
   await app.register(proxyPlugin, {
@@ -309,7 +309,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
     parties.replace(providersReloader === undefined ? config.providers : await providersReloader.load())
   })
   app.addHook('onClose', async () => { providersReloader?.close() })
-  await app.register(oidcRoutes, { config, parties, sessions, state: signInState, links, native, clock })
+  await app.register(oidcRoutes, { config, parties, sessions, state: signInState, links, native, password: { users, limiter, events }, clock })
   if (config.demoPage) await app.register(demoPagePlugin)
 
   app.addHook('onClose', async () => { await familyStore.close() })

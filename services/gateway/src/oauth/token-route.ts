@@ -16,6 +16,7 @@ import type { GatewayEvents } from '../ops/events.js'
 import { BROWSER_CLIENT_ID, type SessionService } from '../sessions/service.js'
 import type { LoginLimiter } from '../auth/login-limiter.js'
 import { noStore, type TokenBody } from '../auth/token-response.js'
+import { checkPassword } from '../auth/password-check.js'
 import { type ClientAuthenticator, invalidClient } from './client-auth.js'
 import { param, requireParam, type FormParams } from './form-body.js'
 import { narrowScope, pickAudience } from './token-scope.js'
@@ -82,13 +83,8 @@ export function registerTokenRoute (app: FastifyInstance, opts: TokenRouteOption
     pickAudience(form, [config.audience])
     const username = requireParam(form, 'username')
     const password = requireParam(form, 'password')
-    await limiter.check(req, username)
-    const user = await users.authenticate(username, password)
-    if (user === null) {
-      events.loginFailed(req, username)
-      throw gatewayError('GW_OAUTH_INVALID_CREDENTIALS')
-    }
-    await limiter.succeeded(req, username)
+    const user = await checkPassword({ users, limiter, events }, req, username, password)
+    if (user === null) throw gatewayError('GW_OAUTH_INVALID_CREDENTIALS')
     const userScopes = user.scope.split(' ').filter(Boolean)
     const allowed = client.scope.length === 0 ? userScopes : userScopes.filter(s => client.scope.includes(s))
     const scope = narrowScope(param(form, 'scope'), allowed)

@@ -212,8 +212,8 @@ export class SessionService extends SessionRevocations {
     this.#audience = options.audience
   }
 
-  /** Start a family for a user who has just proved who they are (login, password grant). */
-  async create (caller: Caller, input: { user: User, clientId: string, scope: string, seen: Seen, grant: 'login' | 'password' }): Promise<IssuedSession> {
+  /** Start a family for a user who has just proved who they are (login, password grant, the password page's code). */
+  async create (caller: Caller, input: { user: User, clientId: string, scope: string, seen: Seen, grant: 'login' | 'password' | 'authorization_code' }): Promise<IssuedSession> {
     const { token, family } = await this.store.create({
       userId: input.user.id, clientId: input.clientId, scope: input.scope, userAgent: input.seen.userAgent ?? '', ip: input.seen.ip
     })

@@ -3,7 +3,8 @@
  * public client sends the person's browser to `GET /oauth/authorize` (authorization code
  * + PKCE S256), latchkey hands the sign-in to an upstream identity provider (the same
  * relying party, state and claim mapping as the browser flow, routes.ts), and the callback
- * redirects back to the app's registered redirect URI with a one-time code. The app
+ * redirects back to the app's registered redirect URI with a one-time code (or, for a
+ * person in USERS_FILE, the gateway's own password page does: password-page.ts). The app
  * redeems the code at `/oauth/token` (`grant_type=authorization_code`) with its
  * `code_verifier` and gets a latchkey access token and a refresh token: an ordinary
  * family of that client (rotation, reuse detection, edge revocation, the IdP binding).
@@ -21,7 +22,7 @@ import type { Client, ClientDirectory } from '../clients-file.js'
 import { redirectUriMatches } from '../clients-file.js'
 import { formatScope, parseScope } from '../scope.js'
 import type { IdpBinding } from '../../sessions/family-store.js'
-import type { SessionService } from '../../sessions/service.js'
+import type { IssuedSession, SessionService, SessionUsers } from '../../sessions/service.js'
 import type { TokenBody } from '../../auth/token-response.js'
 import { invalidClient } from '../../oauth/client-auth.js'
 import { param, type FormParams } from '../../oauth/form-body.js'
@@ -49,15 +50,13 @@ export interface AuthorizeRequest {
   readonly state: string | undefined
 }
 
+/** Who signed in: through a provider (federated), or with a password (a USERS_FILE user). */
+export type SignedInPerson =
+  | { readonly userId: string, readonly userScope: string, readonly provider: string, readonly subject: FederatedSubject, readonly idp?: IdpBinding }
+  | { readonly userId: string, readonly userScope: string, readonly provider?: undefined }
+
 /** What a code stands for until it is redeemed. */
-interface CodeGrant {
-  readonly request: AuthorizeRequest
-  readonly userId: string
-  readonly scope: string
-  readonly provider: string
-  readonly subject: FederatedSubject
-  readonly idp?: IdpBinding
-}
+type CodeGrant = { readonly request: AuthorizeRequest, readonly scope: string } & SignedInPerson
 
 /** The app's redirect URI with the answer's parameters (and RFC 9207 `iss`). */
 export function redirectWith (redirectUri: string, issuer: string, params: Readonly<Record<string, string | undefined>>): string {
@@ -85,9 +84,11 @@ export class NativeSignIn {
   readonly #links: FederatedLinks
   readonly #issuer: string
   readonly #linkTtlMs: number
+  readonly #users: SessionUsers
 
-  constructor (options: { clients: ClientDirectory, state: SignInStateStore, sessions: SessionService, links: FederatedLinks, issuer: string, linkTtlMs: number }) {
+  constructor (options: { clients: ClientDirectory, users: SessionUsers, state: SignInStateStore, sessions: SessionService, links: FederatedLinks, issuer: string, linkTtlMs: number }) {
     this.#clients = options.clients
+    this.#users = options.users
     this.#state = options.state
     this.#sessions = options.sessions
     this.#links = options.links
@@ -135,7 +136,7 @@ export class NativeSignIn {
    * where to send the browser. The scope is what the request asked (or all) ∩ the client's
    * ∩ the mapped user's.
    */
-  async issue (request: AuthorizeRequest, signedIn: { userId: string, userScope: string, provider: string, subject: FederatedSubject, idp?: IdpBinding }): Promise<string> {
+  async issue (request: AuthorizeRequest, signedIn: SignedInPerson): Promise<string> {
     const client = this.#clients.get(request.clientId)
     // Removed or disabled while the person was at the IdP.
     if (client === undefined) throw gatewayError('GW_AUTHORIZE_BAD_CLIENT')
@@ -143,9 +144,7 @@ export class NativeSignIn {
     const wanted = request.scope === undefined ? client.scope : (parseScope(request.scope) ?? [])
     const scope = formatScope(wanted.filter(s => user.has(s) && client.scope.includes(s)))
     const code = randomBytes(CODE_BYTES).toString('base64url')
-    const grant: CodeGrant = {
-      request, userId: signedIn.userId, scope, provider: signedIn.provider, subject: signedIn.subject, ...(signedIn.idp === undefined ? {} : { idp: signedIn.idp })
-    }
+    const grant: CodeGrant = { ...signedIn, request, scope }
     await this.#state.put(`code:${code}`, JSON.stringify(grant), AUTHORIZATION_CODE_TTL_S * 1000)
     return redirectWith(request.redirectUri, this.#issuer, { code, state: request.state })
   }
@@ -171,17 +170,30 @@ export class NativeSignIn {
       param(form, 'redirect_uri') === grant.request.redirectUri &&
       CODE_VERIFIER.test(verifier) && sameString(sha256base64url(verifier), grant.request.codeChallenge)
     if (!ok) throw gatewayError('GW_OAUTH_INVALID_GRANT')
+    const issued = await this.#start(req, grant, client)
+    await this.#state.put(`redeemed:${code}`, JSON.stringify({ userId: grant.userId, sid: issued.family.sid }), REDEEMED_CODE_TTL_S * 1000)
+    return { ...issued.body, refresh_token: issued.refreshToken }
+  }
+
+  /** The family: federated (and linked for back-channel logout), or a USERS_FILE user's. */
+  async #start (req: FastifyRequest, grant: CodeGrant, client: Client): Promise<IssuedSession> {
+    const seen = { ip: req.ip, userAgent: req.headers['user-agent'] }
+    if (grant.provider === undefined) {
+      // Removed or disabled in the 60 s since the password was checked.
+      const user = this.#users.getById(grant.userId)
+      if (user === undefined) throw gatewayError('GW_OAUTH_INVALID_GRANT')
+      return await this.#sessions.create(req, { user, clientId: client.id, scope: grant.scope, seen, grant: 'authorization_code' })
+    }
     const issued = await this.#sessions.createFederated(req, {
       userId: grant.userId,
       scope: grant.scope,
       provider: grant.provider,
       clientId: client.id,
-      seen: { ip: req.ip, userAgent: req.headers['user-agent'] },
+      seen,
       ...(grant.idp === undefined ? {} : { idp: grant.idp })
     })
     await this.#links.add(grant.provider, grant.subject, { userId: grant.userId, sid: issued.family.sid }, this.#linkTtlMs)
-    await this.#state.put(`redeemed:${code}`, JSON.stringify({ userId: grant.userId, sid: issued.family.sid }), REDEEMED_CODE_TTL_S * 1000)
-    return { ...issued.body, refresh_token: issued.refreshToken }
+    return issued
   }
 
   /** A redeemed code presented again: someone else holds it; end what it started. */

@@ -36,6 +36,10 @@ import type { ProviderRegistry } from './provider-registry.js'
 import type { PendingSignIn, RelyingParty, SignedInClaims } from './relying-party.js'
 import type { SignInStateStore } from './sign-in-state.js'
 import { AuthorizeRefusal, redirectWith, type AuthorizeRequest, type NativeSignIn } from './native-sign-in.js'
+import { PASSWORD_PAGE_COOKIE, PASSWORD_PAGE_PATH, sendPasswordPage, type PasswordPage } from './password-page.js'
+import { checkPassword, type PasswordCheckDeps } from '../../auth/password-check.js'
+import { createOriginPolicy, crossSiteGuard } from '../../auth/origin-guard.js'
+import { randomBytes } from 'node:crypto'
 
 export const SIGN_IN_COOKIE = 'lk_oidc'
 export const SIGN_IN_COOKIE_PATH = '/auth/oidc/'
@@ -45,6 +49,10 @@ export const RETURN_TO_MAX_CHARS = 2048
 /** A logout token's `jti` is remembered this long; older tokens are refused by `iat` anyway. */
 export const LOGOUT_JTI_TTL_MS = 2 * 300_000
 export const LOGOUT_BODY_LIMIT_BYTES = 16 * 1024
+/** `provider=password` at /oauth/authorize: the password page, even when providers exist. */
+export const PASSWORD_PROVIDER = 'password'
+/** The password page's pending request id: 256 random bits. */
+const PENDING_ID_BYTES = 32
 
 export interface OidcRoutesOptions {
   readonly config: GatewayConfig
@@ -53,6 +61,8 @@ export interface OidcRoutesOptions {
   readonly state: SignInStateStore
   readonly links: FederatedLinks
   readonly native: NativeSignIn
+  /** The password page's check (auth/password-check.ts). */
+  readonly password: PasswordCheckDeps
   readonly clock: Clock
 }
 
@@ -93,7 +103,9 @@ const logSerializers = {
 }
 
 async function oidcRoutes (app: FastifyInstance, opts: OidcRoutesOptions): Promise<void> {
-  const { config, parties, sessions, state: stateStore, links, native, clock } = opts
+  const { config, parties, sessions, state: stateStore, links, native, password, clock } = opts
+  // The password page's POST: a form from this origin only (login CSRF, RFC 9700 §4.7.1).
+  const refuseCrossSite = crossSiteGuard(createOriginPolicy(config.origin, []))
   const secure = config.cookieSecure
   await app.register(cookie)
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: LOGOUT_BODY_LIMIT_BYTES }, (_req, body, done) => {
@@ -148,11 +160,52 @@ async function oidcRoutes (app: FastifyInstance, opts: OidcRoutesOptions): Promi
     }
     const named = query.get('provider') ?? undefined
     const all = parties.list()
+    // No choice made: the one provider, else the password page (which links every provider).
     const party = named === undefined ? (all.length === 1 ? all[0] : undefined) : parties.get(named)
-    if (party === undefined) {
-      return reply.redirect(redirectWith(request.redirectUri, config.issuer, { error: 'invalid_request', error_description: 'Name a configured identity provider with provider=<id>.', state: request.state }), 303)
+    if (party !== undefined) return await startAt(party, reply, `${config.origin}/`, request)
+    if (named !== undefined && named !== PASSWORD_PROVIDER) {
+      return reply.redirect(redirectWith(request.redirectUri, config.issuer, { error: 'invalid_request', error_description: 'No such identity provider.', state: request.state }), 303)
     }
-    return await startAt(party, reply, `${config.origin}/`, request)
+    const id = randomBytes(PENDING_ID_BYTES).toString('base64url')
+    await stateStore.put(`authz:${id}`, JSON.stringify({ request, query: query.toString() }), SIGN_IN_TTL_S * 1000)
+    reply.setCookie(PASSWORD_PAGE_COOKIE, id, { httpOnly: true, secure, sameSite: 'strict', path: PASSWORD_PAGE_PATH, maxAge: SIGN_IN_TTL_S })
+    return sendPasswordPage(reply, pageFor(request, query))
+  })
+
+  /** The page for `request`, with a "Sign in with …" link per provider (the same query, `provider` set). */
+  function pageFor (request: AuthorizeRequest, query: URLSearchParams, error?: string): PasswordPage {
+    const providers = parties.list().map((p) => {
+      const q = new URLSearchParams(query)
+      q.set('provider', p.entry.id)
+      return { name: p.entry.name, href: `${PASSWORD_PAGE_PATH}?${q.toString()}` }
+    })
+    return { clientId: request.clientId, providers, ...(error === undefined ? {} : { error }) }
+  }
+
+  // The password page's form: a USERS_FILE user signs in, the app gets a code.
+  app.post('/oauth/authorize', { logSerializers, preHandler: refuseCrossSite }, async (req, reply) => {
+    noStore(reply)
+    const id = req.cookies[PASSWORD_PAGE_COOKIE] ?? ''
+    const stored = id === '' ? null : await stateStore.take(`authz:${id}`)
+    if (stored === null) throw gatewayError('GW_OIDC_STATE')
+    const { request, query } = JSON.parse(stored) as { request: AuthorizeRequest, query: string }
+    const form = (req.body ?? {}) as Readonly<Record<string, string>>
+    const username = typeof form.username === 'string' ? form.username : ''
+    const secret = typeof form.password === 'string' ? form.password : ''
+    const again = async (): Promise<void> => { await stateStore.put(`authz:${id}`, stored, SIGN_IN_TTL_S * 1000) }
+    let user
+    try {
+      user = username === '' || secret === '' ? null : await checkPassword(password, req, username, secret)
+    } catch (err) {
+      await again() // over a limit (429): the page may be tried again later
+      throw err
+    }
+    if (user === null) {
+      await again()
+      return sendPasswordPage(reply, pageFor(request, new URLSearchParams(query), 'Wrong username or password.'), 401)
+    }
+    reply.setCookie(PASSWORD_PAGE_COOKIE, '', { httpOnly: true, secure, sameSite: 'strict', path: PASSWORD_PAGE_PATH, maxAge: 0, expires: new Date(0) })
+    return reply.redirect(await native.issue(request, { userId: user.id, userScope: user.scope }), 303)
   })
 
   app.get('/auth/oidc/:provider/callback', { logSerializers, schema: { params: providerParams } }, async (req, reply) => {

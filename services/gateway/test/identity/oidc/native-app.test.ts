@@ -5,7 +5,8 @@
  * OpenID Provider (oidc-provider, started here). Code → tokens → the proxy accepts the
  * access token → refresh rotates → the replayed old refresh token is reuse and kills the
  * family. Refusals: a wrong code_verifier, no PKCE (or plain), an unregistered redirect
- * URI, and a code presented twice (which also revokes what it started).
+ * URI, and a code presented twice (which also revokes what it started). And the password
+ * page, for a person in USERS_FILE: the same code flow, still no password grant.
  */
 import t, { type Test } from 'tap'
 import { createServer } from 'node:http'
@@ -15,7 +16,7 @@ import { join } from 'node:path'
 import * as client from 'openid-client'
 import { decodeJwt } from 'jose'
 import { freePort } from '../../../../../test/helpers/redis.js'
-import { buildTestGateway } from '../../helpers/gateway.js'
+import { buildTestGateway, TEST_PASSWORD, TEST_USER } from '../../helpers/gateway.js'
 import { BrowserJar, startTestIdp } from './test-idp.js'
 
 const IDP_CLIENT = { clientId: 'latchkey', clientSecret: 'a-test-client-secret-of-decent-length' }
@@ -227,4 +228,41 @@ t.test('a public client cannot use the password grant or introspect', async (t) 
   t.equal((await pw.json() as { error: string }).error, 'unauthorized_client')
   const intro = await fetch(`${gw}/oauth/introspect`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ client_id: APP, token: 'x' }) })
   t.equal(intro.status, 401)
+})
+
+t.test('the password page: a USERS_FILE user signs in in the browser, the app gets a code (no password grant)', async (t) => {
+  const started = await authorizationUrl({ provider: 'password' })
+  const jar = new BrowserJar()
+  const page = await jar.fetch(started.url.href)
+  t.equal(page.status, 200)
+  t.match(page.headers.get('content-security-policy'), /frame-ancestors 'none'/)
+  t.equal(page.headers.get('x-frame-options'), 'DENY')
+  const html = await page.text()
+  t.match(html, /<form method="post" action="\/oauth\/authorize">/)
+  t.match(html, /Sign in with test</, 'a link per identity provider')
+  t.notMatch(html, /<script/i)
+
+  const post = async (form: Record<string, string>, origin = gw): Promise<Response> => await jar.fetch(`${gw}/oauth/authorize`, { form, headers: { origin } })
+  const wrong = await post({ username: TEST_USER, password: 'not-the-password' })
+  t.equal(wrong.status, 401)
+  t.match(await wrong.text(), /Wrong username or password/)
+  t.equal((await post({ username: TEST_USER, password: TEST_PASSWORD }, 'https://evil.example')).status, 403, 'a cross-site form post is refused')
+
+  const ok = await post({ username: TEST_USER, password: TEST_PASSWORD })
+  t.equal(ok.status, 303)
+  const back = new URL(ok.headers.get('location') as string)
+  t.equal(`${back.origin}${back.pathname}`, redirectUri)
+  const tokens = await client.authorizationCodeGrant(app, back, { pkceCodeVerifier: started.verifier, expectedState: started.state })
+  const claims = decodeJwt(tokens.access_token)
+  t.notMatch(String(claims.sub), /^test:/, 'a USERS_FILE user, not a federated one')
+  t.equal(claims.client_id, APP)
+  t.equal(tokens.scope, 'notes:read')
+  const refreshed = await client.refreshTokenGrant(app, tokens.refresh_token as string)
+  t.not(refreshed.refresh_token, tokens.refresh_token, 'an ordinary family: it rotates')
+  t.equal(await proxied(refreshed.access_token), 200)
+
+  t.equal((await post({ username: TEST_USER, password: TEST_PASSWORD })).status, 400, 'the page\'s request is used up')
+  const noCookie = await fetch(`${gw}/oauth/authorize`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', origin: gw }, body: `username=${TEST_USER}&password=x`, redirect: 'manual' })
+  t.equal(noCookie.status, 400, 'no page, no sign-in (login CSRF)')
+  t.notOk(gateway.rawLogs.join('\n').includes(TEST_PASSWORD), 'the password never reaches a log line')
 })
