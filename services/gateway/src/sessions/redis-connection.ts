@@ -201,16 +201,34 @@ export function superviseConnections (client: RedisClient, intervalMs = REDIS_HE
 }
 
 /**
- * Start connecting. Never rejects: if Redis is down at boot the gateway still starts,
- * requests that need Redis answer 503, and the client keeps reconnecting in the
- * background. Resolves true once connected, false if the first attempt failed.
+ * How long `connectRedis` waits for a first connection before it lets the gateway start
+ * without one (the client keeps connecting in the background).
  */
-export async function connectRedis (client: RedisClient): Promise<boolean> {
+export const REDIS_FIRST_CONNECT_WAIT_MS = 5000
+
+/**
+ * Start connecting. Never rejects and never hangs: if Redis is down at boot the gateway
+ * still starts, requests that need Redis answer 503, and the client keeps reconnecting in
+ * the background. Resolves true once connected, false if the first attempt failed or
+ * nothing was ready within `waitMs`.
+ *
+ * Why a deadline and the 'ready' event as well as connect()'s promise: ioredis' Cluster
+ * (5.11) checks a new connection with CLUSTER INFO on a random node; when that node is a
+ * dead master (still listed in CLUSTER SLOTS, so still picked), it reconnects without ever
+ * settling the first connect() promise — the client does become ready, on a later attempt.
+ * This hung a gateway (and a test) starting while one Cluster master was down.
+ */
+export async function connectRedis (client: RedisClient, waitMs = REDIS_FIRST_CONNECT_WAIT_MS): Promise<boolean> {
   if (client.status !== 'wait') return client.status === 'ready'
-  try {
-    await client.connect()
-    return true
-  } catch {
-    return false
-  }
+  return new Promise<boolean>((resolve) => {
+    const done = (connected: boolean): void => {
+      clearTimeout(timer)
+      client.off('ready', onReady)
+      resolve(connected)
+    }
+    const onReady = (): void => { done(true) }
+    const timer = setTimeout(() => { done(client.status === 'ready') }, waitMs)
+    client.once('ready', onReady)
+    client.connect().then(() => { done(true) }, () => { done(false) })
+  })
 }

@@ -261,18 +261,18 @@ export class RedisRevocationBus {
     if (!this.#live) this.#load().then(() => { this.#live = true }, () => {})
   }
 
-  /** Every live entry of every copy of the set into the local set; fails only if no copy answers. */
+  /**
+   * Every live entry of every copy of the set into the local set; fails only if no copy
+   * answers. Each copy's entries are taken as it answers: a copy whose Cluster master is
+   * down may take its redirections and timeouts to fail, and must not hold back the others.
+   */
   async #load (): Promise<void> {
     const now = this.#clock.now()
-    const copies = await Promise.allSettled([...this.#keys, this.#legacyKey].map(key => this.#client.zrangebyscore(key, now, '+inf', 'WITHSCORES')))
-    let answered = 0
-    for (const copy of copies) {
-      if (copy.status !== 'fulfilled') continue
-      answered++
-      const entries = copy.value
+    const copies = await Promise.allSettled([...this.#keys, this.#legacyKey].map(async (key) => {
+      const entries = await this.#client.zrangebyscore(key, now, '+inf', 'WITHSCORES')
       for (let i = 0; i + 1 < entries.length; i += 2) this.local.add(entries[i] as string, Number(entries[i + 1]))
-    }
-    if (answered === 0) throw (copies[0] as PromiseRejectedResult).reason
+    }))
+    if (copies.every(copy => copy.status === 'rejected')) throw (copies[0] as PromiseRejectedResult).reason
   }
 
   async #subscribeAndLoad (): Promise<void> {
