@@ -7,7 +7,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { createServer, type Server } from 'node:net'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { freePort, spawnRedisServer, waitForRedis } from './redis.js'
@@ -26,13 +25,7 @@ export interface TestRedisCluster {
   readonly prefix: string
   /** A plain (non-cluster) connection to each master, for SCAN and INFO; closed in teardown. */
   readonly masters: readonly Redis[]
-  /**
-   * Kill master `index` (SIGKILL); with `requireFullCoverage: false` the others keep serving
-   * their slots. Its port stays held by a listener that drops every connection, as a dead
-   * host's would fail: freed, the port could be taken by another test's redis-server on a
-   * shared machine, and the clients reconnecting to it would write there (seen: a revoked-set
-   * copy "stored" on a stranger, a logout answered 204 with two of three masters down).
-   */
+  /** Kill master `index` (SIGKILL); with `requireFullCoverage: false` the others keep serving their slots. */
   kill (index: number): Promise<void>
   stop (): Promise<void>
 }
@@ -110,11 +103,9 @@ export async function redisClusterForTest (t: Teardown, options: { masters?: num
   const dir = mkdtempSync(join(tmpdir(), 'lk-cluster-'))
   const children: ChildProcess[] = []
   const masters: Redis[] = []
-  const holders: Server[] = []
   const stop = async (): Promise<void> => {
     for (const m of masters) m.disconnect()
     await Promise.all(children.map(killProcess))
-    await Promise.all(holders.map(h => new Promise(resolve => { h.close(resolve) })))
     rmSync(dir, { recursive: true, force: true })
   }
   t.teardown(stop)
@@ -158,12 +149,7 @@ export async function redisClusterForTest (t: Teardown, options: { masters?: num
     masters,
     async kill (index) {
       const child = children[index]
-      const node = nodes[index]
-      if (child === undefined || node === undefined) return
-      await killProcess(child)
-      const holder = createServer((socket) => { socket.destroy() })
-      holders.push(holder)
-      await new Promise<void>((resolve, reject) => { holder.once('error', reject); holder.listen(node.port, node.host, resolve) })
+      if (child !== undefined) await killProcess(child)
     },
     stop
   }

@@ -12,14 +12,10 @@
  *    starts at all: ioredis' first Cluster connect could hang on the dead master, see
  *    connectRedis).
  *
- * Made reliable after it was removed as flaky. The hang was the late gateway's first
- * connect (ioredis' Cluster connect never settled when its ready check picked the dead
- * node; fixed in connectRedis). A late refusal at B could come from the set being read
- * only once every copy had answered, the dead one included (fixed in the bus: each copy
- * counts as it answers). And a dead master's freed port could be taken by another test's
- * redis-server on this shared machine, so writes "to the dead master" succeeded (a logout
- * answered 204 with two of three masters down, 2 runs in 14): the helper now holds a
- * killed node's port, as a dead host would.
+ * Made reliable after it was removed as flaky: the hang was that connect (a late replica's
+ * first connect never settled when ioredis' ready check picked the dead node); a slow
+ * refusal at B came from the set being read only once every copy had answered, the dead
+ * one included. Both are fixed in the gateway, not here.
  */
 import t from 'tap'
 import { Command } from 'ioredis'
