@@ -11,7 +11,8 @@
  *    client retries instead, and the grace rule hands it the same successor;
  *  - reconnects forever in the background, backing off to at most one attempt per
  *    REDIS_RECONNECT_MAX_DELAY_MS, so recovery needs no restart;
- *  - auto-pipelining: concurrent refreshes share one socket write;
+ *  - auto-pipelining: concurrent refreshes share one socket write (standalone and
+ *    Sentinel; not on a Cluster, where ioredis mixes replies up when a node fails);
  *  - a connection that dies without FIN/RST (a black-holed path, a crashed NAT) is found
  *    and replaced: TCP keepalive for the network's sake, and a health check that pings a
  *    connection that has carried no reply for REDIS_HEALTH_INTERVAL_MS and reconnects
@@ -138,7 +139,12 @@ export function createRedisClient (config: RedisConnectionConfig, options: Redis
       const clusterOptions: ClusterOptions = {
         lazyConnect: true,
         enableOfflineQueue: false,
-        enableAutoPipelining: true,
+        // Off on a Cluster: ioredis (5.11) handles a redirection or a closed connection per
+        // auto-pipeline, not per command, and then settles commands with other commands'
+        // replies (ioredis#1692, #2075, #2109). Seen with a master down: a write to the dead
+        // master's copy of the revoked set reported "ok", so a logout answered 204 with two
+        // of three copies lost, and reads answered with another slot's MOVED.
+        enableAutoPipelining: false,
         clusterRetryStrategy: reconnectDelay,
         maxRedirections: REDIS_CLUSTER_MAX_REDIRECTIONS,
         retryDelayOnFailover: REDIS_CLUSTER_RETRY_DELAY_MS,

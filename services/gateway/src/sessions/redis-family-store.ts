@@ -348,7 +348,7 @@ export class RedisFamilyStore implements FamilyStore {
     const indexKey = this.userIndexKey(userId)
     const sids = (await this.#redis(() => this.#client.zrange(indexKey, 0, -1))).filter(sid => SID.test(sid))
     const now = this.#now()
-    // One atomic revoke per family (each its own slot); sent together, auto-pipelined, and
+    // One atomic revoke per family (each its own slot); sent together (auto-pipelined outside a Cluster), and
     // their WAITs group-committed per connection.
     const results = await Promise.all(sids.map(sid => this.#redis(async () => {
       const key = this.familyKey(sid)

@@ -182,8 +182,6 @@ export class RedisRevocationBus {
   readonly #heartbeatId = randomUUID()
   readonly #heartbeatChannel: string
   #heardAt = -Infinity
-  /** A tick's read of the set is in flight. */
-  #reading = false
   readonly #intervalMs: number
   #loaded: () => void = () => {}
   readonly #firstLoad = new Promise<void>((resolve) => { this.#loaded = resolve })
@@ -248,11 +246,9 @@ export class RedisRevocationBus {
     this.#client.publish(this.#heartbeatChannel, this.#heartbeatId).catch(() => { /* the main connection is down: nothing to do */ })
     const silentMs = performance.now() - this.#heardAt
     if (this.#live && silentMs > REVOCATION_HEARTBEAT_MISSES * this.#intervalMs) this.#live = false
-    // One read at a time: a slow Redis must not pile up a read per tick.
-    if (!this.#live && !this.#reading) {
-      this.#reading = true
-      this.#load().catch(() => { /* Redis unreachable: next tick */ }).finally(() => { this.#reading = false })
-    }
+    // Every tick, even while an earlier read is outstanding: each is bounded by the command
+    // timeout, and a read stuck on one dead node must not hold back the next one.
+    if (!this.#live) this.#load().catch(() => { /* Redis unreachable: next tick */ })
   }
 
   /** Our heartbeat came back: pub/sub works; trust it again once the set has been read. */
