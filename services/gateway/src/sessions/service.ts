@@ -285,7 +285,19 @@ export class SessionService extends SessionRevocations {
     const body = await accessTokenForFamily(this.#issuer, { ...family, scope }, this.#audience)
     this.events.refreshed(caller, result.kind, family.sid)
     this.events.tokenIssued('refresh_token')
+    this.#answered(result)
     return { ok: true, refreshToken: result.token.raw, family, body }
+  }
+
+  /**
+   * The refresh is answered 200 with `result.token`: commit its rotation (the store's
+   * pending mark, REDIS_WAIT_REPLICAS). Only here, after every check that could still take
+   * the rotation back (`undoRotation`), so that an undo lost in a failover leaves a
+   * pending successor, whose predecessor the client's retry may still present, and never a
+   * committed one, which would make that retry reuse. Not awaited; it never throws.
+   */
+  #answered (result: Extract<RotateResult, { kind: 'rotated' | 'grace' }>): void {
+    this.store.commitRotation(result.token, result.family.generation).catch(() => {})
   }
 
   /**
@@ -315,6 +327,7 @@ export class SessionService extends SessionRevocations {
     const body = await accessTokenForFamily(this.#issuer, { ...family, scope }, this.#audience)
     this.events.refreshed(caller, result.kind, family.sid)
     this.events.tokenIssued('refresh_token')
+    this.#answered(result)
     return { ok: true, refreshToken: result.token.raw, family, body }
   }
 
