@@ -75,6 +75,16 @@ function tempDir (): string {
   return mkdtempSync(join(tmpdir(), 'lk-reloader-'))
 }
 
+/** A fresh `f.json` holding `{"v": 1}`, watched by a harness that has loaded it. */
+async function loadedFile (t: Test, pollMs = 0, watchDirs = true): Promise<{ dir: string, file: string, h: Harness }> {
+  const dir = tempDir()
+  const file = join(dir, 'f.json')
+  writeFileSync(file, '{"v": 1}')
+  const h = harness(t, file, pollMs, watchDirs)
+  await h.reloader.load()
+  return { dir, file, h }
+}
+
 /** What `kubectl apply` of a Secret does to its mounted volume (atomic_writer.go in the kubelet). */
 function kubeletSwap (dir: string, stamp: string, files: Record<string, string>, old?: string): void {
   const data = join(dir, stamp)
@@ -98,11 +108,7 @@ t.test('load() parses the file and is not applied; an in-place write is', async 
 })
 
 t.test('an atomic rename over the file is picked up', async (t) => {
-  const dir = tempDir()
-  const file = join(dir, 'f.json')
-  writeFileSync(file, '{"v": 1}')
-  const h = harness(t, file)
-  await h.reloader.load()
+  const { dir, file, h } = await loadedFile(t)
   await h.reloader.start()
   const next = h.next()
   writeFileSync(join(dir, '.f.json.tmp'), '{"v": 3}')
@@ -140,10 +146,7 @@ t.test('a symlink into another directory: changes there are picked up', async (t
 })
 
 t.test('a malformed file is refused with one error line and a metric; the old value stays, a fixed one is applied', async (t) => {
-  const file = join(tempDir(), 'f.json')
-  writeFileSync(file, '{"v": 1}')
-  const h = harness(t, file)
-  await h.reloader.load()
+  const { file, h } = await loadedFile(t)
   await h.reloader.start()
   const refused = h.nextFailure()
   writeFileSync(file, '{"v": "secret-ish content"')
@@ -159,10 +162,7 @@ t.test('a malformed file is refused with one error line and a metric; the old va
 })
 
 t.test('reload() (SIGHUP) re-reads without a watch; unchanged content is not applied again; a missing file is refused', async (t) => {
-  const file = join(tempDir(), 'f.json')
-  writeFileSync(file, '{"v": 1}')
-  const h = harness(t, file)
-  await h.reloader.load()
+  const { file, h } = await loadedFile(t)
   t.equal(await h.reloader.reload(), 'unchanged')
   writeFileSync(file, '{"v": 2}')
   const next = h.next()
@@ -176,10 +176,7 @@ t.test('reload() (SIGHUP) re-reads without a watch; unchanged content is not app
 })
 
 t.test('concurrent reload() calls share one run', async (t) => {
-  const file = join(tempDir(), 'f.json')
-  writeFileSync(file, '{"v": 1}')
-  const h = harness(t, file)
-  await h.reloader.load()
+  const { file, h } = await loadedFile(t)
   writeFileSync(file, '{"v": 2}')
   const outcomes = await Promise.all([h.reloader.reload(), h.reloader.reload(), h.reloader.reload()])
   t.ok(outcomes.includes('success'))
@@ -187,11 +184,8 @@ t.test('concurrent reload() calls share one run', async (t) => {
 })
 
 t.test('the stat poll notices a change the watch did not report', async (t) => {
-  const file = join(tempDir(), 'f.json')
-  writeFileSync(file, '{"v": 1}')
   // No directory watch, as on a filesystem without inotify: only the poll is left.
-  const h = harness(t, file, 30, false)
-  await h.reloader.load()
+  const { file, h } = await loadedFile(t, 30, false)
   await h.reloader.start()
   const next = h.next()
   writeFileSync(file, '{"v": 7}')
@@ -199,10 +193,7 @@ t.test('the stat poll notices a change the watch did not report', async (t) => {
 })
 
 t.test('a change between load() and start() is applied once watching starts', async (t) => {
-  const file = join(tempDir(), 'f.json')
-  writeFileSync(file, '{"v": 1}')
-  const h = harness(t, file)
-  await h.reloader.load()
+  const { file, h } = await loadedFile(t)
   writeFileSync(file, '{"v": 8}')
   const next = h.next()
   await h.reloader.start()
