@@ -14,11 +14,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { addClient, parseClientsText } from '#gateway/identity/clients-file.js'
 import { addUser, removeUser } from '#gateway/identity/users-file.js'
-import { bundledCli } from '../helpers/bundled-cli.js'
 import { request } from '../helpers/http.js'
 import { within as pollWithin } from '../helpers/within.js'
 import { freePort, redisForTest } from '../helpers/redis.js'
-import { ROOT, latchkey, type Proc } from '../helpers/processes.js'
+import { ROOT, cliCommand, latchkey, type Proc } from '../helpers/processes.js'
+import { writeKeysFile } from '../helpers/keys-file.js'
 
 const RELOAD_DEADLINE_MS = 2000
 const EDGE_DEADLINE_MS = 1000
@@ -106,8 +106,7 @@ t.before(async () => {
   svcAuth = Buffer.from(`svc:${(await addClient(staging, { id: 'svc', scope: 'internal:read', audiences: ['latchkey-api'] })).secret}`).toString('base64')
   kubeletSwap(readFileSync(staging, 'utf8'))
   symlinkSync('..data/clients.json', files.clients)
-  const gen = latchkey(t, ['keys', 'generate', '--out', files.keys])
-  if (await gen.exited !== 0) throw new Error(`keys generate failed: ${gen.stderr}`)
+  await writeKeysFile(files.keys)
   const redis = await redisForTest(t)
   resourcePort = await freePort()
   const shared = { REDIS_URL: redis.url, REDIS_KEY_PREFIX: redis.prefix }
@@ -182,7 +181,7 @@ t.test('SIGHUP re-reads the files in a single process and in every worker of a p
 })
 
 t.test('key rotation with scripts/rotate-signing-key.sh and no restart: tokens signed before and after verify at the resource service throughout', async (t) => {
-  const cli = await bundledCli(t)
+  const cli = cliCommand()
   const step = async (name: string): Promise<void> => {
     const out = await new Promise<{ code: number, stderr: string }>((resolve) => {
       execFile('bash', [join(ROOT, 'scripts/rotate-signing-key.sh'), '--file', files.keys, '--step', name], {

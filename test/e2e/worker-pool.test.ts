@@ -12,6 +12,7 @@ import { addClient } from '#gateway/identity/clients-file.js'
 import { addUser } from '#gateway/identity/users-file.js'
 import { freePort, redisForTest } from '../helpers/redis.js'
 import { latchkey, type Proc } from '../helpers/processes.js'
+import { writeKeysFile } from '../helpers/keys-file.js'
 import { readAnswer, request, type Answer } from '../helpers/http.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'lk-pool-'))
@@ -71,8 +72,7 @@ t.before(async () => {
   await addUser(files.users, { username: 'alice', password: PASSWORD, scope: 'notes:read' })
   const secret = (await addClient(files.clients, { id: 'svc', scope: 'internal:read', audiences: ['latchkey-api'], grants: ['client_credentials'] })).secret
   clientAuth = Buffer.from(`svc:${secret}`).toString('base64')
-  const gen = latchkey(t, ['keys', 'generate', '--out', files.keys])
-  if (await gen.exited !== 0) throw new Error(`keys generate failed: ${gen.stderr}`)
+  await writeKeysFile(files.keys)
   const redis = await redisForTest(t)
   port = await freePort()
   pool = latchkey(t, ['gateway'], {
