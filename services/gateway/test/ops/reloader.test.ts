@@ -75,6 +75,13 @@ function tempDir (): string {
   return mkdtempSync(join(tmpdir(), 'lk-reloader-'))
 }
 
+/** Write `{"v": v}` to `file`; what the reloader applies next. */
+async function applied (h: Harness, file: string, v: number): Promise<{ v: number }> {
+  const next = h.next()
+  writeFileSync(file, `{"v": ${v}}`)
+  return await next
+}
+
 /** A fresh `f.json` holding `{"v": 1}`, watched by a harness that has loaded it. */
 async function loadedFile (t: Test, pollMs = 0, watchDirs = true): Promise<{ dir: string, file: string, h: Harness }> {
   const dir = tempDir()
@@ -101,9 +108,7 @@ t.test('load() parses the file and is not applied; an in-place write is', async 
   const h = harness(t, file)
   t.same(await h.reloader.load(), { v: 1 })
   await h.reloader.start()
-  const next = h.next()
-  writeFileSync(file, '{"v": 2}')
-  t.same(await next, { v: 2 })
+  t.same(await applied(h, file, 2), { v: 2 })
   t.same(h.counts, [{ file: 'TEST_FILE', result: 'success' }])
 })
 
@@ -140,9 +145,7 @@ t.test('a symlink into another directory: changes there are picked up', async (t
   const h = harness(t, link)
   await h.reloader.load()
   await h.reloader.start()
-  const next = h.next()
-  writeFileSync(real, '{"v": 5}')
-  t.same(await next, { v: 5 })
+  t.same(await applied(h, real, 5), { v: 5 })
 })
 
 t.test('a malformed file is refused with one error line and a metric; the old value stays, a fixed one is applied', async (t) => {
@@ -155,9 +158,7 @@ t.test('a malformed file is refused with one error line and a metric; the old va
   t.notMatch(line, /secret-ish/, 'the file content is not echoed')
   t.same(h.counts, [{ file: 'TEST_FILE', result: 'failure' }])
   t.equal(h.errors.length, 1, 'one error line')
-  const next = h.next()
-  writeFileSync(file, '{"v": 4}')
-  t.same(await next, { v: 4 })
+  t.same(await applied(h, file, 4), { v: 4 })
   t.same(h.counts.map(c => c.result), ['failure', 'success'])
 })
 
@@ -187,9 +188,7 @@ t.test('the stat poll notices a change the watch did not report', async (t) => {
   // No directory watch, as on a filesystem without inotify: only the poll is left.
   const { file, h } = await loadedFile(t, 30, false)
   await h.reloader.start()
-  const next = h.next()
-  writeFileSync(file, '{"v": 7}')
-  t.same(await next, { v: 7 })
+  t.same(await applied(h, file, 7), { v: 7 })
 })
 
 t.test('a change between load() and start() is applied once watching starts', async (t) => {
