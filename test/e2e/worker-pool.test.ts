@@ -79,7 +79,8 @@ t.before(async () => {
     PORT: String(port), HOST: '127.0.0.1', ISSUER: `http://127.0.0.1:${port}`, REDIS_URL: redis.url, REDIS_KEY_PREFIX: redis.prefix,
     SIGNING_KEYS_FILE: files.keys, USERS_FILE: files.users, CLIENTS_FILE: files.clients, LOG_LEVEL: 'info', COOKIE_SECURE: 'false', WORKERS: '2'
   })
-  await pool.waitFor(/gateway worker pool listening/)
+  // Start-up only: a loaded CI machine may take a while to fork three processes (main saw 20 s run out).
+  await pool.waitFor(/gateway worker pool listening/, 60_000)
 })
 
 t.test('two workers share the port and both serve', async (t) => {
