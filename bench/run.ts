@@ -14,6 +14,11 @@
  *   --source        run the services from TypeScript sources instead of dist/ (no build needed)
  *   --cpu-prof      profile the main gateway (node --cpu-prof) and print where its time went
  *   --only=a,b      run only these sets: get, scale, tokens
+ *   --rows=k1,k2    within those sets, run only the rows with these keys (as in latest.json),
+ *                   e.g. --only=get --rows=gateway_proxy,http_proxy for a quick A/B of the hop
+ *   --baseline=DIR  add a row: the proxied GET through a gateway built in another checkout
+ *                   (e.g. `git worktree add /tmp/base <rev> && cd /tmp/base && npm ci && npm run build`),
+ *                   beside this one's, in the same run: how a change moved the hop's CPU
  *   --wait-proxy=S  wait up to S seconds for the gateway's /api/ proxy to answer 200 (default 30)
  *   --out=DIR       where latest.json / latest.svg go (default bench/results)
  */
@@ -63,6 +68,8 @@ const { values: args } = parseArgs({
     source: { type: 'boolean', default: false },
     'cpu-prof': { type: 'boolean', default: false },
     only: { type: 'string' },
+    rows: { type: 'string' },
+    baseline: { type: 'string' },
     'wait-proxy': { type: 'string', default: '30' },
     out: { type: 'string', default: join(ROOT, 'bench/results') },
     help: { type: 'boolean', short: 'h', default: false }
@@ -70,7 +77,7 @@ const { values: args } = parseArgs({
   strict: true
 })
 if (args.help === true) {
-  process.stdout.write('usage: npm run bench -- [--quick] [--source] [--cpu-prof] [--only=get,scale,tokens] [--wait-proxy=S] [--out=DIR]\n')
+  process.stdout.write('usage: npm run bench -- [--quick] [--source] [--cpu-prof] [--only=get,scale,tokens] [--rows=KEY,...] [--baseline=DIR] [--wait-proxy=S] [--out=DIR]\n')
   process.exit(0)
 }
 const plan = args.quick === true ? PLANS.quick : PLANS.full
@@ -78,6 +85,8 @@ const only = new Set<SetName>(args.only === undefined ? SETS : args.only.split('
   if (!(SETS as readonly string[]).includes(s)) throw new Error(`--only: unknown set ${JSON.stringify(s)} (sets: ${SETS.join(', ')})`)
   return s as SetName
 }))
+/** --rows: the row keys to run (every row when absent). */
+const rowKeys = args.rows === undefined ? undefined : new Set(args.rows.split(','))
 const outDir = resolve(args.out ?? join(ROOT, 'bench/results'))
 mkdirSync(outDir, { recursive: true })
 const launch: LaunchOptions = { source: args.source === true, cpuProfDir: args['cpu-prof'] === true ? outDir : undefined }
@@ -130,6 +139,7 @@ async function status (url: string, init: RequestInit = {}): Promise<number> {
 /** Alternate the members of one set in rounds; each round: warm-up, then the measured run. */
 async function runSet (name: string, members: Member[]): Promise<void> {
   for (const m of members) {
+    if (rowKeys !== undefined && !rowKeys.has(m.key)) m.skipped ??= 'not among --rows'
     if (m.skipped !== undefined || m.probe === undefined) continue
     const code = await m.probe()
     if (code !== 200) m.skipped = `answered ${code === 0 ? 'nothing' : code} to a valid request`
@@ -178,10 +188,10 @@ function refreshSpec (m: () => Member, url: string, redis: BenchRedis, userId: s
   }
 }
 
-function gitRevision (): string | null {
+function gitRevision (cwd = ROOT): string | null {
   try {
-    const rev = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim()
-    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: ROOT, encoding: 'utf8' }).trim() !== ''
+    const rev = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd, encoding: 'utf8' }).trim()
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd, encoding: 'utf8' }).trim() !== ''
     return dirty ? `${rev}+dirty` : rev
   } catch {
     return null
@@ -243,6 +253,20 @@ async function main (): Promise<void> {
   const pool = only.has('tokens') || only.has('get')
     ? await startGateway(`gateway (WORKERS=${POOL_WORKERS})`, launch, { ...gatewayEnv(ws, poolPort, redisA.url, resource.url), ISSUER: gatewayUrl, WORKERS: String(POOL_WORKERS) }, false)
     : undefined
+  // The same gateway again with tracing on (OTLP/HTTP to a sink that drops the spans): beside
+  // the main gateway's row (tracing off) it shows what tracing costs when on, and that "off"
+  // adds nothing (docs/performance.md "Tracing").
+  const sink = only.has('get') && (rowKeys === undefined || rowKeys.has('gateway_proxy_traced'))
+    ? await startPeer('peer: OTLP sink', 'otlp-sink.ts', {})
+    : undefined
+  const traced = sink === undefined
+    ? undefined
+    : await startGateway('gateway (tracing on)', launch, { ...gatewayEnv(ws, await freePort(), redisA.url, resource.url), ISSUER: gatewayUrl, OTEL_EXPORTER_OTLP_ENDPOINT: sink.url, OTEL_SERVICE_NAME: 'latchkey-bench' }, false)
+  const baselineDir = args.baseline === undefined ? undefined : resolve(args.baseline)
+  const baselineRev = baselineDir === undefined ? undefined : gitRevision(baselineDir)
+  const baseline = baselineDir === undefined || !only.has('get')
+    ? undefined
+    : await startGateway(`gateway (baseline ${baselineRev ?? baselineDir})`, launch, { ...gatewayEnv(ws, await freePort(), redisA.url, resource.url), ISSUER: gatewayUrl }, false, baselineDir)
   if (scale !== undefined) {
     for (const [label, side] of [['1k', scale.small], ['large', scale.large]] as const) {
       side.gateway = await startGateway(`gateway (${label})`, launch, gatewayEnv(ws, await freePort(), side.redis.url, resource.url), false)
@@ -297,6 +321,8 @@ async function main (): Promise<void> {
     add(member({ set: 'get', key: 'resource_verified', name: 'resource, token verified (direct)', group: g1, kind: 'latchkey', connections: CONNECTIONS.get, cpu: [['resource', resource.child.pid]], spec: getSpec(resource.url), probe: probe(resource.url) }))
     add(member({ set: 'get', key: 'resource_noauth', name: 'same route, verification off (ceiling)', group: g1, kind: 'peer', connections: CONNECTIONS.get, cpu: [['server', noauth.child.pid]], spec: getSpec(noauth.url), probe: probe(noauth.url) }))
     add(member({ set: 'get', key: 'gateway_proxy', name: 'gateway: auth + proxy', group: g2, kind: 'latchkey', connections: CONNECTIONS.get, cpu: [['gateway', gateway.child.pid], ['resource', resource.child.pid]], spec: getSpec(gatewayUrl), probe: probe(gatewayUrl) }))
+    if (traced !== undefined) add(member({ set: 'get', key: 'gateway_proxy_traced', name: 'gateway: auth + proxy, tracing on (OTLP)', group: g2, kind: 'latchkey', connections: CONNECTIONS.get, cpu: [['gateway', traced.child.pid], ['resource', resource.child.pid]], spec: getSpec(traced.url), probe: probe(traced.url) }))
+    if (baseline !== undefined) add(member({ set: 'get', key: 'gateway_proxy_baseline', name: `gateway: auth + proxy, baseline ${baselineRev ?? ''}`, group: g2, kind: 'latchkey', connections: CONNECTIONS.get, cpu: [['gateway', baseline.child.pid], ['resource', resource.child.pid]], spec: getSpec(baseline.url), probe: probe(baseline.url) }))
     if (pool !== undefined) add(member({ set: 'get', key: 'gateway_proxy_pool', name: `gateway: auth + proxy, WORKERS=${POOL_WORKERS}`, group: g2, kind: 'latchkey', connections: CONNECTIONS.get, cpu: [['gateway', pool.child.pid], ['resource', resource.child.pid]], spec: getSpec(pool.url), probe: probe(pool.url) }))
     add(member({ set: 'get', key: 'http_proxy', name: 'http-proxy, no auth', group: g2, kind: 'peer', connections: CONNECTIONS.get, cpu: [['proxy', httpProxy.child.pid], ['resource', resource.child.pid]], spec: getSpec(httpProxy.url), probe: probe(httpProxy.url) }))
     add(member({ set: 'get', key: 'fastify_proxy', name: '@fastify/http-proxy, no auth', group: g2, kind: 'peer', connections: CONNECTIONS.get, cpu: [['proxy', fastifyProxy.child.pid], ['resource', resource.child.pid]], spec: getSpec(fastifyProxy.url), probe: probe(fastifyProxy.url) }))
@@ -310,7 +336,13 @@ async function main (): Promise<void> {
     peerRow('nginx_forward_auth_cached', 'nginx auth_request → latchkey forward-auth, 1 s decision cache', nginxAuthCached, 'nginx is not on PATH')
     peerRow('haproxy_jwt', 'HAProxy jwt_verify ES256 (no revocation)', haproxy, haproxyWhyNot ?? '')
     add(member({ set: 'get', key: 'fastify_jwt', name: '@fastify/jwt + get-jwks (same route)', group: g3, kind: 'peer', connections: CONNECTIONS.get, cpu: [['server', fastifyJwt.child.pid]], spec: getSpec(fastifyJwt.url), probe: probe(fastifyJwt.url) }))
-    await runSet('get', ['resource_verified', 'resource_noauth', 'fastify_jwt', 'gateway_proxy', 'gateway_proxy_pool', 'http_proxy', 'fastify_proxy', 'nginx', 'nginx_forward_auth', 'nginx_forward_auth_cached', 'haproxy_jwt'].filter(k => members.has(k)).map(get))
+    await runSet('get', ['resource_verified', 'resource_noauth', 'fastify_jwt', 'gateway_proxy', 'gateway_proxy_baseline', 'gateway_proxy_traced', 'gateway_proxy_pool', 'http_proxy', 'fastify_proxy', 'nginx', 'nginx_forward_auth', 'nginx_forward_auth_cached', 'haproxy_jwt'].filter(k => members.has(k)).map(get))
+    if (sink !== undefined) {
+      const stats = await fetch(`${sink.url}/stats`).then(async r => await r.json() as { exports: number, bytes: number }, () => undefined)
+      const traced = get('gateway_proxy_traced')
+      if (stats !== undefined && stats.exports === 0 && traced.skipped === undefined) traced.note = 'the OTLP sink received no spans'
+      log(`OTLP sink: ${stats?.exports ?? '?'} exports, ${stats?.bytes.toLocaleString('en-US') ?? '?'} bytes`)
+    }
   }
 
   // --- Set "scale": refresh rotations with 1,000 and with 1,000,000 live sessions ---
@@ -399,7 +431,7 @@ async function main (): Promise<void> {
   ws.remove()
 
   // --- Figures ---
-  const order = ['resource_verified', 'resource_noauth', 'gateway_proxy', 'gateway_proxy_pool', 'http_proxy', 'fastify_proxy', 'nginx',
+  const order = ['resource_verified', 'resource_noauth', 'gateway_proxy', 'gateway_proxy_baseline', 'gateway_proxy_traced', 'gateway_proxy_pool', 'http_proxy', 'fastify_proxy', 'nginx',
     'nginx_forward_auth', 'nginx_forward_auth_cached', 'haproxy_jwt', 'fastify_jwt',
     'refresh_cookie', 'refresh_grant', 'client_credentials', 'oidc_provider_cc', 'login', 'refresh_cookie_pool', 'refresh_grant_pool', 'client_credentials_pool', 'refresh_1k', 'refresh_1m']
   const rows: Row[] = order.filter(k => members.has(k)).map(k => {
@@ -416,14 +448,23 @@ async function main (): Promise<void> {
       rps: round(s.rps, 1) as number,
       p50_ms: round(s.p50_ms, 3) as number,
       p99_ms: round(s.p99_ms, 3) as number,
-      ...(m.chainBreaks > 0 ? { note: `${m.chainBreaks} refresh chains broke (non-200)` } : {})
+      ...(m.chainBreaks > 0 ? { note: `${m.chainBreaks} refresh chains broke (non-200)` } : m.note !== undefined ? { note: m.note } : {})
     }
   })
   const row = (k: string): Row | undefined => rows.find(r => r.key === k)
+  /** " · ±N µs gateway CPU/req": what one row's server spends per request beyond another's. */
+  const cpuDelta = (a: Row | undefined, b: Row | undefined): string => {
+    const ca = a?.cpu_us_per_request?.gateway
+    const cb = b?.cpu_us_per_request?.gateway
+    if (typeof ca !== 'number' || typeof cb !== 'number') return ''
+    return ` · ${ca - cb >= 0 ? '+' : '−'}${Math.abs(ca - cb)} µs gateway CPU/req`
+  }
   const figures = {
     proxy_auth_vs_plain_proxy: ratio(row('gateway_proxy'), row('http_proxy')),
     proxy_auth_vs_fastify_proxy: ratio(row('gateway_proxy'), row('fastify_proxy')),
     proxy_auth_vs_direct: ratio(row('gateway_proxy'), row('resource_verified')),
+    proxy_vs_baseline: ratio(row('gateway_proxy'), row('gateway_proxy_baseline')),
+    proxy_traced_vs_untraced: ratio(row('gateway_proxy_traced'), row('gateway_proxy')),
     proxy_auth_pool_vs_direct: ratio(row('gateway_proxy_pool'), row('resource_verified')),
     plain_proxy_vs_direct: ratio(row('http_proxy'), row('resource_verified')),
     fastify_proxy_vs_direct: ratio(row('fastify_proxy'), row('resource_verified')),
@@ -441,6 +482,8 @@ async function main (): Promise<void> {
     ['resource_verified', `${fmtRatio(figures.resource_verify_vs_noauth)} of no-auth`],
     ['resource_noauth', 'ceiling'],
     ['gateway_proxy', `${fmtRatio(figures.proxy_auth_vs_plain_proxy)} of http-proxy · ${fmtRatio(figures.proxy_auth_vs_fastify_proxy)} of @fastify/http-proxy · ${fmtRatio(figures.proxy_auth_vs_direct)} of direct`],
+    ['gateway_proxy_baseline', `this checkout is ${fmtRatio(figures.proxy_vs_baseline)} this${cpuDelta(row('gateway_proxy'), row('gateway_proxy_baseline'))}`],
+    ['gateway_proxy_traced', `${fmtRatio(figures.proxy_traced_vs_untraced)} of tracing off${cpuDelta(row('gateway_proxy_traced'), row('gateway_proxy'))}`],
     ['gateway_proxy_pool', `${fmtRatio(figures.proxy_auth_pool_vs_direct)} of direct`],
     ['http_proxy', `${fmtRatio(figures.plain_proxy_vs_direct)} of direct`],
     ['fastify_proxy', `${fmtRatio(figures.fastify_proxy_vs_direct)} of direct`],

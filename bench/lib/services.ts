@@ -117,9 +117,14 @@ export function gatewayEnv (ws: Workspace, port: number, redisUrl: string, resou
   }
 }
 
-export async function startGateway (name: string, launch: LaunchOptions, env: Record<string, string>, profile: boolean): Promise<Service> {
+/**
+ * A gateway from this checkout, or with `builtCheckout` from another one's build (its
+ * `bin/latchkey.js` and `dist/`): the `--baseline` row, an older revision measured in the same run.
+ */
+export async function startGateway (name: string, launch: LaunchOptions, env: Record<string, string>, profile: boolean, builtCheckout?: string): Promise<Service> {
   const flags = profile && launch.cpuProfDir !== undefined ? ['--cpu-prof', '--cpu-prof-dir', launch.cpuProfDir] : []
-  const child = startChild(name, process.execPath, [...flags, ...latchkeyArgs(launch, ['gateway'])], env)
+  const args = builtCheckout === undefined ? latchkeyArgs(launch, ['gateway']) : [join(builtCheckout, 'bin/latchkey.js'), 'gateway']
+  const child = startChild(name, process.execPath, [...flags, ...args], env)
   const url = `http://127.0.0.1:${env.PORT ?? ''}`
   await waitForHttp(child, `${url}/readyz`)
   return { child, url }

@@ -31,6 +31,16 @@ export interface TestRedisSentinel {
   detachReplica (): Promise<HostPort>
   /** SIGKILL the current master; returns its address and the time of the kill (ms, performance.now()). */
   killMaster (): Promise<{ killed: HostPort, at: number }>
+  /**
+   * `SENTINEL FAILOVER`: a planned failover, the master alive throughout. Sentinel promotes
+   * the replica first and only then turns the old master into its replica, so for a moment
+   * both accept writes (what an operator's maintenance does to a loaded gateway). Retried
+   * until a sentinel accepts it (it refuses while it has not yet vetted the replica).
+   * Returns the old master and when the failover was accepted (ms, performance.now()).
+   */
+  plannedFailover (timeoutMs?: number): Promise<{ from: HostPort, at: number }>
+  /** Resolves once `node` is an online replica of the current master. */
+  replicaOnline (node: HostPort, timeoutMs?: number): Promise<void>
   /** Resolves with the new master once every sentinel names a master other than `from` and it answers as one. */
   waitForFailover (from: HostPort, timeoutMs?: number): Promise<HostPort>
   /**
@@ -182,6 +192,29 @@ export async function redisSentinelForTest (t: Teardown): Promise<TestRedisSenti
       await killProcess(child)
       return { killed, at }
     },
+    async plannedFailover (timeoutMs = 15_000) {
+      const from = await handle.master()
+      let at = 0
+      await until('a sentinel to accept SENTINEL FAILOVER', timeoutMs, async () => {
+        at = performance.now()
+        await (sentinelClients[0] as Redis).call('SENTINEL', 'FAILOVER', NAME)
+        return true
+      })
+      return { from, at }
+    },
+    async replicaOnline (node, timeoutMs = 10_000) {
+      const master = await handle.master()
+      const m = plain(master.port)
+      try {
+        await m.connect()
+        await until(`port ${node.port} to be an online replica of ${master.port}`, timeoutMs, async () => {
+          const info = await m.info('replication')
+          return new RegExp(`^slave\\d+:ip=[^,]+,port=${node.port},state=online`, 'm').test(info)
+        })
+      } finally {
+        m.disconnect()
+      }
+    },
     async waitForFailover (from, timeoutMs = 20_000) {
       let found: HostPort | undefined
       await until(`a failover away from port ${from.port}`, timeoutMs, async () => {
@@ -205,16 +238,7 @@ export async function redisSentinelForTest (t: Teardown): Promise<TestRedisSenti
       const master = await handle.master()
       startData(node.port, ['--replicaof', master.host, String(master.port)])
       await waitForRedis(`redis://${node.host}:${node.port}`)
-      const m = plain(master.port)
-      try {
-        await m.connect()
-        await until(`port ${node.port} to be an online replica of ${master.port}`, timeoutMs, async () => {
-          const info = await m.info('replication')
-          return new RegExp(`^slave\\d+:ip=[^,]+,port=${node.port},state=online`, 'm').test(info)
-        })
-      } finally {
-        m.disconnect()
-      }
+      await handle.replicaOnline(node, timeoutMs)
     },
     async connect (node) {
       const c = plain(node.port)

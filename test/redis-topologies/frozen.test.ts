@@ -17,7 +17,9 @@ import { connectRedis, createRedisClient } from '#gateway/sessions/redis-connect
 import { RedisFamilyStore } from '#gateway/sessions/redis-family-store.js'
 import { RedisRevocationBus } from '#gateway/sessions/revocation.js'
 import type { ParsedRefreshToken } from '#gateway/sessions/refresh-token.js'
+import { decodeFamily } from '#gateway/sessions/family-codec.js'
 import { freePort, redisForTest, spawnRedisServer, waitForRedis } from '../helpers/redis.js'
+import { until } from '../helpers/redis-cluster.js'
 
 const SESSIONS = 8
 const COMMAND_TIMEOUT_MS = 300
@@ -127,5 +129,12 @@ t.test('a replica missing under REDIS_WAIT_REPLICAS=1 for longer than the grace 
   t.comment(`after the replica came back: ${lost} of ${SESSIONS} sessions lost, ${reuse} reuse verdicts`)
   t.equal(lost, 0, 'no session lost')
   t.equal(reuse, 0, 'no false reuse')
+  // A successor answered 200 is committed (no longer pending), so its predecessor keeps
+  // only the grace window and reuse detection is exact again.
+  await until('every answered successor to be committed', 2000, async () => {
+    const stored = await Promise.all(next.map(token => admin.getBuffer(store.familyKey(token.sid))))
+    return stored.every(blob => blob !== null && decodeFamily(blob).pending === 0)
+  })
+  t.pass('every answered successor is committed (not pending)')
   t.equal((await retryAll(store, next)).lost, 0, 'every session refreshes on')
 })

@@ -12,6 +12,13 @@
  * were answered and are lost (shown, not asserted: the client's token is then unknown to
  * the new master and its next refresh is taken for reuse); with WAIT they were refused
  * with 503 and the clients kept their previous, replicated tokens.
+ *
+ * Two more setups take a planned failover (`SENTINEL FAILOVER`, the master alive) under the
+ * same load, and the clients come back after the grace window (1 s here): with
+ * REDIS_WAIT_REPLICAS=1 no session is lost, no family forked, no reuse reported (5 of 6
+ * sessions were lost before rotations became pending until committed, see
+ * redis-family-store.ts); with 0 the sessions whose last rotation the discarded old
+ * master answered are lost, recorded as a known gap (todo), and no family is forked.
  */
 import t, { type Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
@@ -35,6 +42,11 @@ const DETACHED_MS = 400
 /** contract rule 7: login and refresh answer (503 if need be) within 2 s, never hang. */
 const ANSWER_WITHIN_MS = 2000
 const RECOVERY_TIMEOUT_MS = 20_000
+/** Planned failover: REFRESH_REUSE_GRACE, load kept up after the failover settled, and the clients' pause before coming back (past grace). */
+const PLANNED_GRACE_S = 1
+const AFTER_FAILOVER_MS = 300
+const COME_BACK_AFTER_MS = 1500
+const DEMOTION_TIMEOUT_MS = 20_000
 
 interface Session {
   token: string
@@ -60,6 +72,9 @@ class Load {
   readonly outcomes: Outcome[] = []
   /** Refreshes answered 401: the client's session was gone (re-logged in). */
   lost = 0
+  /** Tokens that were rotated (200) into two different successors: a forked family. */
+  forked = 0
+  readonly #successors = new Map<string, string>()
   readonly #app: FastifyInstance
   readonly #loops: Array<Promise<void>> = []
   #stopped = false
@@ -97,24 +112,41 @@ class Load {
   }
 
   async #refreshing (s: Session): Promise<void> {
-    while (!this.#stopped) {
-      const started = performance.now()
-      const r = await refresh(this.#app, s.token)
-      this.#record('refresh', r.res.statusCode, started)
-      if (r.res.statusCode === 200) {
-        s.token = r.refresh as string
-        s.acked += 1
-        s.lastOkAt = performance.now()
-        await sleep(THINK_MS)
-      } else if (r.res.statusCode === 401) {
-        this.lost += 1
-        Object.assign(s, await this.#login('alice'))
-      } else {
-        // 503: keep the token and retry; inside grace a rotation that did happen hands
-        // back the same successor.
-        await sleep(RETRY_MS)
-      }
+    while (!this.#stopped) await this.#refreshOnce(s)
+  }
+
+  /** One refresh of `s`; returns its status. A 401 (session lost) logs the client in again. */
+  async #refreshOnce (s: Session): Promise<number> {
+    const started = performance.now()
+    const presented = s.token
+    const r = await refresh(this.#app, presented)
+    this.#record('refresh', r.res.statusCode, started)
+    if (r.res.statusCode === 200) {
+      const successor = r.refresh as string
+      const earlier = this.#successors.get(presented)
+      if (earlier !== undefined && earlier !== successor) this.forked += 1
+      this.#successors.set(presented, successor)
+      s.token = successor
+      s.acked += 1
+      s.lastOkAt = performance.now()
+      await sleep(THINK_MS)
+    } else if (r.res.statusCode === 401) {
+      this.lost += 1
+      Object.assign(s, await this.#login('alice'))
+    } else {
+      // 503: keep the token and retry; inside grace a rotation that did happen hands
+      // back the same successor.
+      await sleep(RETRY_MS)
     }
+    return r.res.statusCode
+  }
+
+  /** After the load stopped: every client refreshes with the token it holds until it gets an answer other than 503. */
+  async comeBack (): Promise<void> {
+    await Promise.all(this.sessions.map(async (s) => {
+      const deadline = performance.now() + RECOVERY_TIMEOUT_MS
+      while (await this.#refreshOnce(s) === 503 && performance.now() < deadline);
+    }))
   }
 
   async #loggingIn (): Promise<void> {
@@ -140,14 +172,14 @@ class Load {
   }
 }
 
-async function gatewayOn (t: Test, sentinel: TestRedisSentinel, waitReplicas: number): Promise<TestGateway> {
+async function gatewayOn (t: Test, sentinel: TestRedisSentinel, waitReplicas: number, graceS = 60): Promise<TestGateway> {
   return buildTestGateway(t, {
     ...sentinel.env,
     REDIS_KEY_PREFIX: sentinel.prefix,
     REDIS_WAIT_REPLICAS: String(waitReplicas),
     // Long enough to span a failover: a rotation refused with 503 may exist on the master,
     // and the client's retry must still be inside grace to get that same successor.
-    REFRESH_REUSE_GRACE: '60',
+    REFRESH_REUSE_GRACE: String(graceS),
     LOGIN_MAX_ATTEMPTS_PER_USER: '1000000',
     LOGIN_MAX_ATTEMPTS_PER_IP: '1000000',
     LOG_LEVEL: 'warn'
@@ -165,8 +197,59 @@ const skip = redisTopologySkipReason()
 if (skip !== undefined) {
   t.plan(0, skip)
 } else {
-  // Both setups start together: most of their start-up is the sentinels discovering each other.
-  const [plainSetup, waitSetup] = await Promise.all([redisSentinelForTest(t), redisSentinelForTest(t)])
+  // The setups start together: most of their start-up is the sentinels discovering each other.
+  const [plainSetup, waitSetup, plannedPlain, plannedWait] = await Promise.all([
+    redisSentinelForTest(t), redisSentinelForTest(t), redisSentinelForTest(t), redisSentinelForTest(t)
+  ])
+
+  /**
+   * SENTINEL FAILOVER under load, then the clients pause past the grace window and come
+   * back with the tokens they hold: no session may be lost, no family forked, no reuse
+   * reported. (Sentinel promotes the replica before it demotes the old master, so the old
+   * master takes writes the new one never sees; the grace window is 1 s here so that
+   * coming back later than it cannot be rescued by grace.)
+   */
+  const plannedFailover = async (t: Test, sentinel: TestRedisSentinel, waitReplicas: number): Promise<void> => {
+    const gw = await gatewayOn(t, sentinel, waitReplicas, PLANNED_GRACE_S)
+    const load = new Load(gw.app)
+    await load.start()
+    await sleep(WARM_UP_MS)
+    const okBefore = load.count('refresh', 200)
+    const { from, at } = await sentinel.plannedFailover()
+    const promoted = await sentinel.waitForFailover(from)
+    // WAIT needs a replica: the old master, once Sentinel has demoted it (it waits until
+    // the old master has reported itself a master for a while, ~8 s) and it has resynced.
+    if (waitReplicas > 0) await sentinel.replicaOnline(from, DEMOTION_TIMEOUT_MS)
+    const settled = performance.now()
+    await sleep(AFTER_FAILOVER_MS)
+    await load.stop()
+    const lostUnderLoad = load.lost
+    await sleep(COME_BACK_AFTER_MS)
+    await load.comeBack()
+    const reuse = gw.logs.filter(l => l.event === 'refresh_reuse_detected').length
+    t.not(promoted.port, from.port, `planned failover ${from.port} → ${promoted.port}, settled ${(settled - at).toFixed(0)} ms after SENTINEL FAILOVER`)
+    t.comment(`WAIT=${waitReplicas}: ${okBefore} rotations before, ${load.count('refresh', 200, at, settled)} answered 200 and ` +
+      `${load.count('refresh', 503, at, settled)} answered 503 during the failover; sessions lost: ${lostUnderLoad} under load, ` +
+      `${load.lost - lostUnderLoad} on coming back; families forked: ${load.forked}; refresh_reuse_detected: ${reuse}`)
+    // Without WAIT, a rotation the old master answered after the replica's promotion is
+    // gone with it: the client holds a successor the new master never saw. Recorded as a
+    // known gap (README "Faults"), not hidden: REDIS_WAIT_REPLICAS=1 is the remedy.
+    const gap = waitReplicas === 0 ? { todo: 'REDIS_WAIT_REPLICAS=0 cannot keep rotations answered by a master the failover discards' } : {}
+    t.equal(load.lost, 0, 'no session lost (no refresh answered 401), under load or on coming back', gap)
+    t.equal(reuse, 0, 'no false refresh_reuse_detected', gap)
+    t.same(load.outcomes.filter(o => o.status !== 200 && o.status !== 503).map(o => `${o.op} ${o.status}`), [], 'nothing but 200 and 503', gap)
+    t.equal(load.forked, 0, 'no family forked')
+    t.ok(load.sessions.every(s => s.lastOkAt > settled), 'every client refreshed after the failover')
+    t.ok(load.slowest('refresh') < ANSWER_WITHIN_MS, `the slowest refresh took ${load.slowest('refresh').toFixed(0)} ms`)
+  }
+
+  t.test('SENTINEL FAILOVER under load, REDIS_WAIT_REPLICAS=0: no family forked; sessions lost to the failover counted (a known gap)', async (t) => {
+    await plannedFailover(t, plannedPlain, 0)
+  })
+
+  t.test('SENTINEL FAILOVER under load, REDIS_WAIT_REPLICAS=1: clients coming back after grace keep their sessions', async (t) => {
+    await plannedFailover(t, plannedWait, 1)
+  })
 
   t.test('REDIS_WAIT_REPLICAS=0: the master dies mid-load; login and refresh recover by themselves', async (t) => {
     const sentinel = plainSetup

@@ -34,6 +34,8 @@ export interface Exchange {
   readonly log: FastifyBaseLogger
   readonly requestId: string
   readonly startedAt: bigint
+  /** Called once when the client connection of a web request is done (the caller's in-flight count). */
+  readonly closed?: (() => void) | undefined
   upstreamRequest?: ClientRequest
   /** A response (or a failure answer) has started towards the client. */
   answered: boolean
@@ -58,6 +60,11 @@ function seconds (startedAt: bigint): number {
   return Number(process.hrtime.bigint() - startedAt) / 1e9
 }
 
+/** An upstream's identity for the server map: where it sends, and through which pool. */
+function upstreamKey (u: Upstream): string {
+  return `${u.target.protocol}//${u.target.hostname}:${u.target.port}${u.target.path}`
+}
+
 function failureFor (err: unknown): LatchkeyError {
   return gatewayError(err instanceof UpstreamTimeoutError ? 'GW_GATEWAY_TIMEOUT' : 'GW_BAD_GATEWAY')
 }
@@ -70,8 +77,10 @@ export class Forwarder {
   /**
    * One http-proxy server per upstream, its target and pool in the server's options: a call
    * with options of its own costs two option copies (and a callback closure) per request.
+   * Keyed by the upstream's address (`upstreamKey`), so a route-table reload that keeps an
+   * upstream keeps its server, and `retain` drops the servers of upstreams that went away.
    */
-  readonly #proxies = new Map<Upstream, httpProxy>()
+  readonly #proxies = new Map<string, httpProxy>()
   readonly #metrics: GatewayMetrics
   readonly #timeoutMs: number
   /** Both ends of every switched WebSocket, so closing the app can end them. */
@@ -83,7 +92,8 @@ export class Forwarder {
   }
 
   #proxyFor (upstream: Upstream): httpProxy {
-    const known = this.#proxies.get(upstream)
+    const key = upstreamKey(upstream)
+    const known = this.#proxies.get(key)
     if (known !== undefined) return known
     // xfwd off and changeOrigin off: the forwarding headers and Host are the gateway's own
     // (headers.ts). toProxy: the already-normalised `req.url` is used as is, not re-parsed.
@@ -98,13 +108,27 @@ export class Forwarder {
     proxy.on('proxyReq', (proxyReq, req, res) => { this.#onUpstreamRequest(proxyReq, req, res) })
     proxy.on('proxyRes', (proxyRes, req, res) => { this.#onUpstreamResponse(proxyRes, req, res) })
     proxy.on('proxyReqWs', (proxyReq, req, socket) => { this.#onUpstreamUpgradeRequest(proxyReq, req, socket) })
-    this.#proxies.set(upstream, proxy)
+    this.#proxies.set(key, proxy)
     return proxy
   }
+
+  /**
+   * After a route-table reload: forget the servers of upstreams no longer routed to. A request
+   * still in progress holds its own reference and finishes through it; only the map lets go.
+   */
+  retain (upstreams: Iterable<Upstream | undefined>): void {
+    const live = new Set<string>()
+    for (const u of upstreams) if (u !== undefined) live.add(upstreamKey(u))
+    for (const key of this.#proxies.keys()) if (!live.has(key)) this.#proxies.delete(key)
+  }
+
+  /** How many upstream servers are kept (for tests: reloads must not grow it). */
+  get upstreamServers (): number { return this.#proxies.size }
 
   web (exchange: Exchange, req: IncomingMessage, res: ServerResponse): void {
     (req as ExchangeCarrier)[EXCHANGE] = exchange
     res.once('close', () => {
+      exchange.closed?.()
       const status = res.headersSent ? String(res.statusCode) : CLIENT_CLOSED
       this.#metrics.proxyDuration.observe({ route: exchange.route.label, status_code: status }, seconds(exchange.startedAt))
       if (res.writableFinished) return

@@ -104,7 +104,10 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
   const forwarder = new Forwarder({ metrics: options.metrics, timeoutMs: options.timeoutMs ?? PROXY_TIMEOUT_MS })
   let routes = table.routes.map(r => compileRoute(r, agents))
   // A replaced table takes effect for the next request; requests in progress keep their route.
-  table.onReplace((next) => { routes = next.map(r => compileRoute(r, agents)) })
+  table.onReplace((next) => {
+    routes = next.map(r => compileRoute(r, agents))
+    forwarder.retain(routes.map(r => r.upstream))
+  })
   const admission = new Admission<ProxyRoute>({ verifier: options.verifier, routes: () => routes })
   const upgrades = new WeakMap<IncomingMessage, PendingUpgrade>()
   const genReqId = options.genReqId ?? randomUUID
@@ -117,23 +120,22 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
   const maxInFlight = options.maxInFlightPerCaller ?? PROXY_MAX_IN_FLIGHT_PER_CALLER
   /** Proxied requests in progress per caller (callerOf); an entry exists only while above 0. */
   const inFlight = new Map<string, number>()
-  const busy = (token: AccessToken): boolean => (inFlight.get(callerOf(token)) ?? 0) >= maxInFlight
+  const busy = (caller: string): boolean => (inFlight.get(caller) ?? 0) >= maxInFlight
 
   /**
-   * Both lanes end here: the request is admitted (and its caller not `busy`), `url` its
-   * normalised target. It counts against its caller until its client connection is done.
+   * Both lanes end here: the request is admitted and its `caller` (callerOf) not `busy`,
+   * `url` its normalised target. It counts against its caller until its client connection is done.
    */
-  function forward (req: IncomingMessage, res: ServerResponse, route: ProxyRoute, upstream: Upstream, token: AccessToken, url: string, requestId: string, startedAt: bigint, upgrade: PendingUpgrade | undefined): void {
+  function forward (req: IncomingMessage, res: ServerResponse, route: ProxyRoute, upstream: Upstream, caller: string, url: string, requestId: string, startedAt: bigint, upgrade: PendingUpgrade | undefined): void {
     const websocket = upgrade !== undefined && isWebSocketHandshake(req)
-    const caller = callerOf(token)
     inFlight.set(caller, (inFlight.get(caller) ?? 0) + 1)
     const release = (): void => {
       const n = (inFlight.get(caller) ?? 1) - 1
       if (n <= 0) inFlight.delete(caller)
       else inFlight.set(caller, n)
     }
+    // A web request is released by the forwarder's own 'close' listener (one listener less per request).
     if (websocket) upgrade.socket.once('close', release)
-    else res.once('close', release)
     const origin = originOf(req)
     const span = tracer === undefined ? undefined : startProxySpan(tracer, req.headers, route.label, req.method)
     if (span !== undefined) {
@@ -150,7 +152,7 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
     })
     propagate(span, req.headers)
     req.url = url
-    const exchange: Exchange = { route, upstream, log, requestId, startedAt, answered: false, upgraded: false, failed: false }
+    const exchange: Exchange = { route, upstream, log, requestId, startedAt, answered: false, upgraded: false, failed: false, closed: websocket ? undefined : release }
     if (upgrade !== undefined && websocket) {
       // From here the socket speaks WebSocket (or the upstream's refusal), not this response.
       res.detachSocket(upgrade.socket as Socket)
@@ -180,12 +182,13 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
           reply.callNotFound()
           return reply
         }
-        if (busy(decision.token)) {
+        const caller = callerOf(decision.token)
+        if (busy(caller)) {
           request.log.info({ route: decision.route.label }, 'proxy caller has too many requests in progress')
           return refuse(reply.header('retry-after', '1'), gatewayError('GW_PROXY_CALLER_BUSY'))
         }
         reply.hijack()
-        forward(req, reply.raw, decision.route, upstream, decision.token, decision.target, request.id, startedAt, upgrades.get(req))
+        forward(req, reply.raw, decision.route, upstream, caller, decision.target, request.id, startedAt, upgrades.get(req))
         return undefined
       }
     }
@@ -197,7 +200,9 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
     const startedAt = process.hrtime.bigint()
     const target = req.url ?? '/'
     const decision = admission.decide(target, req.headers.authorization, true)
-    if (decision instanceof Promise || decision.outcome !== 'admitted' || decision.route.upstream === undefined || busy(decision.token)) return false
+    if (decision instanceof Promise || decision.outcome !== 'admitted' || decision.route.upstream === undefined) return false
+    const caller = callerOf(decision.token)
+    if (busy(caller)) return false
     const requestId = genReqId()
     // Fastify's own access-log lines, field for field (its `req` and `res` serializers read
     // these); for the gate's requests Fastify writes them itself, hijacked or not.
@@ -208,7 +213,7 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
         log.info({ reqId: requestId, res: { statusCode: res.headersSent ? res.statusCode : CLIENT_CLOSED }, responseTime }, 'request completed')
       })
     }
-    forward(req, res, decision.route, decision.route.upstream, decision.token, decision.target, requestId, startedAt, undefined)
+    forward(req, res, decision.route, decision.route.upstream, caller, decision.target, requestId, startedAt, undefined)
     return true
   }
 

@@ -6,18 +6,17 @@
  *   of the caller's own `traceparent`; the upstream gets this span's `traceparent`/`tracestate`;
  * - tracing off: the caller's `traceparent` passes through untouched, and a request without
  *   one gets a fresh one, so the services behind the gateway can still tie their logs to one
- *   request. That costs 24 bytes from a pooled CSPRNG draw, no span and no SDK.
+ *   request. That costs 48 hex characters sliced from a pooled CSPRNG draw, no span and no SDK.
  */
 import type { IncomingHttpHeaders } from 'node:http'
 import { ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, type Tracer, context, propagation, trace } from '@opentelemetry/api'
-import { RandomPool } from '../sessions/random-pool.js'
+import { RandomHexPool } from '../sessions/random-pool.js'
 
-const ids = new RandomPool()
+const ids = new RandomHexPool()
 
 /** `00-<trace id>-<span id>-01`: version 00, sampled, so a traced upstream records its part. */
 export function newTraceparent (): string {
-  const bytes = ids.take(24)
-  return `00-${bytes.toString('hex', 0, 16)}-${bytes.toString('hex', 16, 24)}-01`
+  return `00-${ids.take(16)}-${ids.take(8)}-01`
 }
 
 /** Starts the hop's span; `incoming` are the client's headers, before they are rewritten. */

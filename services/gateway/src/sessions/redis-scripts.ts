@@ -42,7 +42,7 @@ local now = tonumber(ARGV[5])
 local ix, ax = tonumber(ARGV[6]), tonumber(ARGV[7])
 -- No previous hash, nonce or rotation yet: empty strings and 0 keep the array dense
 -- (a nil would end a Lua array early and cmsgpack would pack a map).
-local f = {0, ARGV[1], ARGV[2], ARGV[3], ARGV[4], '', '', 0, 0, now, now, ix, ax, ARGV[8], ARGV[9], ARGV[10]}
+local f = {0, ARGV[1], ARGV[2], ARGV[3], ARGV[4], '', '', 0, 0, now, now, ix, ax, ARGV[8], ARGV[9], ARGV[10], 0}
 -- NX: a family id is 128 random bits, so a clash is a bug; never overwrite a live family.
 -- PX: the key dies with the family (idle expiry is never after absolute expiry).
 local ok = redis.call('SET', KEYS[1], pack_family(f), 'PX', ix - now, 'NX')
@@ -53,8 +53,15 @@ return 1
 
 /**
  * rotate — KEYS[1] family; ARGV: presented hash (all 32 bytes), successor hash (stored form), nonce, now ('' = TIME), idle ms,
- * grace ms, ip, user agent, '1' to require a client, client id. The successor was derived by the gateway from the presented
- * token and this nonce; it is stored only if this call rotates.
+ * grace ms, ip, user agent, '1' to require a client, client id, '1' to store the successor as pending. The successor was
+ * derived by the gateway from the presented token and this nonce; it is stored only if this call rotates.
+ *
+ * Pending (REDIS_WAIT_REPLICAS, see redis-family-store.ts): a successor is written pending
+ * and the gateway clears the mark (commit) once its WAIT succeeded, i.e. once it answers
+ * 200. While the current token is pending, no one can hold it, so its predecessor is not
+ * a replay whenever it comes: it gets the same successor, as inside grace. That is what
+ * keeps a session whose rotation reached a replica while its WAIT failed (a failover in
+ * between, the undo sent to the old master) alive when its client comes back after grace.
  *
  * Replies: {'invalid'} | {'rotated', ...public} | {'grace', ...public, stored nonce} |
  * {'reuse', user}.
@@ -86,6 +93,7 @@ if presented(f[F_HASH]) then
   f[F_IDLE_EXP] = math.min(now + tonumber(ARGV[5]), f[F_ABS_EXP])
   f[F_IP] = ARGV[7]
   f[F_UA] = ARGV[8]
+  if ARGV[11] == '1' then f[F_PENDING] = 1 else f[F_PENDING] = 0 end
   -- Value and TTL in one command; the TTL is > 0 because both expiries are after now.
   redis.call('SET', KEYS[1], pack_family(f), 'PX', f[F_IDLE_EXP] - now)
   local reply = ${PUBLIC_FIELDS}
@@ -93,10 +101,12 @@ if presented(f[F_HASH]) then
   return reply
 end
 local grace = tonumber(ARGV[6])
--- The immediate predecessor within the grace window: hand back the nonce of the rotation
--- it already caused, so the caller re-derives the same successor. No write: the lifetimes
--- were extended by that rotation and must not be extended twice, and no branch is made.
-if grace > 0 and presented(f[F_PREV]) and now - f[F_ROTATED] <= grace then
+-- The immediate predecessor within the grace window, or at any time while its successor is
+-- pending (never handed out, so nobody else can hold the family): hand back the nonce of
+-- the rotation it already caused, so the caller re-derives the same successor. No write:
+-- the lifetimes were extended by that rotation and must not be extended twice, and no
+-- branch is made.
+if presented(f[F_PREV]) and ((grace > 0 and now - f[F_ROTATED] <= grace) or f[F_PENDING] == 1) then
   local reply = ${PUBLIC_FIELDS}
   table.insert(reply, 1, 'grace')
   table.insert(reply, f[F_NONCE])
@@ -183,6 +193,23 @@ f[F_PREV] = ''
 f[F_NONCE] = ''
 f[F_GEN] = f[F_GEN] - 1
 f[F_ROTATED] = 0
+f[F_PENDING] = 0
+redis.call('SET', KEYS[1], pack_family(f), 'KEEPTTL')
+return 1
+`
+
+/**
+ * commit — KEYS[1] family; ARGV: successor hash (stored form), generation it was given.
+ * Clears the pending mark once a gateway answers that successor with 200 (see rotate);
+ * only if it is still the current token. From then on its predecessor has only the grace
+ * window. Returns 1 if cleared.
+ */
+const COMMIT = `${PRELUDE}
+local blob = redis.call('GET', KEYS[1])
+if not blob then return 0 end
+local f = load_family(blob)
+if f[F_PENDING] ~= 1 or f[F_HASH] ~= ARGV[1] or f[F_GEN] ~= tonumber(ARGV[2]) then return 0 end
+f[F_PENDING] = 0
 redis.call('SET', KEYS[1], pack_family(f), 'KEEPTTL')
 return 1
 `
@@ -193,7 +220,8 @@ export const FAMILY_SCRIPTS = {
   lkFamilyRevoke: { numberOfKeys: 1, lua: REVOKE },
   lkFamilyRead: { numberOfKeys: 1, lua: READ },
   lkIndexAdd: { numberOfKeys: 1, lua: INDEX_ADD },
-  lkFamilyUndo: { numberOfKeys: 1, lua: UNDO }
+  lkFamilyUndo: { numberOfKeys: 1, lua: UNDO },
+  lkFamilyCommit: { numberOfKeys: 1, lua: COMMIT }
 } as const
 
 export type FamilyScriptName = keyof typeof FAMILY_SCRIPTS
@@ -212,6 +240,7 @@ export interface FamilyScriptCommands {
   lkFamilyRead (key: string, ...args: Arg[]): Result<PublicFieldsReply | null, { type: 'default' }>
   lkIndexAdd (key: string, ...args: Arg[]): Result<number, { type: 'default' }>
   lkFamilyUndo (key: string, ...args: Arg[]): Result<number, { type: 'default' }>
+  lkFamilyCommit (key: string, ...args: Arg[]): Result<number, { type: 'default' }>
 }
 
 /** Register the scripts on `client` (idempotent) and return it with their methods typed. */
@@ -258,6 +287,8 @@ export interface Rotation {
   readonly ip: string
   readonly userAgent: string
   readonly clientId?: string
+  /** Store the successor as pending until a commit (REDIS_WAIT_REPLICAS; default false). */
+  readonly pending?: boolean
 }
 
 /** Script arguments for the optional client binding: flag, client id. */
@@ -269,6 +300,7 @@ export function clientCheck (clientId: string | undefined): [string, string] {
 export function rotateScriptArgs (r: Rotation): ScriptArg[] {
   return [
     r.presentedHash, storedHash(r.successorHash), r.nonce, r.now, r.limits.idleTtlMs, r.limits.graceMs,
-    clampText(r.ip, IP_MAX_CHARS), encodeUserAgent(clampText(r.userAgent, USER_AGENT_MAX_CHARS)), ...clientCheck(r.clientId)
+    clampText(r.ip, IP_MAX_CHARS), encodeUserAgent(clampText(r.userAgent, USER_AGENT_MAX_CHARS)), ...clientCheck(r.clientId),
+    r.pending === true ? '1' : '0'
   ]
 }

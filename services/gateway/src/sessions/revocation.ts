@@ -13,14 +13,20 @@
  *    with GW_STORE_UNAVAILABLE (→ 503), after one retry. The set is kept in
  *    REVOKED_SET_COPIES keys whose hash tags fall in different thirds of the slot space, so
  *    on a Redis Cluster no single master's loss hides a revocation.
- *  - Liveness of the subscription is proven end to end: every REDIS_HEALTH_INTERVAL_MS
- *    each replica publishes its own id on a heartbeat channel and expects to hear it back
- *    on its subscriber. Until it has heard one within REVOCATION_HEARTBEAT_MISSES
- *    intervals, or after its Cluster node left ("not live"), the
- *    replica reads the set at once and then every interval instead, so revocations still
- *    arrive within a few seconds while any connection to Redis works. The subscriber is
- *    also health-checked like every connection (redis-connection.ts): a silent one is
- *    rebuilt within a few seconds, and every (re)subscription reloads the set.
+ *  - Liveness of the subscription is proven end to end: every
+ *    REVOCATION_HEARTBEAT_INTERVAL_MS each replica publishes its own id on a heartbeat
+ *    channel and expects to hear it back on its subscriber. Until it has heard one within
+ *    REVOCATION_HEARTBEAT_MISSES intervals, or after its Cluster node left ("not live"), the
+ *    replica reads the set at once and then every heartbeat interval instead.
+ *    The 1 s promise while a subscriber is silent (no FIN/RST): a revocation published
+ *    after the subscriber's last heartbeat came back is missed by pub/sub, but the first
+ *    tick more than MISSES intervals after that heartbeat distrusts pub/sub and reads the
+ *    set, i.e. at most (MISSES + 1) × interval = 600 ms after it, plus one read — under
+ *    1 s while the main connection works. The price is a heartbeat PUBLISH per replica
+ *    five times a second; the proxy still asks only the in-memory map, never Redis, per
+ *    request. The subscriber is also health-checked like every connection
+ *    (redis-connection.ts): a silent one is rebuilt within a few seconds, and every
+ *    (re)subscription reloads the set.
  */
 import { randomUUID } from 'node:crypto'
 import { Command, type Cluster, type Redis } from 'ioredis'
@@ -38,6 +44,13 @@ export const REVOCATION_SWEEP_INTERVAL_MS = 10_000
 export const REVOCATION_INITIAL_LOAD_TIMEOUT_MS = 2000
 /** Access tokens are accepted up to this long after exp (verifier clock tolerance), so keep sids a little longer. */
 export const REVOCATION_SLACK_MS = 10_000
+/**
+ * How often (ms) a replica publishes its pub/sub heartbeat, checks that the previous ones
+ * came back and, while pub/sub is not trusted, reads the revoked set. Short because it
+ * bounds how long a silent subscriber is trusted: (MISSES + 1) × this must stay well
+ * under the 1 s revocation promise (see the file comment).
+ */
+export const REVOCATION_HEARTBEAT_INTERVAL_MS = 200
 /** Heartbeat intervals without hearing our own heartbeat after which pub/sub is not trusted. */
 export const REVOCATION_HEARTBEAT_MISSES = 2
 /** Copies of the revoked set (see the file comment); a publish needs a majority of them. */
@@ -140,8 +153,10 @@ export interface RedisRevocationBusOptions {
   readonly log: RevocationLog
   /** REDIS_WAIT_REPLICAS: replicas that must hold a revocation before `publish` resolves. */
   readonly waitReplicas?: number
-  /** Health-check period of the subscriber (default REDIS_HEALTH_INTERVAL_MS); tests shorten it. */
+  /** Health-check period of the subscriber connection (default REDIS_HEALTH_INTERVAL_MS). */
   readonly healthIntervalMs?: number
+  /** Heartbeat period (default REVOCATION_HEARTBEAT_INTERVAL_MS). */
+  readonly heartbeatIntervalMs?: number
 }
 
 /**
@@ -199,15 +214,15 @@ export class RedisRevocationBus {
     // without a 'ready': messages published during the move are lost, so distrust pub/sub
     // until a heartbeat comes back over the new subscription (which then reloads the set).
     this.#subscriber.on('-node', () => { this.#live = false })
-    this.#intervalMs = options.healthIntervalMs ?? REDIS_HEALTH_INTERVAL_MS
-    this.#stopSupervising = superviseConnections(this.#subscriber, this.#intervalMs)
+    this.#intervalMs = options.heartbeatIntervalMs ?? REVOCATION_HEARTBEAT_INTERVAL_MS
+    this.#stopSupervising = superviseConnections(this.#subscriber, options.healthIntervalMs ?? REDIS_HEALTH_INTERVAL_MS)
     this.#poll = setInterval(() => { this.#tick() }, this.#intervalMs)
     this.#poll.unref()
   }
 
   /**
    * True while this replica hears its own heartbeats over pub/sub and the set was loaded
-   * since it last did not. While false, the set is read every health interval instead.
+   * since it last did not. While false, the set is read every heartbeat interval instead.
    */
   get live (): boolean {
     return this.#live
@@ -231,6 +246,8 @@ export class RedisRevocationBus {
     this.#client.publish(this.#heartbeatChannel, this.#heartbeatId).catch(() => { /* the main connection is down: nothing to do */ })
     const silentMs = performance.now() - this.#heardAt
     if (this.#live && silentMs > REVOCATION_HEARTBEAT_MISSES * this.#intervalMs) this.#live = false
+    // Every tick, even while an earlier read is outstanding: each is bounded by the command
+    // timeout, and a read stuck on one dead node must not hold back the next one.
     if (!this.#live) this.#load().catch(() => { /* Redis unreachable: next tick */ })
   }
 
@@ -240,18 +257,18 @@ export class RedisRevocationBus {
     if (!this.#live) this.#load().then(() => { this.#live = true }, () => {})
   }
 
-  /** Every live entry of every copy of the set into the local set; fails only if no copy answers. */
+  /**
+   * Every live entry of every copy of the set into the local set; fails only if no copy
+   * answers. Each copy's entries are taken as it answers: a copy whose Cluster master is
+   * down may take its redirections and timeouts to fail, and must not hold back the others.
+   */
   async #load (): Promise<void> {
     const now = this.#clock.now()
-    const copies = await Promise.allSettled([...this.#keys, this.#legacyKey].map(key => this.#client.zrangebyscore(key, now, '+inf', 'WITHSCORES')))
-    let answered = 0
-    for (const copy of copies) {
-      if (copy.status !== 'fulfilled') continue
-      answered++
-      const entries = copy.value
+    const copies = await Promise.allSettled([...this.#keys, this.#legacyKey].map(async (key) => {
+      const entries = await this.#client.zrangebyscore(key, now, '+inf', 'WITHSCORES')
       for (let i = 0; i + 1 < entries.length; i += 2) this.local.add(entries[i] as string, Number(entries[i + 1]))
-    }
-    if (answered === 0) throw (copies[0] as PromiseRejectedResult).reason
+    }))
+    if (copies.every(copy => copy.status === 'rejected')) throw (copies[0] as PromiseRejectedResult).reason
   }
 
   async #subscribeAndLoad (): Promise<void> {

@@ -14,9 +14,9 @@ import { isLatchkeyError } from '#shared/errors.js'
 import type { FamilyLimits } from '#gateway/sessions/family-store.js'
 import { connectRedis, createRedisClient, REDIS_COMMAND_TIMEOUT_MS } from '#gateway/sessions/redis-connection.js'
 import { RedisFamilyStore } from '#gateway/sessions/redis-family-store.js'
-import { FAMILY_SCRIPTS } from '#gateway/sessions/redis-scripts.js'
-import { decodeFamily, encodeFamily, FAMILY_FORMAT_VERSION } from '#gateway/sessions/family-codec.js'
-import { mintInitialToken, type ParsedRefreshToken } from '#gateway/sessions/refresh-token.js'
+import { defineFamilyScripts, FAMILY_SCRIPTS, rotateScriptArgs } from '#gateway/sessions/redis-scripts.js'
+import { decodeFamily, encodeFamily, FAMILY_FORMAT_VERSION, storedHash } from '#gateway/sessions/family-codec.js'
+import { deriveSuccessor, mintInitialToken, newNonce, type ParsedRefreshToken } from '#gateway/sessions/refresh-token.js'
 import { freePort, hasRedisServerBinary, redisForTest, spawnRedisServer, waitForRedis } from '../../../../test/helpers/redis.js'
 import { familyStoreContract, LIMITS, newFamily } from './family-store.contract.js'
 
@@ -172,6 +172,33 @@ t.test('the codec writes the bytes the scripts write, and reads them back', asyn
       ['alice', 1, family.createdAt, family.createdAt + 1000, provider ?? '', 16, 32])
     t.ok(encodeFamily(decoded).equals(blob), `encodeFamily(decodeFamily(x)) is x, byte for byte (provider ${provider ?? 'none'})`)
   }
+})
+
+t.test('a pending successor (REDIS_WAIT_REPLICAS, not yet answered 200) keeps its predecessor good past grace; once committed, the predecessor after grace is reuse', async (t) => {
+  const clock = new ManualClock()
+  const { store, client } = await makeStore(t, LIMITS, clock)
+  const scripts = defineFamilyScripts(client)
+  const { token: t0 } = await store.create(newFamily('alice'))
+  const key = store.familyKey(t0.sid)
+  // What the store sends with waitReplicas: the rotation is written pending.
+  const nonce = newNonce()
+  const t1 = deriveSuccessor(t0, nonce)
+  const raw = (token: ParsedRefreshToken): Buffer => Buffer.from(token.hash, 'base64url')
+  const reply = await scripts.lkFamilyRotateBuffer(key, ...rotateScriptArgs({
+    presentedHash: raw(t0), successorHash: raw(t1), nonce: Buffer.from(nonce, 'base64url'), now: clock.now(), limits: LIMITS, ...SEEN, pending: true
+  }))
+  t.equal(String(reply[0]), 'rotated')
+  const stored = async (): Promise<number> => decodeFamily(await client.getBuffer(key) as Buffer).pending
+  t.equal(await stored(), 1, 'stored pending')
+  // Its WAIT failed and the undo went elsewhere (a failover): the client comes back with t0 after grace.
+  clock.advance(LIMITS.graceMs * 5)
+  const back = await store.rotate(t0, SEEN)
+  t.equal(back.kind, 'grace', 'the predecessor of a pending successor is not reuse, however late')
+  t.equal(back.kind === 'grace' ? back.token.raw : '', t1.raw, 'it gets the very successor that was written')
+  t.equal(await scripts.lkFamilyCommit(key, storedHash(raw(t0)), 1), 0, 'a commit of another token changes nothing')
+  t.equal(await scripts.lkFamilyCommit(key, storedHash(raw(t1)), 1), 1, 'answered 200: committed')
+  t.equal(await stored(), 0, 'no longer pending')
+  t.equal((await store.rotate(t0, SEEN)).kind, 'reuse', 'now the predecessor after grace is reuse, as always')
 })
 
 t.test('SCRIPT FLUSH between refreshes: EVALSHA falls back to EVAL and nothing is lost', async (t) => {
