@@ -338,6 +338,17 @@ function twoTabs (): { clock: ManualClock, gw: FakeGateway, timers: FakeTimers, 
   return { clock, gw, timers, locks, hub, a: tab(), b: tab() }
 }
 
+/** Two tabs, signed in in A, past the access token's expiry; the gateway holds refreshes until `open()`. */
+async function tabsAtExpiryWithRefreshHeld (): Promise<ReturnType<typeof twoTabs> & { open: () => void }> {
+  const tabs = twoTabs()
+  await tabs.a.login('demo', 'pw')
+  await settle()
+  tabs.clock.advance(301_000)
+  let open!: () => void
+  tabs.gw.refreshGate = new Promise((resolve) => { open = resolve })
+  return { ...tabs, open }
+}
+
 t.test('tabs: a login in one tab signs the other in', async (t) => {
   const { a, b } = twoTabs()
   const bIn = record(b, 'signed-in')
@@ -349,12 +360,7 @@ t.test('tabs: a login in one tab signs the other in', async (t) => {
 })
 
 t.test('tabs: refreshing at the same moment rotates the cookie once', async (t) => {
-  const { clock, gw, locks, a, b } = twoTabs()
-  await a.login('demo', 'pw')
-  await settle()
-  clock.advance(301_000)
-  let open!: () => void
-  gw.refreshGate = new Promise((resolve) => { open = resolve })
+  const { gw, locks, a, b, open } = await tabsAtExpiryWithRefreshHeld()
   const calls = [...Array.from({ length: 10 }, () => a.fetch('/api/me')), ...Array.from({ length: 10 }, () => b.fetch('/api/me'))]
   await settle()
   t.equal(locks.refusals, 1, 'the second tab found the lock taken')
@@ -367,12 +373,7 @@ t.test('tabs: refreshing at the same moment rotates the cookie once', async (t) 
 })
 
 t.test('tabs: the holder\'s message arriving after the lock grant still prevents a second rotation', async (t) => {
-  const { clock, gw, timers, hub, a, b } = twoTabs()
-  await a.login('demo', 'pw')
-  await settle()
-  clock.advance(301_000)
-  let open!: () => void
-  gw.refreshGate = new Promise((resolve) => { open = resolve })
+  const { gw, timers, hub, a, b, open } = await tabsAtExpiryWithRefreshHeld()
   const pa = a.fetch('/api/me')
   await settle()
   const pb = b.fetch('/api/me')
@@ -390,12 +391,7 @@ t.test('tabs: the holder\'s message arriving after the lock grant still prevents
 })
 
 t.test('tabs: if the holder\'s refresh fails, the waiter refreshes itself at once', async (t) => {
-  const { clock, gw, a, b } = twoTabs()
-  await a.login('demo', 'pw')
-  await settle()
-  clock.advance(301_000)
-  let open!: () => void
-  gw.refreshGate = new Promise((resolve) => { open = resolve })
+  const { gw, a, b, open } = await tabsAtExpiryWithRefreshHeld()
   gw.refreshFailure = { status: 503, error: 'temporarily_unavailable', times: 1 }
   const pa = rejection(a.fetch('/api/me'))
   await settle()
@@ -412,12 +408,7 @@ t.test('tabs: if the holder\'s refresh fails, the waiter refreshes itself at onc
 })
 
 t.test('tabs: a holder that dies without a word delays the waiter by HANDOFF_WAIT_MS at most', async (t) => {
-  const { clock, gw, timers, hub, a, b } = twoTabs()
-  await a.login('demo', 'pw')
-  await settle()
-  clock.advance(301_000)
-  let open!: () => void
-  gw.refreshGate = new Promise((resolve) => { open = resolve })
+  const { gw, timers, hub, a, b, open } = await tabsAtExpiryWithRefreshHeld()
   void a.fetch('/api/me').catch(() => undefined)
   await settle()
   const pb = b.fetch('/api/me')

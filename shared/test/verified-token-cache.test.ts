@@ -16,12 +16,17 @@ t.test('an entry is served until its expiry and dropped at it', async (t) => {
   t.equal(cache.size, 0, 'an already expired entry is never stored')
 })
 
-t.test('least recently used goes first when full', async (t) => {
-  const clock = new ManualClock(0)
-  const cache = new VerifiedTokenCache<number>({ clock, maxEntries: 3 })
+/** A cache of three entries, full: a, b, c set in that order, none hit yet. */
+function fullCacheOfThree (): VerifiedTokenCache<number> {
+  const cache = new VerifiedTokenCache<number>({ clock: new ManualClock(0), maxEntries: 3 })
   cache.set('a', 1, 10_000)
   cache.set('b', 2, 10_000)
   cache.set('c', 3, 10_000)
+  return cache
+}
+
+t.test('least recently used goes first when full', async (t) => {
+  const cache = fullCacheOfThree()
   t.equal(cache.get('a'), 1, 'touch a: b is now the oldest')
   cache.set('d', 4, 10_000)
   t.equal(cache.size, 3)
@@ -32,11 +37,7 @@ t.test('least recently used goes first when full', async (t) => {
 })
 
 t.test('second chance: only entries hit since their last pass survive eviction', async (t) => {
-  const clock = new ManualClock(0)
-  const cache = new VerifiedTokenCache<number>({ clock, maxEntries: 3 })
-  cache.set('a', 1, 10_000)
-  cache.set('b', 2, 10_000)
-  cache.set('c', 3, 10_000)
+  const cache = fullCacheOfThree()
   cache.get('a')
   cache.get('b')
   cache.set('d', 4, 10_000)

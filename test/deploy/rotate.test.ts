@@ -16,12 +16,12 @@ import { JWKS_MAX_AGE_S, JWKS_PATH } from '#gateway/keys/jwks-route.js'
 import { generatePrivateJwk, loadSigningKeys } from '#gateway/keys/signing-keys.js'
 import { CLOCK_TOLERANCE_S } from '#shared/access-token-verifier.js'
 import { ROOT, tempDir } from './helpers.js'
-import { bundledCli } from '../helpers/bundled-cli.js'
+import { cliCommand } from '../helpers/processes.js'
 
 const SCRIPT = join(ROOT, 'scripts/rotate-signing-key.sh')
 const silent = { warn: () => {} }
 
-const CLI = await bundledCli(t)
+const CLI = cliCommand()
 
 interface Run { code: number, stdout: string, stderr: string }
 

@@ -8,16 +8,17 @@
  * are the promises: 2 s for a reload, 1 s for an offboarded user's token at the edge.
  */
 import t, { type Test } from 'tap'
-import http from 'node:http'
 import { execFile } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { addClient, parseClientsText } from '#gateway/identity/clients-file.js'
 import { addUser, removeUser } from '#gateway/identity/users-file.js'
-import { bundledCli } from '../helpers/bundled-cli.js'
+import { request } from '../helpers/http.js'
+import { within as pollWithin } from '../helpers/within.js'
 import { freePort, redisForTest } from '../helpers/redis.js'
-import { ROOT, latchkey, type Proc } from '../helpers/processes.js'
+import { ROOT, cliCommand, latchkey, type Proc } from '../helpers/processes.js'
+import { writeKeysFile } from '../helpers/keys-file.js'
 
 const RELOAD_DEADLINE_MS = 2000
 const EDGE_DEADLINE_MS = 1000
@@ -29,27 +30,12 @@ const secretMount = join(dir, 'secret')
 const files = { keys: join(dir, 'keys.json'), users: join(dir, 'users.json'), clients: join(secretMount, 'clients.json') }
 
 interface Gateway { readonly proc: Proc, readonly port: number }
-interface Answer { status: number, headers: http.IncomingHttpHeaders, body: string }
 
 let a: Gateway
 let p: Gateway
 let resourcePort: number
 let svcAuth: string
 let stamp = 0
-
-/** One request on a connection of its own, so that a pool's workers take turns. */
-async function request (port: number, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Answer> {
-  return await new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method, path, headers, agent: false }, (res) => {
-      let text = ''
-      res.setEncoding('utf8')
-      res.on('data', (chunk: string) => { text += chunk })
-      res.on('end', () => { resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }) })
-    })
-    req.on('error', reject)
-    req.end(body)
-  })
-}
 
 async function login (gw: Gateway, username = 'alice', password = PASSWORD): Promise<{ status: number, access: string, refresh: string }> {
   const res = await request(gw.port, 'POST', '/auth/login', { 'content-type': 'application/json' }, JSON.stringify({ username, password }))
@@ -77,19 +63,9 @@ function kidOf (jwt: string): string {
   return (JSON.parse(Buffer.from(jwt.split('.')[0] as string, 'base64url').toString()) as { kid: string }).kid
 }
 
-/** Poll until `check` holds (each try a fresh connection); the ms it took, or a failure after `deadlineMs`. */
+/** Poll until `check` holds (each try a fresh connection), within the reload promise unless told. */
 async function within (t: Test, what: string, check: () => Promise<boolean>, deadlineMs = RELOAD_DEADLINE_MS): Promise<number> {
-  const start = performance.now()
-  while (performance.now() - start < deadlineMs) {
-    if (await check()) {
-      const ms = performance.now() - start
-      t.pass(`${what} (${ms.toFixed(0)} ms)`)
-      return ms
-    }
-    await new Promise(resolve => setTimeout(resolve, 10))
-  }
-  t.fail(`${what}: not within ${deadlineMs} ms`)
-  return Number.NaN
+  return await pollWithin(t, what, check, deadlineMs)
 }
 
 /** `n` answers in a row, each on a new connection: with two workers dealt connections in turn, both answered. */
@@ -130,8 +106,7 @@ t.before(async () => {
   svcAuth = Buffer.from(`svc:${(await addClient(staging, { id: 'svc', scope: 'internal:read', audiences: ['latchkey-api'] })).secret}`).toString('base64')
   kubeletSwap(readFileSync(staging, 'utf8'))
   symlinkSync('..data/clients.json', files.clients)
-  const gen = latchkey(t, ['keys', 'generate', '--out', files.keys])
-  if (await gen.exited !== 0) throw new Error(`keys generate failed: ${gen.stderr}`)
+  await writeKeysFile(files.keys)
   const redis = await redisForTest(t)
   resourcePort = await freePort()
   const shared = { REDIS_URL: redis.url, REDIS_KEY_PREFIX: redis.prefix }
@@ -206,7 +181,7 @@ t.test('SIGHUP re-reads the files in a single process and in every worker of a p
 })
 
 t.test('key rotation with scripts/rotate-signing-key.sh and no restart: tokens signed before and after verify at the resource service throughout', async (t) => {
-  const cli = await bundledCli(t)
+  const cli = cliCommand()
   const step = async (name: string): Promise<void> => {
     const out = await new Promise<{ code: number, stderr: string }>((resolve) => {
       execFile('bash', [join(ROOT, 'scripts/rotate-signing-key.sh'), '--file', files.keys, '--step', name], {

@@ -12,26 +12,12 @@ import { addClient } from '#gateway/identity/clients-file.js'
 import { addUser } from '#gateway/identity/users-file.js'
 import { freePort, redisForTest } from '../helpers/redis.js'
 import { latchkey, type Proc } from '../helpers/processes.js'
+import { writeKeysFile } from '../helpers/keys-file.js'
+import { readAnswer, request, type Answer } from '../helpers/http.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'lk-pool-'))
 const files = { keys: join(dir, 'keys.json'), users: join(dir, 'users.json'), clients: join(dir, 'clients.json') }
 const PASSWORD = 'pool passphrase'
-
-interface Answer { status: number, headers: http.IncomingHttpHeaders, body: string }
-
-/** One request on a connection of its own: the primary deals connections out round-robin. */
-async function request (port: number, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Answer> {
-  return await new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method, path, headers, agent: false }, (res) => {
-      let text = ''
-      res.setEncoding('utf8')
-      res.on('data', (chunk: string) => { text += chunk })
-      res.on('end', () => { resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }) })
-    })
-    req.on('error', reject)
-    req.end(body)
-  })
-}
 
 let port: number
 let pool: Proc
@@ -86,15 +72,15 @@ t.before(async () => {
   await addUser(files.users, { username: 'alice', password: PASSWORD, scope: 'notes:read' })
   const secret = (await addClient(files.clients, { id: 'svc', scope: 'internal:read', audiences: ['latchkey-api'], grants: ['client_credentials'] })).secret
   clientAuth = Buffer.from(`svc:${secret}`).toString('base64')
-  const gen = latchkey(t, ['keys', 'generate', '--out', files.keys])
-  if (await gen.exited !== 0) throw new Error(`keys generate failed: ${gen.stderr}`)
+  await writeKeysFile(files.keys)
   const redis = await redisForTest(t)
   port = await freePort()
   pool = latchkey(t, ['gateway'], {
     PORT: String(port), HOST: '127.0.0.1', ISSUER: `http://127.0.0.1:${port}`, REDIS_URL: redis.url, REDIS_KEY_PREFIX: redis.prefix,
     SIGNING_KEYS_FILE: files.keys, USERS_FILE: files.users, CLIENTS_FILE: files.clients, LOG_LEVEL: 'info', COOKIE_SECURE: 'false', WORKERS: '2'
   })
-  await pool.waitFor(/gateway worker pool listening/)
+  // Start-up only: a loaded CI machine may take a while to fork three processes (main saw 20 s run out).
+  await pool.waitFor(/gateway worker pool listening/, 60_000)
 })
 
 t.test('two workers share the port and both serve', async (t) => {
@@ -162,12 +148,7 @@ t.test('SIGTERM: every worker drains its in-flight requests and the pool exits 0
       req = http.request({
         host: '127.0.0.1', port, method: 'POST', path: '/oauth/token', agent: false,
         headers: { authorization: `Basic ${clientAuth}`, 'content-type': 'application/x-www-form-urlencoded', 'content-length': String(body.length) }
-      }, (res) => {
-        let text = ''
-        res.setEncoding('utf8')
-        res.on('data', (chunk: string) => { text += chunk })
-        res.on('end', () => { resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }) })
-      })
+      }, (res) => { readAnswer(res).then(resolve, reject) })
       req.on('error', reject)
       req.write(body.slice(0, 10))
     })

@@ -37,13 +37,14 @@ private JWKS {"keys": [...]}, the format SIGNING_KEYS_FILE expects.
                EdDSA (Ed25519) or RS256 (RSA 2048)
   --out FILE   write to FILE (mode 0600) instead of stdout; refuses an existing FILE unless:
   --append     add the key LAST: published in the JWKS, but the current first key keeps signing.
-               Rotation step 1: append, restart, wait for JWKS caches to expire (5 min).
-  --prepend    add the key FIRST: it signs from the next start; the old keys stay published
-               so tokens they signed still verify (skips the publish step: only safe before
-               anyone caches the JWKS).
+               Rotation step 1: append; running gateways reload FILE on change or SIGHUP
+               (no restart); wait for JWKS caches to expire (5 min).
+  --prepend    add the key FIRST: it signs once the gateways reload FILE; the old keys stay
+               published so tokens they signed still verify (skips the publish step: only
+               safe before anyone caches the JWKS).
 
 list           one line per key of FILE: "<kid> <alg> signing|published", in file order.
-promote KID    move key KID first: it signs from the next start; the other keys stay
+promote KID    move key KID first: it signs once the gateways reload FILE; the other keys stay
                published so tokens they signed still verify. Rotation step 2.
 retire KID     remove key KID, once the last token it signed has expired (one access-token
                lifetime after the promotion rolled out). Rotation step 3. The signing key
@@ -181,14 +182,14 @@ async function runFileCommand (cmd: FileCommand, io: CliIo): Promise<number> {
       return 0
     }
     await replaceFile(cmd.file, serialise([raw[index], ...raw.filter((_, i) => i !== index)]))
-    io.stdout.write(`promoted ${key.alg} key ${key.kid} in ${cmd.file} (${raw.length} keys): it signs from the next start; the other keys stay published\n`)
+    io.stdout.write(`promoted ${key.alg} key ${key.kid} in ${cmd.file} (${raw.length} keys): it signs once the gateway reloads the file; the other keys stay published\n`)
     return 0
   }
   // The first key is the one replicas sign with: removing it would silently promote the
   // next one, which may not have been published long enough for verifiers to know it.
   if (index === 0) throw new Refused(`key ${key.kid} signs; promote another key first (latchkey keys promote <kid> --file ${cmd.file})`)
   await replaceFile(cmd.file, serialise(raw.filter((_, i) => i !== index)))
-  io.stdout.write(`retired ${key.alg} key ${key.kid} from ${cmd.file} (${raw.length - 1} left): unpublished from the next start\n`)
+  io.stdout.write(`retired ${key.alg} key ${key.kid} from ${cmd.file} (${raw.length - 1} left): unpublished once the gateway reloads the file\n`)
   return 0
 }
 
@@ -208,7 +209,7 @@ async function write (opts: Options & { out: string }, jwk: PrivateJwk, io: CliI
   const keys = await existingKeys(out)
   const next = placement === 'append' ? [...keys, jwk] : [jwk, ...keys]
   await replaceFile(out, serialise(next))
-  const role = placement === 'append' ? 'published; the current first key still signs' : 'it signs from the next start; the other keys stay published'
+  const role = placement === 'append' ? 'published; the current first key still signs' : 'it signs once the gateway reloads the file; the other keys stay published'
   io.stdout.write(`${placement === 'append' ? 'appended' : 'prepended'} ${jwk.alg} key ${jwk.kid} to ${out} (${next.length} keys): ${role}\n`)
   return 0
 }

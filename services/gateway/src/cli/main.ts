@@ -1,19 +1,19 @@
 /**
  * The `latchkey` command. Configuration is read from the environment here, once, and
  * handed to the services; a bad value prints one line and exits 2, without a stack.
+ * The servers (and `sessions`, which needs Redis) are imported only by the commands that
+ * run them: `keys`, `users` and `clients` start in a fraction of the time without
+ * Fastify, OpenTelemetry and ioredis, and scripts/rotate-signing-key.sh runs them a lot.
  */
 import { readFileSync } from 'node:fs'
 import type { DestinationStream } from 'pino'
 import { ConfigError } from '#shared/errors.js'
 import { loadGatewayConfig } from '../config.js'
-import { serveGateway, startGateway } from '../main.js'
 import { loadResourceConfig } from '#resource/config.js'
-import { startResource } from '#resource/main.js'
 import type { CliIo } from './io.js'
 import { runKeysCommand } from './keys.js'
 import { runUsersCommand } from './users.js'
 import { runClientsCommand } from './clients.js'
-import { runSessionsCommand } from './sessions.js'
 import { printWalkthrough } from './walkthrough.js'
 
 const USAGE = `usage: latchkey <command>
@@ -101,6 +101,7 @@ async function devLogStreams (io: CliIo): Promise<{ gateway?: DestinationStream,
  * the error instead of lingering half up.
  */
 async function runDev (io: CliIo, env: Env): Promise<void> {
+  const [{ startGateway }, { startResource }] = await Promise.all([import('../main.js'), import('#resource/main.js')])
   const { gatewayEnv, resourceEnv } = devEnvironments(env)
   const gatewayConfig = loadGatewayConfig(gatewayEnv, { devMode: true })
   const logs = await devLogStreams(io)
@@ -125,11 +126,15 @@ export async function main (argv: string[], io: CliIo, env: Readonly<Record<stri
   try {
     switch (command) {
       case 'gateway': {
-        await serveGateway(loadGatewayConfig(env))
+        const config = loadGatewayConfig(env)
+        const { serveGateway } = await import('../main.js')
+        await serveGateway(config)
         return -1
       }
       case 'resource': {
-        await startResource(loadResourceConfig(env))
+        const config = loadResourceConfig(env)
+        const { startResource } = await import('#resource/main.js')
+        await startResource(config)
         return -1
       }
       case 'dev': {
@@ -144,7 +149,7 @@ export async function main (argv: string[], io: CliIo, env: Readonly<Record<stri
       case 'version':
         io.stdout.write(`latchkey ${version()}\n`)
         return 0
-      case 'sessions': return await runSessionsCommand(rest, io, env)
+      case 'sessions': return await (await import('./sessions.js')).runSessionsCommand(rest, io, env)
       case undefined:
       case 'help':
       case '--help':

@@ -19,6 +19,7 @@
  *   request takes the gate; behaviour is the same, only slower.
  */
 import http, { type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 
 export type LaneTake = (req: IncomingMessage, res: ServerResponse) => boolean
 
@@ -29,19 +30,46 @@ export interface LaneServerOptions {
   readonly connectionTimeout?: number
 }
 
+/** The response a connection owes, or last owed: see `closeIfIdle`. */
+const RESPONSE = Symbol('latchkey.response')
+type TrackedSocket = Socket & { [RESPONSE]?: ServerResponse }
+
+/**
+ * The server's inactivity timeout (Fastify's `connectionTimeout`) ends connections that
+ * stay silent: one opened and never used, or a client gone quiet. Node's default would also
+ * end a connection whose request the gateway is still working on (a slow upstream, a login
+ * queued for its password hash), hanging up without a status: a proxied request slower
+ * than the timeout never reached its own 504 (PROXY_TIMEOUT_MS), and a login could succeed
+ * without its client ever receiving the cookie. A connection that owes a response is left
+ * alone here: its request has arrived, and what the gateway does with it is bounded by the
+ * deadlines made for that (the proxy's upstream timeout, the password-hash queue).
+ */
+function closeIfIdle (socket: Socket): void {
+  const owed = (socket as TrackedSocket)[RESPONSE]
+  // Owed: the whole request arrived and its answer is not finished. A client silent in the
+  // middle of its own body is a slow client, and is cut as before.
+  if (owed !== undefined && owed.req.complete && !owed.writableFinished && !owed.destroyed) return
+  socket.destroy()
+}
+
 export class FastLane {
   #take: LaneTake | undefined
 
   /** For Fastify's `serverFactory`: an HTTP/1.1 server whose listener tries the lane first. */
   readonly serverFactory = (fastify: RequestListener, options: LaneServerOptions): Server => {
     const server = http.createServer((req, res) => {
+      (req.socket as TrackedSocket)[RESPONSE] = res
       const take = this.#take
       if (take === undefined || !take(req, res)) fastify(req, res)
     })
     // What Fastify would set on a server of its own.
     if (options.keepAliveTimeout !== undefined) server.keepAliveTimeout = options.keepAliveTimeout
     if (options.requestTimeout !== undefined) server.requestTimeout = options.requestTimeout
-    if (options.connectionTimeout !== undefined) server.setTimeout(options.connectionTimeout)
+    if (options.connectionTimeout !== undefined && options.connectionTimeout > 0) {
+      server.setTimeout(options.connectionTimeout)
+      // With a listener, Node leaves the decision to it (node:_http_server socketOnTimeout).
+      server.on('timeout', closeIfIdle)
+    }
     return server
   }
 

@@ -19,6 +19,7 @@ import { addUser, removeUser, setUserDisabled, setUserPassword, setUserScope } f
 import { generatePrivateJwk } from '#gateway/keys/signing-keys.js'
 import { login, refresh } from '../helpers/gateway.js'
 import { freePort } from '../../../../test/helpers/redis.js'
+import { within as pollWithin } from '../../../../test/helpers/within.js'
 
 /** The promise under test: a change is in force within this long. */
 const RELOAD_DEADLINE_MS = 2000
@@ -54,19 +55,9 @@ async function setup (t: Test): Promise<Setup> {
   return { app, files, clock, logs, secret }
 }
 
-/** Poll `check` until it holds; the time it took (ms), or a failed assertion after the deadline. */
+/** Poll `check` until it holds, within the reload promise. */
 async function within (t: Test, what: string, check: () => Promise<boolean>): Promise<number> {
-  const start = performance.now()
-  while (performance.now() - start < RELOAD_DEADLINE_MS) {
-    if (await check()) {
-      const ms = performance.now() - start
-      t.pass(`${what} (${ms.toFixed(0)} ms)`)
-      return ms
-    }
-    await new Promise(resolve => setTimeout(resolve, 20))
-  }
-  t.fail(`${what}: not within ${RELOAD_DEADLINE_MS} ms`)
-  return Number.NaN
+  return await pollWithin(t, what, check, RELOAD_DEADLINE_MS, 20)
 }
 
 async function proxied (app: FastifyInstance, token: unknown): Promise<number> {

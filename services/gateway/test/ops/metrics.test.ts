@@ -38,18 +38,21 @@ t.test('counters follow logins, refreshes, reuse, revocations and issued tokens'
   t.ok(r1.refresh)
   const after = await scrape()
   const delta = (s: string): number => value(after, s) - value(before, s)
-  t.equal(delta('latchkey_logins_total{outcome="success"}'), 2)
-  t.equal(delta('latchkey_logins_total{outcome="failure"}'), 1)
-  t.equal(delta('latchkey_refreshes_total{outcome="rotated"}'), 1)
-  t.equal(delta('latchkey_refreshes_total{outcome="grace"}'), 1)
-  t.equal(delta('latchkey_refreshes_total{outcome="reuse"}'), 1)
-  t.equal(delta('latchkey_refreshes_total{outcome="invalid"}'), 1)
-  t.equal(delta('latchkey_refresh_reuse_detected_total'), 1)
-  t.equal(delta('latchkey_revocations_total{reason="reuse"}'), 1)
-  t.equal(delta('latchkey_revocations_total{reason="logout"}'), 1)
-  t.equal(delta('latchkey_tokens_issued_total{grant="login"}'), 2)
-  t.equal(delta('latchkey_tokens_issued_total{grant="refresh_token"}'), 2)
-  t.equal(delta('latchkey_tokens_issued_total{grant="client_credentials"}'), 1)
+  const expected: Record<string, number> = {
+    'latchkey_logins_total{outcome="success"}': 2,
+    'latchkey_logins_total{outcome="failure"}': 1,
+    'latchkey_refreshes_total{outcome="rotated"}': 1,
+    'latchkey_refreshes_total{outcome="grace"}': 1,
+    'latchkey_refreshes_total{outcome="reuse"}': 1,
+    'latchkey_refreshes_total{outcome="invalid"}': 1,
+    'latchkey_refresh_reuse_detected_total': 1,
+    'latchkey_revocations_total{reason="reuse"}': 1,
+    'latchkey_revocations_total{reason="logout"}': 1,
+    'latchkey_tokens_issued_total{grant="login"}': 2,
+    'latchkey_tokens_issued_total{grant="refresh_token"}': 2,
+    'latchkey_tokens_issued_total{grant="client_credentials"}': 1
+  }
+  t.same(Object.fromEntries(Object.keys(expected).map(name => [name, delta(name)])), expected, 'each counter moved by what the requests above did')
   t.match(after, /latchkey_http_request_duration_seconds_bucket\{le="[^"]+",method="POST",route="\/auth\/login",status_code="200"\}/)
   t.match(after, /latchkey_redis_errors_total 0/)
   t.match(after, /latchkey_gateway_process_resident_memory_bytes/)

@@ -75,6 +75,23 @@ function tempDir (): string {
   return mkdtempSync(join(tmpdir(), 'lk-reloader-'))
 }
 
+/** Write `{"v": v}` to `file`; what the reloader applies next. */
+async function applied (h: Harness, file: string, v: number): Promise<{ v: number }> {
+  const next = h.next()
+  writeFileSync(file, `{"v": ${v}}`)
+  return await next
+}
+
+/** A fresh `f.json` holding `{"v": 1}`, watched by a harness that has loaded it. */
+async function loadedFile (t: Test, pollMs = 0, watchDirs = true): Promise<{ dir: string, file: string, h: Harness }> {
+  const dir = tempDir()
+  const file = join(dir, 'f.json')
+  writeFileSync(file, '{"v": 1}')
+  const h = harness(t, file, pollMs, watchDirs)
+  await h.reloader.load()
+  return { dir, file, h }
+}
+
 /** What `kubectl apply` of a Secret does to its mounted volume (atomic_writer.go in the kubelet). */
 function kubeletSwap (dir: string, stamp: string, files: Record<string, string>, old?: string): void {
   const data = join(dir, stamp)
@@ -91,18 +108,12 @@ t.test('load() parses the file and is not applied; an in-place write is', async 
   const h = harness(t, file)
   t.same(await h.reloader.load(), { v: 1 })
   await h.reloader.start()
-  const next = h.next()
-  writeFileSync(file, '{"v": 2}')
-  t.same(await next, { v: 2 })
+  t.same(await applied(h, file, 2), { v: 2 })
   t.same(h.counts, [{ file: 'TEST_FILE', result: 'success' }])
 })
 
 t.test('an atomic rename over the file is picked up', async (t) => {
-  const dir = tempDir()
-  const file = join(dir, 'f.json')
-  writeFileSync(file, '{"v": 1}')
-  const h = harness(t, file)
-  await h.reloader.load()
+  const { dir, file, h } = await loadedFile(t)
   await h.reloader.start()
   const next = h.next()
   writeFileSync(join(dir, '.f.json.tmp'), '{"v": 3}')
@@ -134,16 +145,11 @@ t.test('a symlink into another directory: changes there are picked up', async (t
   const h = harness(t, link)
   await h.reloader.load()
   await h.reloader.start()
-  const next = h.next()
-  writeFileSync(real, '{"v": 5}')
-  t.same(await next, { v: 5 })
+  t.same(await applied(h, real, 5), { v: 5 })
 })
 
 t.test('a malformed file is refused with one error line and a metric; the old value stays, a fixed one is applied', async (t) => {
-  const file = join(tempDir(), 'f.json')
-  writeFileSync(file, '{"v": 1}')
-  const h = harness(t, file)
-  await h.reloader.load()
+  const { file, h } = await loadedFile(t)
   await h.reloader.start()
   const refused = h.nextFailure()
   writeFileSync(file, '{"v": "secret-ish content"')
@@ -152,17 +158,12 @@ t.test('a malformed file is refused with one error line and a metric; the old va
   t.notMatch(line, /secret-ish/, 'the file content is not echoed')
   t.same(h.counts, [{ file: 'TEST_FILE', result: 'failure' }])
   t.equal(h.errors.length, 1, 'one error line')
-  const next = h.next()
-  writeFileSync(file, '{"v": 4}')
-  t.same(await next, { v: 4 })
+  t.same(await applied(h, file, 4), { v: 4 })
   t.same(h.counts.map(c => c.result), ['failure', 'success'])
 })
 
 t.test('reload() (SIGHUP) re-reads without a watch; unchanged content is not applied again; a missing file is refused', async (t) => {
-  const file = join(tempDir(), 'f.json')
-  writeFileSync(file, '{"v": 1}')
-  const h = harness(t, file)
-  await h.reloader.load()
+  const { file, h } = await loadedFile(t)
   t.equal(await h.reloader.reload(), 'unchanged')
   writeFileSync(file, '{"v": 2}')
   const next = h.next()
@@ -176,10 +177,7 @@ t.test('reload() (SIGHUP) re-reads without a watch; unchanged content is not app
 })
 
 t.test('concurrent reload() calls share one run', async (t) => {
-  const file = join(tempDir(), 'f.json')
-  writeFileSync(file, '{"v": 1}')
-  const h = harness(t, file)
-  await h.reloader.load()
+  const { file, h } = await loadedFile(t)
   writeFileSync(file, '{"v": 2}')
   const outcomes = await Promise.all([h.reloader.reload(), h.reloader.reload(), h.reloader.reload()])
   t.ok(outcomes.includes('success'))
@@ -187,22 +185,14 @@ t.test('concurrent reload() calls share one run', async (t) => {
 })
 
 t.test('the stat poll notices a change the watch did not report', async (t) => {
-  const file = join(tempDir(), 'f.json')
-  writeFileSync(file, '{"v": 1}')
   // No directory watch, as on a filesystem without inotify: only the poll is left.
-  const h = harness(t, file, 30, false)
-  await h.reloader.load()
+  const { file, h } = await loadedFile(t, 30, false)
   await h.reloader.start()
-  const next = h.next()
-  writeFileSync(file, '{"v": 7}')
-  t.same(await next, { v: 7 })
+  t.same(await applied(h, file, 7), { v: 7 })
 })
 
 t.test('a change between load() and start() is applied once watching starts', async (t) => {
-  const file = join(tempDir(), 'f.json')
-  writeFileSync(file, '{"v": 1}')
-  const h = harness(t, file)
-  await h.reloader.load()
+  const { file, h } = await loadedFile(t)
   writeFileSync(file, '{"v": 8}')
   const next = h.next()
   await h.reloader.start()
