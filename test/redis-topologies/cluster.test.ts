@@ -63,8 +63,8 @@ if (skip !== undefined) {
     return perMaster
   }
 
-  familyStoreContract(t, 'redis cluster', async (limits, clock) =>
-    new RedisFamilyStore({ client, limits, clock, keyPrefix: `${cluster.prefix}c${++stores}:`, closeClient: false }))
+  familyStoreContract(t, 'redis cluster', async (limits, clock, options) =>
+    new RedisFamilyStore({ client, limits, clock, keyPrefix: `${cluster.prefix}c${++stores}:`, closeClient: false, ...options }))
 
   t.test('30 families of 30 users spread over all three masters, every key with a TTL', async (t) => {
     const { store, keyPrefix } = storeOn()

@@ -45,15 +45,20 @@ async function attempt (store: RedisFamilyStore, token: ParsedRefreshToken): Pro
   }
 }
 
-/** Each client retries with the token it holds until answered; counts what a user would see. */
+/**
+ * Each client retries with the token it holds until answered; counts what a user would see.
+ * An answered rotation is committed, as SessionService does once it answers 200.
+ */
 async function retryAll (store: RedisFamilyStore, tokens: ParsedRefreshToken[]): Promise<{ lost: number, reuse: number, next: ParsedRefreshToken[] }> {
   let lost = 0
   let reuse = 0
   const next: ParsedRefreshToken[] = []
   for (const token of tokens) {
     const r = await attempt(store, token)
-    if (r.kind === 'rotated' || r.kind === 'grace') next.push(r.token)
-    else { lost++; if (r.kind === 'reuse') reuse++ }
+    if (r.kind === 'rotated' || r.kind === 'grace') {
+      await store.commitRotation(r.token, r.family.generation)
+      next.push(r.token)
+    } else { lost++; if (r.kind === 'reuse') reuse++ }
   }
   return { lost, reuse, next }
 }

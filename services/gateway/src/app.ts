@@ -33,6 +33,8 @@ import { demoPagePlugin } from './ui/demo-page.js'
 import oidcRoutes from './identity/oidc/routes.js'
 import { ProviderRegistry } from './identity/oidc/provider-registry.js'
 import { parseProvidersText } from './identity/oidc/providers-file.js'
+import { checkIdpTokenKey, IdpTokenSeal } from './identity/oidc/idp-token-seal.js'
+import { NativeSignIn } from './identity/oidc/native-sign-in.js'
 import { MemorySignInStateStore, RedisSignInStateStore } from './identity/oidc/sign-in-state.js'
 import { MemoryFederatedLinks, RedisFederatedLinks } from './identity/oidc/federated-links.js'
 import type { SigningKeys } from './keys/signing-keys.js'
@@ -245,6 +247,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   const parties = new ProviderRegistry({
     issuer: config.issuer,
     clock,
+    ...(config.idpTokenKey === undefined ? {} : { seal: new IdpTokenSeal(config.idpTokenKey) }),
     onDiscoveryError: (party, err) => { app.log.warn({ provider: party.entry.id, err }, 'identity provider discovery failed; retried on the next sign-in') }
   })
   const sessions = new SessionService({ store: familyStore, edge, events, users, clients, issuer, audience: config.audience, log: app.log, federated: parties })
@@ -269,7 +272,10 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   const throttle = createClientAuthThrottle(config.clientAuthLimits, attempts, events, clock)
   const clientAuth = new ClientAuthenticator({ clients, issuer: config.issuer, assertions, throttle })
   const exchange = new TokenExchange({ keys, issuer: config.issuer, accessTokens: issuer, revoked, clock })
-  await app.register(oauthRoutes, { config, sessions, users, clients, issuer, events, limiter, clientAuth, exchange, keys, revoked, clock })
+  const signInState = redis === undefined ? new MemorySignInStateStore(clock) : new RedisSignInStateStore(redis)
+  const links = redis === undefined ? new MemoryFederatedLinks(clock) : new RedisFederatedLinks(redis)
+  const native = new NativeSignIn({ clients, users, state: signInState, sessions, links, issuer: config.issuer, linkTtlMs: config.sessionMaxTtlS * 1000 })
+  await app.register(oauthRoutes, { config, sessions, users, clients, issuer, events, limiter, clientAuth, exchange, native, keys, revoked, clock })
   await app.register(adminRoutes, { config, sessions, users, verifier })
   await app.register(proxyPlugin, {
     routes,
@@ -287,7 +293,11 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
     : new FileReloader({
       path: config.providersFile,
       name: 'PROVIDERS_FILE',
-      parse: (text) => parseProvidersText(text, 'PROVIDERS_FILE', config.providersFile),
+      parse: (text) => {
+        const entries = parseProvidersText(text, 'PROVIDERS_FILE', config.providersFile)
+        checkIdpTokenKey(entries, config.idpTokenKey, 'PROVIDERS_FILE')
+        return entries
+      },
       apply: (entries) => { parties.replace(entries) },
       log: app.log,
       counter: metrics.configReloads
@@ -299,14 +309,7 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
     parties.replace(providersReloader === undefined ? config.providers : await providersReloader.load())
   })
   app.addHook('onClose', async () => { providersReloader?.close() })
-  await app.register(oidcRoutes, {
-    config,
-    parties,
-    sessions,
-    state: redis === undefined ? new MemorySignInStateStore(clock) : new RedisSignInStateStore(redis),
-    links: redis === undefined ? new MemoryFederatedLinks(clock) : new RedisFederatedLinks(redis),
-    clock
-  })
+  await app.register(oidcRoutes, { config, parties, sessions, state: signInState, links, native, password: { users, limiter, events }, clock })
   if (config.demoPage) await app.register(demoPagePlugin)
 
   app.addHook('onClose', async () => { await familyStore.close() })

@@ -11,6 +11,7 @@ import {
   readOptional, readPort, readString, readUrl
 } from '#shared/config.js'
 import { parseProvidersText, type ProviderEntry } from './identity/oidc/providers-file.js'
+import { checkIdpTokenKey, IdpTokenSeal } from './identity/oidc/idp-token-seal.js'
 
 export const PORT = 8080
 export const HOST = '0.0.0.0'
@@ -103,6 +104,11 @@ export interface GatewayConfig {
   /** PROVIDERS_FILE (or PROVIDERS_JSON inline): upstream OpenID providers; none by default. */
   readonly providersFile: string | undefined
   readonly providers: readonly ProviderEntry[]
+  /**
+   * IDP_TOKEN_KEY: 32 bytes, base64url; seals the IdP refresh tokens of families bound to
+   * their IdP (a provider's `idp_refresh`). Required once a provider sets `idp_refresh`.
+   */
+  readonly idpTokenKey: string | undefined
   /** OTEL_EXPORTER_OTLP_ENDPOINT: where spans go over OTLP/HTTP; unset, tracing is off. */
   readonly otlpEndpoint: string | undefined
   /** Settings that are valid but probably not meant; logged once at start (see `configWarnings`). */
@@ -162,6 +168,12 @@ function readProviders (env: Env): readonly ProviderEntry[] {
   if (file === undefined && inline === undefined) return []
   if (file === undefined) return parseProvidersText(inline as string, 'PROVIDERS_JSON')
   return parseProvidersText(readConfigFileSync(file, 'PROVIDERS_FILE'), 'PROVIDERS_FILE', file)
+}
+
+function readIdpTokenKey (env: Env): string | undefined {
+  const key = readOptional(env, 'IDP_TOKEN_KEY')
+  if (key !== undefined) new IdpTokenSeal(key) // validates the length
+  return key
 }
 
 function readRedis (env: Env): RedisConfig {
@@ -299,9 +311,11 @@ export function loadGatewayConfig (env: Env, overrides: { devMode?: boolean } = 
     demoPage: readBool(env, 'DEMO_PAGE', overrides.devMode ?? false),
     providersFile: readOptional(env, 'PROVIDERS_FILE'),
     providers: readProviders(env),
+    idpTokenKey: readIdpTokenKey(env),
     otlpEndpoint: readUrl(env, 'OTEL_EXPORTER_OTLP_ENDPOINT', undefined)
   }
   const config: GatewayConfig = { ...settings, warnings: configWarnings(env, settings) }
   checkWorkers(config)
+  checkIdpTokenKey(config.providers, config.idpTokenKey, config.providersFile === undefined ? 'PROVIDERS_JSON' : 'PROVIDERS_FILE')
   return deepFreeze(config)
 }

@@ -50,6 +50,8 @@ export const gatewayErrors = defineCatalogue({
   GW_OIDC_INVALID_RESPONSE: { statusCode: 400, error: 'invalid_request', description: 'The identity provider\'s answer failed validation; no session was created.' },
   GW_OIDC_DENIED: { statusCode: 403, error: 'access_denied', description: 'Your identity provider account is not allowed to sign in here.' },
   GW_OIDC_LOGOUT_TOKEN: { statusCode: 400, error: 'invalid_request', description: 'The logout token is invalid.' },
+  // RFC 6749 §4.1.2.1: an unknown client or an unregistered redirect_uri is never redirected to.
+  GW_AUTHORIZE_BAD_CLIENT: { statusCode: 400, error: 'invalid_request', description: 'Unknown client_id, a client without authorization_code, or a redirect_uri it did not register; not redirected.' },
   GW_OIDC_UNAVAILABLE: { statusCode: 503, error: 'temporarily_unavailable', description: 'The identity provider cannot be reached; retry shortly.' },
   GW_INTERNAL: { statusCode: 500, error: 'server_error', description: 'Internal server error.' }
 })

@@ -17,6 +17,7 @@ import { authenticateBearer } from './bearer.js'
 import { clearAllRefreshCookies, clearRefreshCookie, refreshCookieValues, setRefreshCookie } from './cookie.js'
 import { corsHeaders, createOriginPolicy, crossSiteGuard } from './origin-guard.js'
 import { familyRemainingS, noStore } from './token-response.js'
+import { checkPassword } from './password-check.js'
 
 /** Auth bodies are a username and a password: anything bigger is not a login. */
 export const AUTH_BODY_LIMIT_BYTES = 8 * 1024
@@ -84,13 +85,8 @@ async function authRoutes (app: FastifyInstance, opts: AuthRoutesOptions): Promi
 
   app.post('/auth/login', { schema: loginSchema, preHandler: refuseCrossSite }, async (req, reply) => {
     const { username, password } = req.body as { username: string, password: string }
-    await limiter.check(req, username)
-    const user = await users.authenticate(username, password)
-    if (user === null) {
-      events.loginFailed(req, username)
-      throw gatewayError('GW_INVALID_CREDENTIALS')
-    }
-    await limiter.succeeded(req, username)
+    const user = await checkPassword({ users, limiter, events }, req, username, password)
+    if (user === null) throw gatewayError('GW_INVALID_CREDENTIALS')
     // A refresh cookie sent with a login is ignored: login always starts a new family.
     const issued = await sessions.create(req, { user, clientId: BROWSER_CLIENT_ID, scope: user.scope, seen: seenOf(req), grant: 'login' })
     setRefreshCookie(reply, issued.refreshToken, familyRemainingS(issued.family, clock), secure)

@@ -23,7 +23,7 @@ import { readDurationS } from '#shared/config.js'
 import { ConfigError } from '#shared/errors.js'
 import {
   type Client, type ClientKeys, type ClientSummary, GRANT_TYPES, SECRET_OVERLAP_MS,
-  addClient, addKeyClient, listClients, removeClient, rotateClientSecret, setClientDisabled
+  addClient, addKeyClient, addPublicClient, listClients, removeClient, rotateClientSecret, setClientDisabled
 } from '../identity/clients-file.js'
 import { parsePublicJwks } from '../identity/client-keys.js'
 import type { CliIo } from './io.js'
@@ -31,9 +31,12 @@ import type { CliIo } from './io.js'
 const USAGE = `usage: latchkey clients <command> [--file FILE]   (file default: $CLIENTS_FILE)
   add <id> --scope "a b" --audience A [--audience B] [--grant ${GRANT_TYPES.join('|')}]...
       [--jwks FILE | --jwks-uri URL | --federated-issuer URL --federated-subject SUBJECT [--federated-jwks-uri URL]]
-      [--exchange-audience A]...
+      [--exchange-audience A]... [--redirect-uri URI]...
                                   register a client (grant default: client_credentials); prints its
                                   secret once, or with keys / a federated trust gets no secret
+  add <id> --public --redirect-uri URI [--redirect-uri URI]... --scope "a b" --audience A
+                                  a native app (public client: no secret; authorization code +
+                                  PKCE, then refresh_token; loopback redirects match any port)
   list                            every client: id, enabled|disabled, scope, audiences, grants
   remove <id>                     delete the client
   disable <id> | enable <id>      refuse (or accept again) the client's credentials
@@ -42,9 +45,9 @@ const USAGE = `usage: latchkey clients <command> [--file FILE]   (file default: 
                                   (300, 30m, 24h, 7d; default 24h; 0 stops it at once)`
 /** Longest overlap rotate-secret accepts. */
 const MAX_OVERLAP_S = 90 * 86400
-const ADD_ONLY = ['scope', 'audience', 'grant', 'jwks', 'jwks-uri', 'federated-issuer', 'federated-subject', 'federated-jwks-uri', 'exchange-audience'] as const
+const ADD_ONLY = ['scope', 'audience', 'grant', 'jwks', 'jwks-uri', 'federated-issuer', 'federated-subject', 'federated-jwks-uri', 'exchange-audience', 'redirect-uri', 'public'] as const
 
-type Values = Partial<Record<typeof ADD_ONLY[number] | 'overlap' | 'file', string | string[]>>
+type Values = Partial<Record<typeof ADD_ONLY[number] | 'overlap' | 'file', string | string[] | boolean>>
 
 export async function runClientsCommand (argv: string[], io: CliIo, env: Readonly<Record<string, string | undefined>>): Promise<number> {
   let parsed
@@ -63,6 +66,8 @@ export async function runClientsCommand (argv: string[], io: CliIo, env: Readonl
         'federated-subject': { type: 'string' },
         'federated-jwks-uri': { type: 'string' },
         'exchange-audience': { type: 'string', multiple: true },
+        'redirect-uri': { type: 'string', multiple: true },
+        public: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' }
       },
       allowPositionals: true,
@@ -148,17 +153,29 @@ async function add (io: CliIo, file: string, id: string, values: Values): Promis
     io.stderr.write(`latchkey clients: --federated-issuer and --federated-subject go together\n${USAGE}\n`)
     return 2
   }
+  const redirectUris = values['redirect-uri'] as string[] | undefined
   const input = {
     id,
     scope: str('scope') as string,
     audiences: values.audience as string[],
     grants: values.grant as string[] | undefined,
-    exchangeAudiences: values['exchange-audience'] as string[] | undefined
+    exchangeAudiences: values['exchange-audience'] as string[] | undefined,
+    ...(redirectUris === undefined ? {} : { redirectUris })
   }
   const added = (client: Client): string => `added client ${JSON.stringify(client.id)} to ${file} ` +
     `(scope "${client.scope.join(' ')}", audiences ${client.audiences.join(',')}, grants ${client.grants.join(',')}` +
-    `${client.exchangeAudiences === undefined ? '' : `, exchanges into ${client.exchangeAudiences.join(',')}`})\n` +
+    `${client.exchangeAudiences === undefined ? '' : `, exchanges into ${client.exchangeAudiences.join(',')}`}` +
+    `${client.redirectUris === undefined ? '' : `, redirect URIs ${client.redirectUris.join(' ')}`})\n` +
     `client_id: ${client.id}\n`
+  if (values.public === true) {
+    if (keyOptions > 0) {
+      io.stderr.write(`latchkey clients: a public client has no keys\n${USAGE}\n`)
+      return 2
+    }
+    const client = await addPublicClient(file, input)
+    io.stdout.write(`${added(client)}client_auth: none (a public client: PKCE protects its codes, rotation its refresh tokens)\n`)
+    return 0
+  }
   if (keyOptions === 0) {
     const { client, secret } = await addClient(file, input)
     io.stdout.write(added(client))

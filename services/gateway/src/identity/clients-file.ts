@@ -23,6 +23,16 @@
  *   "exchange": {"audiences": ["billing"]}                  // token exchange (RFC 8693) into these
  * A client with keys or a federated trust may have no "secret" at all.
  *
+ * A native or first-party app is a public client (RFC 6749 §2.1): it holds no secret, signs
+ * the person in with authorization code + PKCE (RFC 8252, RFC 9700 §2.1.1) and refreshes
+ * with its client_id alone (the families' rotation and reuse detection protect its tokens):
+ *   {"id": "notes-app", "public": true, "scope": "notes:read notes:write",
+ *    "audiences": ["latchkey-api"], "grants": ["authorization_code", "refresh_token"],
+ *    "redirect_uris": ["http://127.0.0.1/callback", "https://app.example.com/oauth/callback"]}
+ * Redirect URIs: a loopback IP literal over http (any port matches, RFC 8252 §7.3; never
+ * `localhost`, §8.3), an https URL the app claims (§7.2), or a private-use scheme in
+ * reverse-domain form (§7.1); no fragment (RFC 6749 §3.1.2).
+ *
  * Secrets are 256 random bits (base64url, 43 chars), shown once by `addClient`. Being
  * uniformly random they cannot be guessed offline, so a slow password hash would buy
  * nothing and cost a CPU-bound KDF per token request; a keyed fast hash suffices:
@@ -47,7 +57,9 @@ import { checkKeyUrl, parseFederatedTrust, parsePublicJwks, serialiseFederatedTr
 import { formatScope, parseScope } from './scope.js'
 
 const VARIABLE = 'CLIENTS_FILE'
-export const GRANT_TYPES = ['client_credentials', 'password', 'refresh_token'] as const
+export const GRANT_TYPES = ['client_credentials', 'password', 'refresh_token', 'authorization_code'] as const
+/** What a public client may use: it cannot keep a secret, so no grant that needs one (RFC 9700 §2.4: no password). */
+const PUBLIC_CLIENT_GRANTS: readonly string[] = ['authorization_code', 'refresh_token']
 export type GrantType = typeof GRANT_TYPES[number]
 /** 256 bits, as for refresh tokens (docs/contract.md "Tokens"). */
 export const CLIENT_SECRET_BYTES = 32
@@ -58,8 +70,10 @@ const ID_FORMAT = /^[A-Za-z0-9._~-]{1,64}$/
 const AUDIENCE_FORMAT = /^[\x21-\x7E]{1,256}$/
 const ISO_INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,3})?Z$/
 const CLIENT_KEYS = new Set([
-  'id', 'secret', 'scope', 'audiences', 'grants', 'jwks', 'jwks_uri', 'federated', 'exchange', 'disabled', 'previous_secret', 'previous_secret_expires_at'
+  'id', 'secret', 'scope', 'audiences', 'grants', 'jwks', 'jwks_uri', 'federated', 'exchange', 'disabled', 'previous_secret', 'previous_secret_expires_at',
+  'public', 'redirect_uris'
 ])
+const MAX_REDIRECT_URI_CHARS = 2048
 /** How long `rotate-secret` keeps the old secret working by default. */
 export const SECRET_OVERLAP_MS = 24 * 3600_000
 /** Presented ids/secrets longer than this are refused cheaply (the dummy compare still runs). */
@@ -79,6 +93,10 @@ export interface Client {
   readonly federated?: FederatedTrust
   /** RFC 8693: the audiences this client may exchange a user's token into. */
   readonly exchangeAudiences?: readonly string[]
+  /** A public client (RFC 6749 §2.1): identified by its client_id alone, never authenticated. */
+  readonly public?: true
+  /** Where the authorization endpoint may send its code (authorization_code clients). */
+  readonly redirectUris?: readonly string[]
 }
 
 export interface StoredClient extends Client {
@@ -104,6 +122,8 @@ export interface NewClient {
   /** Default: ['client_credentials']. */
   readonly grants?: readonly string[]
   readonly exchangeAudiences?: readonly string[]
+  /** For authorization_code: where codes may be sent. */
+  readonly redirectUris?: readonly string[]
 }
 
 export interface AddedClient {
@@ -171,8 +191,11 @@ function parseClients (path: string, data: unknown): StoredClient[] {
     if (ids.has(id)) fail(`${at}.id: duplicate id "${id}"`)
     const keyFields = parseKeyFields(rec, at, fail)
     const keyed = keyFields.jwks !== undefined || keyFields.jwksUri !== undefined || keyFields.federated !== undefined
+    if (rec.public !== undefined && rec.public !== true) fail(`${at}.public: expected true (or leave it out)`)
+    const isPublic = rec.public === true
+    if (isPublic && (secret !== undefined || keyed || keyFields.exchangeAudiences !== undefined)) fail(`${at}: a public client has no secret, no keys and no exchange`)
     // Never echoed: it may be a plaintext secret pasted by mistake.
-    if ((secret !== undefined || !keyed) && (typeof secret !== 'string' || parseSecretHash(secret) === null)) {
+    if (!isPublic && (secret !== undefined || !keyed) && (typeof secret !== 'string' || parseSecretHash(secret) === null)) {
       fail(`${at}.secret: expected hs256$<salt>$<digest> (use "latchkey clients add"), or give jwks, jwks_uri or federated instead`)
     }
     const tokens = typeof scope === 'string' ? parseScope(scope) : null
@@ -189,15 +212,64 @@ function parseClients (path: string, data: unknown): StoredClient[] {
       fail(`${at}.federated: another client already trusts this issuer for this subject`)
     }
     if (disabled !== undefined && typeof disabled !== 'boolean') fail(`${at}.disabled: expected true or false`)
+    if (isPublic && !grants.every(g => PUBLIC_CLIENT_GRANTS.includes(g))) fail(`${at}.grants: a public client may only use ${PUBLIC_CLIENT_GRANTS.join(', ')}`)
+    const redirectUris = parseRedirectUris(rec.redirect_uris, `${at}.redirect_uris`, fail)
+    if (grants.includes('authorization_code') && redirectUris === undefined) fail(`${at}.redirect_uris: authorization_code needs at least one`)
     const previousSecret = parsePrevious(rec, fail, at)
     ids.add(id)
     clients.push({
       id, ...(secret === undefined ? {} : { secret: secret as string }), scope: tokens, audiences: [...new Set<string>(audiences)], grants: [...new Set<string>(grants)], ...keyFields,
+      ...(isPublic ? { public: true as const } : {}),
+      ...(redirectUris === undefined ? {} : { redirectUris }),
       ...(disabled === true ? { disabled } : {}),
       ...(previousSecret === undefined ? {} : { previousSecret })
     })
   }
   return clients
+}
+
+function isLoopbackIp (hostname: string): boolean {
+  return hostname === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname)
+}
+
+/** One registered redirect URI, or a reason it is refused (RFC 8252 §7, RFC 6749 §3.1.2). */
+function checkRedirectUri (raw: unknown): string | { problem: string } {
+  if (typeof raw !== 'string' || raw === '' || raw.length > MAX_REDIRECT_URI_CHARS) return { problem: 'expected an absolute URI' }
+  let url: URL
+  try { url = new URL(raw) } catch { return { problem: `${JSON.stringify(raw)} is not an absolute URI` } }
+  if (url.hash !== '' || raw.includes('#')) return { problem: `${JSON.stringify(raw)} has a fragment (RFC 6749 §3.1.2)` }
+  if (url.protocol === 'https:') return raw
+  if (url.protocol === 'http:') {
+    if (isLoopbackIp(url.hostname)) return raw
+    return { problem: `${JSON.stringify(raw)}: http only on a loopback IP literal (127.0.0.1 or [::1]; not localhost, RFC 8252 §8.3)` }
+  }
+  // RFC 8252 §7.1: a private-use scheme, in reverse-domain form so apps do not collide.
+  if (/^[a-z][a-z0-9+-]*(\.[a-z0-9+-]+)+:$/.test(url.protocol)) return raw
+  return { problem: `${JSON.stringify(raw)}: expected https, http on a loopback IP, or a reverse-domain private-use scheme` }
+}
+
+function parseRedirectUris (v: unknown, at: string, fail: (problem: string) => never): string[] | undefined {
+  if (v === undefined) return undefined
+  if (!Array.isArray(v) || v.length === 0) return fail(`${at}: expected a non-empty array of URIs`)
+  return [...new Set(v.map((raw) => {
+    const checked = checkRedirectUri(raw)
+    return typeof checked === 'string' ? checked : fail(`${at}: ${checked.problem}`)
+  }))]
+}
+
+/**
+ * Does `presented` name the registered redirect URI `registered`? Exact string comparison
+ * (RFC 9700 §4.1.3), except that a loopback IP redirect matches on any port: a native app
+ * listens on whatever port the OS gives it (RFC 8252 §7.3).
+ */
+export function redirectUriMatches (registered: string, presented: string): boolean {
+  if (registered === presented) return true
+  let r: URL, p: URL
+  try { r = new URL(registered); p = new URL(presented) } catch { return false }
+  if (r.protocol !== 'http:' || !isLoopbackIp(r.hostname)) return false
+  if (p.hash !== '' || presented.includes('#')) return false
+  return p.protocol === 'http:' && p.hostname === r.hostname && p.pathname === r.pathname && p.search === r.search &&
+    p.username === '' && p.password === ''
 }
 
 type KeyFields = Pick<Client, 'jwks' | 'jwksUri' | 'federated' | 'exchangeAudiences'>
@@ -253,6 +325,8 @@ function serialise (clients: readonly StoredClient[]): string {
     ...(c.jwksUri === undefined ? {} : { jwks_uri: c.jwksUri }),
     ...(c.federated === undefined ? {} : { federated: serialiseFederatedTrust(c.federated) }),
     ...(c.exchangeAudiences === undefined ? {} : { exchange: { audiences: c.exchangeAudiences } }),
+    ...(c.public === true ? { public: true } : {}),
+    ...(c.redirectUris === undefined ? {} : { redirect_uris: c.redirectUris }),
     ...(c.disabled === true ? { disabled: true } : {}),
     ...(c.previousSecret === undefined
       ? {}
@@ -272,6 +346,14 @@ export async function addClient (path: string, input: NewClient): Promise<AddedC
 }
 
 /**
+ * Register a public client in `path` (a native app: no secret, authorization code + PKCE;
+ * grants default to authorization_code and refresh_token).
+ */
+export async function addPublicClient (path: string, input: NewClient): Promise<Client> {
+  return await insertClient(path, { ...input, grants: input.grants ?? PUBLIC_CLIENT_GRANTS }, { public: true })
+}
+
+/**
  * Register a client in `path` that proves itself with keys (`private_key_jwt`) or an
  * external issuer's token (workload identity): no secret exists for it at all.
  */
@@ -283,7 +365,7 @@ export async function addKeyClient (path: string, input: NewClient & { readonly 
   return await insertClient(path, input, fields)
 }
 
-async function insertClient (path: string, input: NewClient, credentials: KeyFields & { secret?: string }): Promise<Client> {
+async function insertClient (path: string, input: NewClient, credentials: KeyFields & { secret?: string, public?: true }): Promise<Client> {
   if (typeof input.id !== 'string' || !ID_FORMAT.test(input.id)) throw new ConfigError('id', 'expected 1..64 of A-Z a-z 0-9 . _ ~ -')
   const scope = typeof input.scope === 'string' ? parseScope(input.scope) : null
   if (scope === null) throw new ConfigError('scope', 'expected space-separated RFC 6749 scope tokens (printable ASCII, no " or \\)')
@@ -303,8 +385,14 @@ async function insertClient (path: string, input: NewClient, credentials: KeyFie
   const clients = data === undefined ? [] : parseClients(path, data)
   if (clients.some(c => c.id === input.id)) throw new ConfigError(VARIABLE, `${path}: a client with id "${input.id}" already exists`)
   const { secret, ...keyFields } = credentials
-  const client: Client = { id: input.id, scope, audiences, grants, ...keyFields, ...exchange }
-  await writeFileAtomic(path, serialise([...clients, { ...client, ...(secret === undefined ? {} : { secret }) }]), VARIABLE)
+  const client: Client = {
+    id: input.id, scope, audiences, grants, ...keyFields, ...exchange, ...(input.redirectUris === undefined ? {} : { redirectUris: [...new Set(input.redirectUris)] })
+  }
+  const text = serialise([...clients, { ...client, ...(secret === undefined ? {} : { secret }) }])
+  // The file's own validation, so the CLI never writes what the gateway would refuse
+  // (redirect URIs, what a public client may use, authorization_code without a redirect).
+  parseClients(path, JSON.parse(text))
+  await writeFileAtomic(path, text, VARIABLE)
   return client
 }
 
@@ -386,7 +474,9 @@ function entriesOf (clients: readonly StoredClient[]): ReadonlyMap<string, Entry
       ...(c.jwks === undefined ? {} : { jwks: c.jwks }),
       ...(c.jwksUri === undefined ? {} : { jwksUri: c.jwksUri }),
       ...(c.federated === undefined ? {} : { federated: Object.freeze({ ...c.federated }) }),
-      ...(c.exchangeAudiences === undefined ? {} : { exchangeAudiences: Object.freeze([...c.exchangeAudiences]) })
+      ...(c.exchangeAudiences === undefined ? {} : { exchangeAudiences: Object.freeze([...c.exchangeAudiences]) }),
+      ...(c.public === true ? { public: true as const } : {}),
+      ...(c.redirectUris === undefined ? {} : { redirectUris: Object.freeze([...c.redirectUris]) })
     })
     const entry: Entry = previousHash === null || c.previousSecret === undefined
       ? { client, hash }
@@ -431,6 +521,12 @@ export class ClientDirectory {
   /** Put a reloaded clients file in force, in one assignment: everything holding this directory sees it at once. */
   replace (clients: readonly StoredClient[]): void {
     this.#byId = entriesOf(clients)
+  }
+
+  /** The public client named `id` (RFC 6749 §2.1: identified, not authenticated), if any. */
+  getPublic (id: string | undefined): Client | undefined {
+    const client = id === undefined ? undefined : this.#byId.get(id)?.client
+    return client?.public === true ? client : undefined
   }
 
   /** The client that trusts `issuer` to vouch for `subject` (workload identity), if any. */

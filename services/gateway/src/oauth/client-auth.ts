@@ -85,8 +85,9 @@ export class ClientAuthenticator {
   }
 
   /**
-   * The authenticated client, or null when the request carries no client credentials at
-   * all (a public client). Wrong credentials throw 401 invalid_client (429 when throttled).
+   * The authenticated client; without credentials, the public client its `client_id` names
+   * (RFC 6749 §2.1, §3.2.1: identified, not authenticated; `client.public` says so), else
+   * null (the browser). Wrong credentials throw 401 invalid_client (429 when throttled).
    */
   async authenticate (req: FastifyRequest, form: FormParams): Promise<Client | null> {
     let bodyId: string | undefined
@@ -101,7 +102,7 @@ export class ClientAuthenticator {
       const assertionType = param(form, 'client_assertion_type')
       const methods = [basic, postSecret, assertion ?? assertionType].filter(m => m !== undefined).length
       if (methods > 1) throw gatewayError('GW_OAUTH_INVALID_REQUEST', { description: 'Use one client authentication method, not two.' })
-      if (methods === 0) return null
+      if (methods === 0) return this.#clients.getPublic(bodyId) ?? null
       await this.#throttle?.before(req, claimedId)
       if (assertion !== undefined || assertionType !== undefined) {
         if (assertionType !== CLIENT_ASSERTION_TYPE || assertion === undefined) throw invalidClient()

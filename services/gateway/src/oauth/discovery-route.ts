@@ -29,18 +29,24 @@ export function authorizationServerMetadata (sources: DiscoverySources): Record<
   const base = config.issuer
   return {
     issuer: base,
+    // RFC 8252: native apps sign the person in here (through an upstream identity provider).
+    authorization_endpoint: `${base}/oauth/authorize`,
     token_endpoint: `${base}/oauth/token`,
     jwks_uri: `${base}/.well-known/jwks.json`,
     revocation_endpoint: `${base}/oauth/revoke`,
     introspection_endpoint: `${base}${INTROSPECTION_PATH}`,
     grant_types_supported: [...GRANT_TYPES_SUPPORTED],
-    // RFC 8414 §2 makes this REQUIRED and validators (authlib) refuse []. There is no
-    // authorization endpoint, so no response type issues anything: `none` (OAuth 2.0
-    // Multiple Response Type Encoding Practices §5) is the one that says so.
-    response_types_supported: ['none'],
+    // The authorization endpoint answers with a code only (RFC 9700 §2.1.2: no implicit flow).
+    response_types_supported: ['code'],
+    response_modes_supported: ['query'],
+    // RFC 7636 §4.3, RFC 9700 §2.1.1: PKCE required, S256 only.
+    code_challenge_methods_supported: ['S256'],
+    // RFC 9207: the authorization response names its issuer.
+    authorization_response_iss_parameter_supported: true,
     // §2 RECOMMENDED: the scopes the gateway can grant, to users or to clients.
     scopes_supported: [...new Set([...users.scopes(), ...clients.scopes()])].sort(),
-    token_endpoint_auth_methods_supported: [...CLIENT_AUTH_METHODS],
+    // `none`: public clients (native apps, RFC 8252 §8.4) send their client_id only.
+    token_endpoint_auth_methods_supported: [...CLIENT_AUTH_METHODS, 'none'],
     token_endpoint_auth_signing_alg_values_supported: [...CLIENT_AUTH_SIGNING_ALGS],
     revocation_endpoint_auth_methods_supported: [...CLIENT_AUTH_METHODS, 'none'],
     revocation_endpoint_auth_signing_alg_values_supported: [...CLIENT_AUTH_SIGNING_ALGS],

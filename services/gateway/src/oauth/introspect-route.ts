@@ -132,7 +132,8 @@ export function registerIntrospectRoute (app: FastifyInstance, opts: IntrospectR
     const form: FormParams = (req.body as FormParams | undefined) ?? {}
     const client = await clientAuth.authenticate(req, form)
     // §2.1: the endpoint requires authorization; an anonymous caller learns nothing.
-    if (client === null) throw invalidClient()
+    // RFC 7662 §2.1: the caller is authorized; a public client proves nothing about itself.
+    if (client === null || client.public === true) throw invalidClient()
     const token = requireParam(form, 'token')
     // `token_type_hint` (§2.1) needs no lookup: the two kinds have disjoint formats.
     const presented = parseRefreshToken(token)

@@ -1,7 +1,9 @@
 /**
  * POST /oauth/token (RFC 6749 §3.2): the refresh_token grant (same families and rules as
- * the cookie flow, the rotated token in the body), client_credentials (§4.4) and the
- * password grant (§4.3) for clients allowed it. Every answer, errors included, carries
+ * the cookie flow, the rotated token in the body), authorization_code with PKCE for apps
+ * that signed the person in through `/oauth/authorize` (§4.1.3, RFC 7636;
+ * identity/oidc/native-sign-in.ts), client_credentials (§4.4), and the password grant
+ * (§4.3) for clients allowed it — kept for migration only (RFC 9700 §2.4). Every answer, errors included, carries
  * `Cache-Control: no-store` (§5.1).
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
@@ -14,12 +16,14 @@ import type { GatewayEvents } from '../ops/events.js'
 import { BROWSER_CLIENT_ID, type SessionService } from '../sessions/service.js'
 import type { LoginLimiter } from '../auth/login-limiter.js'
 import { noStore, type TokenBody } from '../auth/token-response.js'
+import { checkPassword } from '../auth/password-check.js'
 import { type ClientAuthenticator, invalidClient } from './client-auth.js'
 import { param, requireParam, type FormParams } from './form-body.js'
 import { narrowScope, pickAudience } from './token-scope.js'
 import { TOKEN_EXCHANGE_GRANT, type TokenExchange } from './token-exchange.js'
+import type { NativeSignIn } from '../identity/oidc/native-sign-in.js'
 
-export const GRANT_TYPES_SUPPORTED = ['refresh_token', 'client_credentials', 'password', TOKEN_EXCHANGE_GRANT] as const
+export const GRANT_TYPES_SUPPORTED = ['authorization_code', 'refresh_token', 'client_credentials', 'password', TOKEN_EXCHANGE_GRANT] as const
 
 export interface TokenRouteOptions {
   readonly config: GatewayConfig
@@ -31,6 +35,7 @@ export interface TokenRouteOptions {
   readonly limiter: LoginLimiter
   readonly clientAuth: ClientAuthenticator
   readonly exchange: TokenExchange
+  readonly native: NativeSignIn
 }
 
 function requireGrant (client: Client | null, grant: string): Client {
@@ -40,7 +45,7 @@ function requireGrant (client: Client | null, grant: string): Client {
 }
 
 export function registerTokenRoute (app: FastifyInstance, opts: TokenRouteOptions): void {
-  const { config, sessions, users, issuer, events, limiter, clientAuth, exchange } = opts
+  const { config, sessions, users, issuer, events, limiter, clientAuth, exchange, native } = opts
 
   async function refreshGrant (req: FastifyRequest, form: FormParams, client: Client | null): Promise<TokenBody> {
     // RFC 8707 §2: user tokens are always for AUDIENCE; asking for another is invalid_target,
@@ -78,13 +83,8 @@ export function registerTokenRoute (app: FastifyInstance, opts: TokenRouteOption
     pickAudience(form, [config.audience])
     const username = requireParam(form, 'username')
     const password = requireParam(form, 'password')
-    await limiter.check(req, username)
-    const user = await users.authenticate(username, password)
-    if (user === null) {
-      events.loginFailed(req, username)
-      throw gatewayError('GW_OAUTH_INVALID_CREDENTIALS')
-    }
-    await limiter.succeeded(req, username)
+    const user = await checkPassword({ users, limiter, events }, req, username, password)
+    if (user === null) throw gatewayError('GW_OAUTH_INVALID_CREDENTIALS')
     const userScopes = user.scope.split(' ').filter(Boolean)
     const allowed = client.scope.length === 0 ? userScopes : userScopes.filter(s => client.scope.includes(s))
     const scope = narrowScope(param(form, 'scope'), allowed)
@@ -100,6 +100,7 @@ export function registerTokenRoute (app: FastifyInstance, opts: TokenRouteOption
     if (!(GRANT_TYPES_SUPPORTED as readonly string[]).includes(grantType)) throw gatewayError('GW_UNSUPPORTED_GRANT_TYPE')
     const client = await clientAuth.authenticate(req, form)
     switch (grantType) {
+      case 'authorization_code': return native.redeem(req, form, client)
       case 'refresh_token': return refreshGrant(req, form, client)
       case 'client_credentials': return clientCredentialsGrant(form, client)
       case TOKEN_EXCHANGE_GRANT: {

@@ -8,7 +8,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { GatewayMetrics } from './metrics.js'
 
 export type RefreshOutcome = 'rotated' | 'grace' | 'invalid'
-export type Grant = 'login' | 'refresh_token' | 'client_credentials' | 'password' | 'token_exchange'
+export type Grant = 'login' | 'refresh_token' | 'client_credentials' | 'password' | 'token_exchange' | 'authorization_code'
 /** Which brute-force limit refused: login (ip, username) or client authentication (client_ip, client_id). */
 export type RateLimit = 'ip' | 'username' | 'client_ip' | 'client_id'
 /**
@@ -17,7 +17,7 @@ export type RateLimit = 'ip' | 'username' | 'client_ip' | 'client_id'
  * reloaded users file that removed or disabled the user, changed the password or cut a
  * scope (`user_changed`).
  */
-export type RevokeReason = 'logout' | 'logout_all' | 'session_delete' | 'reuse' | 'revoke' | 'user_gone' | 'client_gone' | 'admin' | 'cli' | 'backchannel_logout' | 'user_changed'
+export type RevokeReason = 'logout' | 'logout_all' | 'session_delete' | 'reuse' | 'revoke' | 'user_gone' | 'client_gone' | 'admin' | 'cli' | 'backchannel_logout' | 'user_changed' | 'idp_refused' | 'code_replay'
 
 /** Where a line goes: a Fastify request (its request id comes along) or a plain logger. */
 export interface EventSource {

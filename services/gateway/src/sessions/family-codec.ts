@@ -12,7 +12,10 @@
  *   [12] idle expiry          [13] absolute expiry                    [14] user agent
  *   [15] ip                   [16] identity provider ('' for a password login; version 2)
  *   [17] pending: 1 while the current token is a successor no gateway has answered 200
- *        yet (written with REDIS_WAIT_REPLICAS until its WAIT succeeds; version 3)
+ *        yet (written with REDIS_WAIT_REPLICAS until the answer is given; version 3)
+ *   [18] the IdP's refresh token, sealed (identity/oidc/idp-token-seal.ts; '' when the
+ *        family is not bound to one; version 4)
+ *   [19] when the IdP last vouched for the account (ms, the gateway's clock; 0; version 4)
  *
  * Token hashes are the first STORED_HASH_BYTES (16) bytes of the token's SHA-256 (families
  * written before kept all 32; the scripts compare the presented hash cut to the stored
@@ -21,15 +24,15 @@
  * value over 64 bytes (a browser's user agent) leaves the compact listpack encoding and
  * doubles in size (measured: ~1040 vs ~456 bytes).
  *
- * Versions: 1 has fields 1–15; 2 adds [16]; 3 adds [17]. Every reader accepts all three (a
- * version-1 family has no provider, an older one is not pending) and every write stores
- * version 3, so old families upgrade on their next rotation. Fields may be appended, never
- * moved.
+ * Versions: 1 has fields 1–15; 2 adds [16]; 3 adds [17]; 4 adds [18] and [19]. Every
+ * reader accepts all four (a version-1 family has no provider, an older one is not pending
+ * and not bound to an IdP) and every write stores version 4, so old families upgrade on
+ * their next write. Fields may be appended, never moved.
  */
 import type { Family } from './family-store.js'
 import { decodeUserAgent } from './user-agent-codec.js'
 
-export const FAMILY_FORMAT_VERSION = 3
+export const FAMILY_FORMAT_VERSION = 4
 /**
  * Bytes of a token's SHA-256 kept in Redis. Finding a token for a stored 128-bit prefix
  * still takes ~2^128 work (the token holds 256 random bits), and the 32 bytes saved per
@@ -45,7 +48,8 @@ export function storedHash (hash: Buffer): Buffer {
 /** Lua array positions (1-based), in stored order. */
 const FIELDS = [
   'VERSION', 'USER', 'CLIENT', 'SCOPE', 'HASH', 'PREV', 'NONCE', 'GEN',
-  'ROTATED', 'CREATED', 'LAST_USED', 'IDLE_EXP', 'ABS_EXP', 'UA', 'IP', 'PROVIDER', 'PENDING'
+  'ROTATED', 'CREATED', 'LAST_USED', 'IDLE_EXP', 'ABS_EXP', 'UA', 'IP', 'PROVIDER', 'PENDING',
+  'IDP_TOKEN', 'IDP_CHECKED'
 ] as const
 
 /**
@@ -59,6 +63,8 @@ local function load_family (blob)
   local f = cmsgpack.unpack(blob)
   if f[F_PROVIDER] == nil then f[F_PROVIDER] = '' end
   if f[F_PENDING] == nil then f[F_PENDING] = 0 end
+  if f[F_IDP_TOKEN] == nil then f[F_IDP_TOKEN] = '' end
+  if f[F_IDP_CHECKED] == nil then f[F_IDP_CHECKED] = 0 end
   return f
 end
 local function pack_family (f)
@@ -75,6 +81,18 @@ end
 export const LUA_PUBLIC_FIELDS = '{f[F_USER], f[F_CLIENT], f[F_SCOPE], f[F_GEN], f[F_CREATED], f[F_LAST_USED], f[F_IDLE_EXP], f[F_ABS_EXP], f[F_UA], f[F_IP], f[F_PROVIDER]}'
 /** How many reply elements LUA_PUBLIC_FIELDS makes. */
 export const PUBLIC_FIELD_COUNT = 11
+/**
+ * The IdP binding as the rotate script appends it to its reply (after the public fields
+ * and, for grace, the nonce): kept out of LUA_PUBLIC_FIELDS so that no listing or lookup
+ * ever carries the sealed token. `idpBindingFromReply` reads it back.
+ */
+export const LUA_IDP_FIELDS = '{f[F_IDP_TOKEN], f[F_IDP_CHECKED]}'
+
+/** A family's bond to its IdP refresh token (undefined when unbound). */
+export function idpBindingFromReply (reply: readonly ReplyValue[], at: number): { readonly sealed: string, readonly checkedAt: number } | undefined {
+  const sealed = reply[at] === undefined ? '' : text(reply[at])
+  return sealed === '' ? undefined : Object.freeze({ sealed, checkedAt: int(reply[at + 1]) })
+}
 
 export type ReplyValue = Buffer | number | string
 
@@ -129,6 +147,9 @@ export interface StoredFamily {
   readonly provider: string
   /** 1: the current token was not yet answered 200 by any gateway (see the format above). */
   readonly pending: number
+  /** Sealed IdP refresh token ('' when unbound) and its last check (ms); optional on encode (default unbound). */
+  readonly idpToken?: string
+  readonly idpCheckedAt?: number
 }
 
 /*
@@ -172,7 +193,8 @@ function packStr (v: string | Buffer): Buffer {
 export function encodeFamily (f: Omit<StoredFamily, 'version'>): Buffer {
   const values: Array<string | Buffer | number> = [
     FAMILY_FORMAT_VERSION, f.userId, f.clientId, f.scope, f.hash, f.prev, f.nonce, f.generation,
-    f.rotatedAt, f.createdAt, f.lastUsedAt, f.idleExpiresAt, f.absoluteExpiresAt, f.userAgent, f.ip, f.provider, f.pending
+    f.rotatedAt, f.createdAt, f.lastUsedAt, f.idleExpiresAt, f.absoluteExpiresAt, f.userAgent, f.ip, f.provider, f.pending,
+    f.idpToken ?? '', f.idpCheckedAt ?? 0
   ]
   const header = values.length < 16 ? Buffer.from([0x90 | values.length]) : Buffer.from([0xdc, values.length >> 8, values.length & 0xff])
   return Buffer.concat([header, ...values.map(v => typeof v === 'number' ? packInt(v) : packStr(v))])
@@ -237,6 +259,8 @@ export function decodeFamily (blob: Buffer): StoredFamily {
     userAgent: str(13),
     ip: str(14),
     provider: count > 15 ? str(15) : '',
-    pending: count > 16 ? num(16) : 0
+    pending: count > 16 ? num(16) : 0,
+    idpToken: count > 17 ? str(17) : '',
+    idpCheckedAt: count > 18 ? num(18) : 0
   }
 }

@@ -48,6 +48,18 @@ export interface NewFamily {
   readonly ip: string
   /** The upstream identity provider that signed the user in; absent for password logins. */
   readonly provider?: string
+  /** Bind the family to the IdP's refresh token (identity/oidc: a provider's `idp_refresh`). */
+  readonly idp?: IdpBinding
+}
+
+/**
+ * A federated family's bond to its identity provider: the IdP's refresh token, sealed by
+ * the caller (the store never sees it in clear), and when the IdP last vouched for the
+ * account (ms). Never part of `Family`, so no listing or lookup carries it.
+ */
+export interface IdpBinding {
+  readonly sealed: string
+  readonly checkedAt: number
 }
 
 export interface Family {
@@ -71,10 +83,10 @@ export interface Family {
 }
 
 export type RotateResult =
-  /** This call rotated: `token` is the new current token. */
-  | { readonly kind: 'rotated', readonly token: ParsedRefreshToken, readonly family: Family }
+  /** This call rotated: `token` is the new current token; `idp` the family's IdP binding, if any. */
+  | { readonly kind: 'rotated', readonly token: ParsedRefreshToken, readonly family: Family, readonly idp?: IdpBinding }
   /** The predecessor within grace: `token` is the already-issued current successor. */
-  | { readonly kind: 'grace', readonly token: ParsedRefreshToken, readonly family: Family }
+  | { readonly kind: 'grace', readonly token: ParsedRefreshToken, readonly family: Family, readonly idp?: IdpBinding }
   /** A rotated-out token after grace (or an older one): the family is now revoked. */
   | { readonly kind: 'reuse', readonly sid: string, readonly userId: string }
   /** Unknown, expired or already revoked family: nothing was written. */
@@ -106,6 +118,22 @@ export interface FamilyStore {
    * Reads only: never rotates, revokes or extends anything.
    */
   lookup (presented: ParsedRefreshToken): Promise<Family | null>
+  /**
+   * Take back the rotation that made `successor` the current token (generation
+   * `generation`), if it still is: the presented token is current again. For a rotation
+   * whose answer could not be given (an IdP check that could not be made): the client's
+   * retry with the token it holds then rotates normally instead of counting as reuse.
+   */
+  undoRotation (successor: ParsedRefreshToken, generation: number): Promise<boolean>
+  /**
+   * The rotation that made `successor` current (generation `generation`) is answered 200:
+   * with pending rotations (REDIS_WAIT_REPLICAS), its predecessor keeps only the grace
+   * window from now on; until then it gets `successor` back at any time (rule 3 widened
+   * only for a successor nobody was given). Never throws; a lost commit is harmless.
+   */
+  commitRotation (successor: ParsedRefreshToken, generation: number): Promise<void>
+  /** Replace a live family's IdP binding (the IdP's rotated refresh token, a new check time). */
+  bindIdp (sid: string, binding: IdpBinding): Promise<boolean>
   /** Revoke one family, only if it belongs to `userId` (DELETE /auth/sessions/:id). */
   revokeSession (userId: string, sid: string): Promise<boolean>
   /** Revoke every live family of the user; returns the revoked sids. */

@@ -8,7 +8,7 @@
  * oldest login is dropped, as a Redis with an eviction policy would.
  */
 import type { Clock } from '#shared/clock.js'
-import { clampText, IP_MAX_CHARS, PROVIDER_MAX_CHARS, USER_AGENT_MAX_CHARS, validateLimits, type Family, type FamilyLimits, type FamilyStore, type NewFamily, type RevokedFamily, type RotateResult } from './family-store.js'
+import { clampText, IP_MAX_CHARS, PROVIDER_MAX_CHARS, USER_AGENT_MAX_CHARS, validateLimits, type Family, type FamilyLimits, type FamilyStore, type IdpBinding, type NewFamily, type RevokedFamily, type RotateResult } from './family-store.js'
 import { deriveSuccessor, hashesEqual, mintInitialToken, newNonce, type ParsedRefreshToken } from './refresh-token.js'
 
 export const MEMORY_STORE_MAX_FAMILIES = 100_000
@@ -19,6 +19,8 @@ export interface MemoryFamilyStoreOptions {
   readonly clock: Clock
   readonly maxFamilies?: number
   readonly sweepIntervalMs?: number
+  /** Write each rotation pending until `commitRotation`, as the Redis store does with REDIS_WAIT_REPLICAS (default false). */
+  readonly pendingRotations?: boolean
 }
 
 interface Entry {
@@ -28,6 +30,9 @@ interface Entry {
   prevHash: string | null
   nonce: string | null
   rotatedAt: number
+  /** The current token is a successor not yet answered 200 (see RedisFamilyStore.rotate). */
+  pending: boolean
+  idp: IdpBinding | undefined
 }
 
 export class MemoryFamilyStore implements FamilyStore {
@@ -38,12 +43,14 @@ export class MemoryFamilyStore implements FamilyStore {
   readonly #clock: Clock
   readonly #maxFamilies: number
   readonly #timer: NodeJS.Timeout
+  readonly #pending: boolean
 
   constructor (options: MemoryFamilyStoreOptions) {
     validateLimits(options.limits)
     this.#limits = options.limits
     this.#clock = options.clock
     this.#maxFamilies = options.maxFamilies ?? MEMORY_STORE_MAX_FAMILIES
+    this.#pending = options.pendingRotations ?? false
     this.#timer = setInterval(() => { this.sweep() }, options.sweepIntervalMs ?? MEMORY_STORE_SWEEP_INTERVAL_MS)
     this.#timer.unref()
   }
@@ -101,7 +108,7 @@ export class MemoryFamilyStore implements FamilyStore {
       absoluteExpiresAt,
       ...(provider === '' ? {} : { provider })
     })
-    this.#families.set(token.sid, { family, hash: token.hash, prevHash: null, nonce: null, rotatedAt: 0 })
+    this.#families.set(token.sid, { family, hash: token.hash, prevHash: null, nonce: null, rotatedAt: 0, pending: false, idp: input.idp })
     let sids = this.#byUser.get(input.userId)
     if (sids === undefined) this.#byUser.set(input.userId, sids = new Set())
     sids.add(token.sid)
@@ -131,17 +138,44 @@ export class MemoryFamilyStore implements FamilyStore {
       entry.hash = successor.hash
       entry.nonce = nonce
       entry.rotatedAt = now
-      return { kind: 'rotated', token: successor, family: entry.family }
+      entry.pending = this.#pending
+      return { kind: 'rotated', token: successor, family: entry.family, ...idpOf(entry) }
     }
     const { graceMs } = this.#limits
-    if (graceMs > 0 && entry.prevHash !== null && entry.nonce !== null &&
-        hashesEqual(presented.hash, entry.prevHash) && now - entry.rotatedAt <= graceMs) {
-      // The rotation this token already caused, handed out again; nothing changes.
-      return { kind: 'grace', token: deriveSuccessor(presented, entry.nonce), family: entry.family }
+    if (entry.prevHash !== null && entry.nonce !== null && hashesEqual(presented.hash, entry.prevHash) &&
+        ((graceMs > 0 && now - entry.rotatedAt <= graceMs) || entry.pending)) {
+      // The rotation this token already caused (within grace, or never answered 200),
+      // handed out again; nothing changes.
+      return { kind: 'grace', token: deriveSuccessor(presented, entry.nonce), family: entry.family, ...idpOf(entry) }
     }
     // Replay: the family dies, live successor included, and with it any grace window.
     this.#delete(presented.sid, entry)
     return { kind: 'reuse', sid: presented.sid, userId: entry.family.userId }
+  }
+
+  async undoRotation (successor: ParsedRefreshToken, generation: number): Promise<boolean> {
+    const entry = this.#live(successor.sid, this.#clock.now())
+    // Only if that successor is still current: nothing made after it is lost.
+    if (entry === undefined || entry.prevHash === null || entry.family.generation !== generation || !hashesEqual(successor.hash, entry.hash)) return false
+    entry.hash = entry.prevHash
+    entry.prevHash = null
+    entry.nonce = null
+    entry.rotatedAt = 0
+    entry.pending = false
+    entry.family = Object.freeze({ ...entry.family, generation: generation - 1 })
+    return true
+  }
+
+  async commitRotation (successor: ParsedRefreshToken, generation: number): Promise<void> {
+    const entry = this.#live(successor.sid, this.#clock.now())
+    if (entry !== undefined && entry.family.generation === generation && hashesEqual(successor.hash, entry.hash)) entry.pending = false
+  }
+
+  async bindIdp (sid: string, binding: IdpBinding): Promise<boolean> {
+    const entry = this.#live(sid, this.#clock.now())
+    if (entry === undefined) return false
+    entry.idp = binding
+    return true
   }
 
   async revokeByToken (presented: ParsedRefreshToken, options: { clientId?: string } = {}): Promise<RevokedFamily | null> {
@@ -192,6 +226,10 @@ export class MemoryFamilyStore implements FamilyStore {
   async close (): Promise<void> {
     clearInterval(this.#timer)
   }
+}
+
+function idpOf (entry: Entry): { idp?: IdpBinding } {
+  return entry.idp === undefined ? {} : { idp: entry.idp }
 }
 
 function expired (family: Family, now: number): boolean {

@@ -17,8 +17,8 @@ import { createHash } from 'node:crypto'
 import { Cluster } from 'ioredis'
 import { systemClock, type Clock } from '#shared/clock.js'
 import { gatewayError } from '../errors.js'
-import { familyFromReply, PUBLIC_FIELD_COUNT, storedHash } from './family-codec.js'
-import { clampText, IP_MAX_CHARS, PROVIDER_MAX_CHARS, USER_AGENT_MAX_CHARS, validateLimits, type Family, type FamilyLimits, type FamilyStore, type NewFamily, type RevokedFamily, type RotateResult } from './family-store.js'
+import { familyFromReply, idpBindingFromReply, PUBLIC_FIELD_COUNT, storedHash } from './family-codec.js'
+import { clampText, IP_MAX_CHARS, PROVIDER_MAX_CHARS, USER_AGENT_MAX_CHARS, validateLimits, type Family, type FamilyLimits, type FamilyStore, type IdpBinding, type NewFamily, type RevokedFamily, type RotateResult } from './family-store.js'
 import { deriveSuccessor, mintInitialToken, newNonce, NONCE_BYTES, type ParsedRefreshToken } from './refresh-token.js'
 import type { RedisClient } from './redis-connection.js'
 import { ReplicaWait } from './replica-wait.js'
@@ -57,6 +57,11 @@ export interface RedisFamilyStoreOptions {
    * STORE_CALL_DEADLINE_MS.
    */
   readonly waitReplicas?: number
+  /**
+   * Write each rotation *pending* until `commitRotation` (see `rotate`). Default: on exactly
+   * when `waitReplicas` > 0, the case it exists for; the contract tests turn it on alone.
+   */
+  readonly pendingRotations?: boolean
 }
 
 /** Store errors leave as GW_STORE_UNAVAILABLE; the cause keeps name and message only (ioredis attaches the command's arguments). */
@@ -79,6 +84,12 @@ function graceSuccessor (presented: ParsedRefreshToken, reply: ReadonlyArray<Buf
   return deriveSuccessor(presented, stored.toString('base64url'))
 }
 
+/** The family's IdP binding from a rotate reply, spread into the result (nothing when unbound). */
+function idpOf (reply: ReadonlyArray<Buffer | number>, at: number): { idp?: IdpBinding } {
+  const idp = idpBindingFromReply(reply, at)
+  return idp === undefined ? {} : { idp }
+}
+
 function rawHash (token: ParsedRefreshToken): Buffer {
   const bytes = Buffer.from(token.hash, 'base64url')
   // parseRefreshToken/mint produce SHA-256 hashes; anything else is a caller bug.
@@ -94,6 +105,7 @@ export class RedisFamilyStore implements FamilyStore {
   readonly #prefix: string
   readonly #closeClient: boolean
   readonly #replicaWait: ReplicaWait | undefined
+  readonly #pending: boolean
 
   constructor (options: RedisFamilyStoreOptions) {
     validateLimits(options.limits)
@@ -109,6 +121,7 @@ export class RedisFamilyStore implements FamilyStore {
     const waitReplicas = options.waitReplicas ?? 0
     if (!Number.isSafeInteger(waitReplicas) || waitReplicas < 0) throw new RangeError('waitReplicas must be a non-negative integer')
     this.#replicaWait = waitReplicas === 0 ? undefined : new ReplicaWait(options.client, waitReplicas)
+    this.#pending = options.pendingRotations ?? waitReplicas > 0
   }
 
   /** The family's key (as sent; the client may prepend its own prefix). */
@@ -183,7 +196,7 @@ export class RedisFamilyStore implements FamilyStore {
       const familyKey = this.familyKey(token.sid)
       const created = await this.#redis(async () => {
         const reply = await this.#client.lkFamilyCreate(familyKey, ...createScriptArgs({
-          userId: input.userId, clientId: input.clientId, scope: input.scope, tokenHash: rawHash(token), now, idleExpiresAt, absoluteExpiresAt, userAgent, ip, provider
+          userId: input.userId, clientId: input.clientId, scope: input.scope, tokenHash: rawHash(token), now, idleExpiresAt, absoluteExpiresAt, userAgent, ip, provider, idp: input.idp
         }))
         if (reply === 1) await this.#replicated(familyKey)
         return reply
@@ -223,10 +236,12 @@ export class RedisFamilyStore implements FamilyStore {
    *  - The undo cannot help when it lands on the wrong node: the rotation reached the
    *    replica, the replica was promoted before its acknowledgement counted, and the undo
    *    went to the old master, whose writes the failover then discards. So with
-   *    REDIS_WAIT_REPLICAS the successor is written *pending* and marked done (commit) only
-   *    once its WAIT succeeded; while it is pending, its predecessor gets it back at any
-   *    time, as inside grace (the rotate script). Measured under SENTINEL FAILOVER with the
-   *    clients back after grace: 5 of 6 sessions lost without it, 0 with it.
+   *    REDIS_WAIT_REPLICAS the successor is written *pending* and marked done
+   *    (`commitRotation`) only once the gateway answers it 200 — after its WAIT succeeded
+   *    and SessionService's checks kept it (an IdP that cannot be asked takes it back with
+   *    `undoRotation`, the same undo script); while it is pending, its predecessor gets it
+   *    back at any time, as inside grace (the rotate script). Measured under SENTINEL
+   *    FAILOVER with the clients back after grace: 5 of 6 sessions lost without it, 0 with it.
    *
    * Reuse detection stays exact: reuse is still "a token older than the current one's
    * predecessor, or the predecessor after grace once its successor was handed out", where
@@ -244,23 +259,21 @@ export class RedisFamilyStore implements FamilyStore {
       const r = await this.#client.lkFamilyRotateBuffer(key, ...rotateScriptArgs({
         presentedHash: rawHash(presented), successorHash: rawHash(successor), nonce: Buffer.from(nonce, 'base64url'),
         now: this.#now(), limits: this.#limits, ip: seen.ip, userAgent: seen.userAgent, clientId: seen.clientId,
-        pending: this.#replicaWait !== undefined
+        pending: this.#pending
       }))
       // Only answers that hand out a token wait for replicas; 'invalid' hands out nothing,
       // and a reuse must be reported (logged, broadcast) whatever the replicas say.
       const kind = text(r[0])
-      if (kind === 'grace') {
-        await this.#replicated(key)
-        this.#commit(key, graceSuccessor(presented, r), r[4])
-      }
+      if (kind === 'grace') await this.#replicated(key)
       if (kind === 'rotated') {
         try {
           await this.#replicated(key)
         } catch (err) {
-          await this.#undo(key, successor, r[4])
+          // Best effort: not undone, the rotation stays on the master and the client's
+          // retry gets its successor (inside grace, or at any time while it is pending).
+          await this.#undo(key, successor, Number(text(r[4]))).catch(() => 0)
           throw err
         }
-        this.#commit(key, successor, r[4])
       }
       return r
     })
@@ -270,9 +283,9 @@ export class RedisFamilyStore implements FamilyStore {
         case 'invalid':
           return { kind: 'invalid' }
         case 'rotated':
-          return { kind: 'rotated', token: successor, family: familyFromReply(presented.sid, reply, 1) }
+          return { kind: 'rotated', token: successor, family: familyFromReply(presented.sid, reply, 1), ...idpOf(reply, 1 + PUBLIC_FIELD_COUNT) }
         case 'grace':
-          return { kind: 'grace', token: graceSuccessor(presented, reply), family: familyFromReply(presented.sid, reply, 1) }
+          return { kind: 'grace', token: graceSuccessor(presented, reply), family: familyFromReply(presented.sid, reply, 1), ...idpOf(reply, 2 + PUBLIC_FIELD_COUNT) }
         case 'reuse':
           userId = text(reply[1])
           break
@@ -288,24 +301,46 @@ export class RedisFamilyStore implements FamilyStore {
   }
 
   /**
-   * The successor was answered 200 (its WAIT succeeded): clear its pending mark, so its
-   * predecessor keeps only the grace window (see the rotate script). Not awaited: the
-   * answer does not depend on it, and a commit that is lost (the gateway dies, a failover
-   * forgets it) leaves the predecessor good only until the successor is next presented.
+   * The successor was answered 200 (SessionService calls this once it keeps the rotation:
+   * its WAIT succeeded and no IdP check took it back): clear its pending mark, so its
+   * predecessor keeps only the grace window (see the rotate script). Never throws and need
+   * not be awaited: the answer does not depend on it, and a commit that is lost (the
+   * gateway dies, a failover forgets it) leaves the predecessor good only until the
+   * successor is next presented. Nothing to do without pending rotations.
    */
-  #commit (key: string, successor: ParsedRefreshToken, generation: Buffer | number | string | undefined): void {
-    if (this.#replicaWait === undefined) return
-    this.#client.lkFamilyCommit(key, storedHash(rawHash(successor)), Number(text(generation))).catch(() => {})
+  async commitRotation (successor: ParsedRefreshToken, generation: number): Promise<void> {
+    if (!this.#pending) return
+    await this.#client.lkFamilyCommit(this.familyKey(successor.sid), storedHash(rawHash(successor)), generation).catch(() => 0)
   }
 
-  /** Take back a rotation that was not replicated (see `rotate`); best effort. */
-  async #undo (key: string, successor: ParsedRefreshToken, generation: Buffer | number | string | undefined): Promise<void> {
-    try {
-      await this.#client.lkFamilyUndo(key, storedHash(rawHash(successor)), Number(text(generation)))
-    } catch {
-      // Not undone: the rotation stays on the master and the client's retry inside the
-      // grace window gets its successor.
-    }
+  /**
+   * Take back a rotation whose answer is not given: the one undo path, for a rotation that
+   * was not replicated (`rotate`, best effort) and for one SessionService could not keep (an
+   * IdP check that could not be made). The undo script also clears a pending mark; should the
+   * undo itself be lost (a failover), a pending successor still keeps the retry from being
+   * reuse (see `rotate`), which is why SessionService commits only after its checks.
+   */
+  async undoRotation (successor: ParsedRefreshToken, generation: number): Promise<boolean> {
+    const key = this.familyKey(successor.sid)
+    return (await this.#redis(async () => {
+      const r = await this.#undo(key, successor, generation)
+      if (r === 1) await this.#replicated(key)
+      return r
+    })) === 1
+  }
+
+  async #undo (key: string, successor: ParsedRefreshToken, generation: number): Promise<number> {
+    return await this.#client.lkFamilyUndo(key, storedHash(rawHash(successor)), generation)
+  }
+
+  async bindIdp (sid: string, binding: IdpBinding): Promise<boolean> {
+    if (!SID.test(sid)) return false
+    const key = this.familyKey(sid)
+    return (await this.#redis(async () => {
+      const r = await this.#client.lkFamilyBindIdp(key, binding.sealed, binding.checkedAt, this.#now())
+      if (r === 1) await this.#replicated(key)
+      return r
+    })) === 1
   }
 
   async revokeByToken (presented: ParsedRefreshToken, options: { clientId?: string } = {}): Promise<RevokedFamily | null> {

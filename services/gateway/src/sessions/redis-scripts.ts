@@ -17,7 +17,7 @@
  * tests move time by hand (ManualClock); the gateway passes '' (see redis-family-store.ts).
  */
 import type { Cluster, Redis, Result } from 'ioredis'
-import { LUA_FAMILY_PRELUDE, LUA_PUBLIC_FIELDS, storedHash, type ReplyValue } from './family-codec.js'
+import { LUA_FAMILY_PRELUDE, LUA_IDP_FIELDS, LUA_PUBLIC_FIELDS, storedHash, type ReplyValue } from './family-codec.js'
 import { clampText, IP_MAX_CHARS, PROVIDER_MAX_CHARS, USER_AGENT_MAX_CHARS, type FamilyLimits } from './family-store.js'
 import { encodeUserAgent } from './user-agent-codec.js'
 
@@ -34,15 +34,16 @@ const PUBLIC_FIELDS = LUA_PUBLIC_FIELDS
 
 /**
  * create — KEYS[1] family; ARGV: user, client, scope, token hash, now (ms: Redis' time as
- * the index script answered it), idle expiry, absolute expiry, user agent, ip, provider.
- * Returns 1, or 0 if the key already exists.
+ * the index script answered it), idle expiry, absolute expiry, user agent, ip, provider,
+ * sealed IdP refresh token ('' unbound), its check time (ms). Returns 1, or 0 if the key
+ * already exists.
  */
 const CREATE = `${PRELUDE}
 local now = tonumber(ARGV[5])
 local ix, ax = tonumber(ARGV[6]), tonumber(ARGV[7])
 -- No previous hash, nonce or rotation yet: empty strings and 0 keep the array dense
 -- (a nil would end a Lua array early and cmsgpack would pack a map).
-local f = {0, ARGV[1], ARGV[2], ARGV[3], ARGV[4], '', '', 0, 0, now, now, ix, ax, ARGV[8], ARGV[9], ARGV[10], 0}
+local f = {0, ARGV[1], ARGV[2], ARGV[3], ARGV[4], '', '', 0, 0, now, now, ix, ax, ARGV[8], ARGV[9], ARGV[10], 0, ARGV[11] or '', tonumber(ARGV[12] or '0')}
 -- NX: a family id is 128 random bits, so a clash is a bug; never overwrite a live family.
 -- PX: the key dies with the family (idle expiry is never after absolute expiry).
 local ok = redis.call('SET', KEYS[1], pack_family(f), 'PX', ix - now, 'NX')
@@ -57,14 +58,14 @@ return 1
  * derived by the gateway from the presented token and this nonce; it is stored only if this call rotates.
  *
  * Pending (REDIS_WAIT_REPLICAS, see redis-family-store.ts): a successor is written pending
- * and the gateway clears the mark (commit) once its WAIT succeeded, i.e. once it answers
- * 200. While the current token is pending, no one can hold it, so its predecessor is not
+ * and the gateway clears the mark (commit) once it answers it with 200, i.e. after its
+ * WAIT succeeded and SessionService kept the rotation (an IdP check may still take it back). While the current token is pending, no one can hold it, so its predecessor is not
  * a replay whenever it comes: it gets the same successor, as inside grace. That is what
  * keeps a session whose rotation reached a replica while its WAIT failed (a failover in
  * between, the undo sent to the old master) alive when its client comes back after grace.
  *
- * Replies: {'invalid'} | {'rotated', ...public} | {'grace', ...public, stored nonce} |
- * {'reuse', user}.
+ * Replies: {'invalid'} | {'rotated', ...public, ...idp} | {'grace', ...public, stored nonce, ...idp} |
+ * {'reuse', user}. `idp` is LUA_IDP_FIELDS (the sealed IdP token and its check time).
  */
 const ROTATE = `${PRELUDE}
 local blob = redis.call('GET', KEYS[1])
@@ -98,6 +99,7 @@ if presented(f[F_HASH]) then
   redis.call('SET', KEYS[1], pack_family(f), 'PX', f[F_IDLE_EXP] - now)
   local reply = ${PUBLIC_FIELDS}
   table.insert(reply, 1, 'rotated')
+  for _, v in ipairs(${LUA_IDP_FIELDS}) do table.insert(reply, v) end
   return reply
 end
 local grace = tonumber(ARGV[6])
@@ -110,6 +112,7 @@ if presented(f[F_PREV]) and ((grace > 0 and now - f[F_ROTATED] <= grace) or f[F_
   local reply = ${PUBLIC_FIELDS}
   table.insert(reply, 1, 'grace')
   table.insert(reply, f[F_NONCE])
+  for _, v in ipairs(${LUA_IDP_FIELDS}) do table.insert(reply, v) end
   return reply
 end
 -- Any other token of this family (the predecessor after grace, an older generation):
@@ -177,8 +180,10 @@ return now
 
 /**
  * undo — KEYS[1] family; ARGV: successor hash (stored form), generation it was given.
- * Takes back a rotation whose WAIT failed (REDIS_WAIT_REPLICAS, see redis-family-store.ts):
- * only if that successor is still the current token, so nothing made after it is lost.
+ * Takes back a rotation whose answer could not be given: its WAIT failed (REDIS_WAIT_REPLICAS,
+ * see redis-family-store.ts) or SessionService could not make the IdP check (`undoRotation`).
+ * The one way to take a rotation back; only if that successor is still the current token,
+ * so nothing made after it is lost.
  * The presented token becomes current again; the older predecessor and its grace are
  * dropped (it is two rotations old to the client, which never got the successor). The
  * idle expiry stays slid: the client did present a live token. Returns 1 if undone.
@@ -200,7 +205,8 @@ return 1
 
 /**
  * commit — KEYS[1] family; ARGV: successor hash (stored form), generation it was given.
- * Clears the pending mark once a gateway answers that successor with 200 (see rotate);
+ * Clears the pending mark once a gateway answers that successor with 200 (see rotate;
+ * `commitRotation`, called by SessionService);
  * only if it is still the current token. From then on its predecessor has only the grace
  * window. Returns 1 if cleared.
  */
@@ -214,6 +220,23 @@ redis.call('SET', KEYS[1], pack_family(f), 'KEEPTTL')
 return 1
 `
 
+/**
+ * bindIdp — KEYS[1] family; ARGV: sealed IdP refresh token, check time (ms), now ('' = TIME).
+ * Replaces a live family's IdP binding; its TTL and everything else stay. Returns 1, or 0
+ * when the family is gone (revoked or expired meanwhile: nothing to bind).
+ */
+const BIND_IDP = `${PRELUDE}
+local blob = redis.call('GET', KEYS[1])
+if not blob then return 0 end
+local f = load_family(blob)
+local now = now_ms(ARGV[3])
+if now >= f[F_IDLE_EXP] or now >= f[F_ABS_EXP] then return 0 end
+f[F_IDP_TOKEN] = ARGV[1]
+f[F_IDP_CHECKED] = tonumber(ARGV[2])
+redis.call('SET', KEYS[1], pack_family(f), 'KEEPTTL')
+return 1
+`
+
 export const FAMILY_SCRIPTS = {
   lkFamilyCreate: { numberOfKeys: 1, lua: CREATE },
   lkFamilyRotate: { numberOfKeys: 1, lua: ROTATE },
@@ -221,7 +244,8 @@ export const FAMILY_SCRIPTS = {
   lkFamilyRead: { numberOfKeys: 1, lua: READ },
   lkIndexAdd: { numberOfKeys: 1, lua: INDEX_ADD },
   lkFamilyUndo: { numberOfKeys: 1, lua: UNDO },
-  lkFamilyCommit: { numberOfKeys: 1, lua: COMMIT }
+  lkFamilyCommit: { numberOfKeys: 1, lua: COMMIT },
+  lkFamilyBindIdp: { numberOfKeys: 1, lua: BIND_IDP }
 } as const
 
 export type FamilyScriptName = keyof typeof FAMILY_SCRIPTS
@@ -241,6 +265,7 @@ export interface FamilyScriptCommands {
   lkIndexAdd (key: string, ...args: Arg[]): Result<number, { type: 'default' }>
   lkFamilyUndo (key: string, ...args: Arg[]): Result<number, { type: 'default' }>
   lkFamilyCommit (key: string, ...args: Arg[]): Result<number, { type: 'default' }>
+  lkFamilyBindIdp (key: string, ...args: Arg[]): Result<number, { type: 'default' }>
 }
 
 /** Register the scripts on `client` (idempotent) and return it with their methods typed. */
@@ -267,13 +292,16 @@ export interface FamilyRecord {
   readonly userAgent: string
   readonly ip: string
   readonly provider?: string
+  /** The IdP binding: sealed token and check time (absent: unbound). */
+  readonly idp?: { readonly sealed: string, readonly checkedAt: number }
 }
 
 /** ARGV of the create script. Exported so that the bench writes sessions in exactly the store's format. */
 export function createScriptArgs (r: FamilyRecord): ScriptArg[] {
   return [
     r.userId, r.clientId, r.scope, storedHash(r.tokenHash), r.now, r.idleExpiresAt, r.absoluteExpiresAt,
-    encodeUserAgent(clampText(r.userAgent, USER_AGENT_MAX_CHARS)), clampText(r.ip, IP_MAX_CHARS), clampText(r.provider ?? '', PROVIDER_MAX_CHARS)
+    encodeUserAgent(clampText(r.userAgent, USER_AGENT_MAX_CHARS)), clampText(r.ip, IP_MAX_CHARS), clampText(r.provider ?? '', PROVIDER_MAX_CHARS),
+    r.idp?.sealed ?? '', r.idp?.checkedAt ?? 0
   ]
 }
 

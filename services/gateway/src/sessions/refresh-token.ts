@@ -19,6 +19,7 @@
  * nonce back and recomputes the successor; nobody without the predecessor can.
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
+import { sameString } from '#shared/same-string.js'
 import { RandomPool } from './random-pool.js'
 
 /** 256 bits of secret per token (docs/contract.md "Tokens"). */
@@ -104,7 +105,5 @@ export function deriveSuccessor (predecessor: ParsedRefreshToken, nonce: string)
 
 /** Constant-time equality of two token hashes (the in-memory store's comparison). */
 export function hashesEqual (a: string, b: string): boolean {
-  const x = Buffer.from(a)
-  const y = Buffer.from(b)
-  return x.length === y.length && timingSafeEqual(x, y)
+  return sameString(a, b)
 }

@@ -21,7 +21,7 @@ import type { User } from '../identity/user-directory.js'
 import type { AccessTokenIssuer } from '../keys/access-token.js'
 import type { GatewayEvents, RevokeReason } from '../ops/events.js'
 import { accessTokenForFamily, type TokenBody } from '../auth/token-response.js'
-import type { Family, FamilyStore, RevokedFamily, RotateResult } from './family-store.js'
+import type { Family, FamilyStore, IdpBinding, RevokedFamily, RotateResult } from './family-store.js'
 import { parseRefreshToken, type ParsedRefreshToken } from './refresh-token.js'
 
 /** The client id browser sessions are issued under (RFC 9068 `client_id`). */
@@ -81,7 +81,20 @@ export interface SessionRevocationsOptions {
 export interface FederatedUsers {
   /** The configured provider `family` came from, or undefined (not federated, or provider removed). */
   providerOf (family: Family): string | undefined
+  /**
+   * A bound family (its provider's `idp_refresh`): whether the IdP still vouches for the
+   * account. `fresh`: checked within the provider's interval (or the provider no longer
+   * binds), nothing asked; `vouched`: the IdP said yes just now, keep `binding` (its rotated
+   * token, the new check time); `refused`: the IdP said no. Throws `GW_OIDC_UNAVAILABLE`
+   * when the IdP cannot answer.
+   */
+  checkAtIdp (family: Family, binding: IdpBinding): Promise<IdpCheck>
 }
+
+export type IdpCheck =
+  | { readonly kind: 'fresh' }
+  | { readonly kind: 'vouched', readonly binding: IdpBinding }
+  | { readonly kind: 'refused' }
 
 export interface SessionServiceOptions extends SessionRevocationsOptions {
   /** Federated sign-in (PROVIDERS_FILE); absent: every family's user must be in the users file. */
@@ -199,8 +212,8 @@ export class SessionService extends SessionRevocations {
     this.#audience = options.audience
   }
 
-  /** Start a family for a user who has just proved who they are (login, password grant). */
-  async create (caller: Caller, input: { user: User, clientId: string, scope: string, seen: Seen, grant: 'login' | 'password' }): Promise<IssuedSession> {
+  /** Start a family for a user who has just proved who they are (login, password grant, the password page's code). */
+  async create (caller: Caller, input: { user: User, clientId: string, scope: string, seen: Seen, grant: 'login' | 'password' | 'authorization_code' }): Promise<IssuedSession> {
     const { token, family } = await this.store.create({
       userId: input.user.id, clientId: input.clientId, scope: input.scope, userAgent: input.seen.userAgent ?? '', ip: input.seen.ip
     })
@@ -214,13 +227,19 @@ export class SessionService extends SessionRevocations {
    * Start a family for a user an upstream identity provider has just signed in; `scope` is
    * what the provider's mapping granted. Same family rules as any other.
    */
-  async createFederated (caller: Caller, input: { userId: string, scope: string, provider: string, seen: Seen }): Promise<IssuedSession> {
+  async createFederated (caller: Caller, input: { userId: string, scope: string, provider: string, seen: Seen, idp?: IdpBinding, clientId?: string }): Promise<IssuedSession> {
     const { token, family } = await this.store.create({
-      userId: input.userId, clientId: BROWSER_CLIENT_ID, scope: input.scope, userAgent: input.seen.userAgent ?? '', ip: input.seen.ip, provider: input.provider
+      userId: input.userId,
+      clientId: input.clientId ?? BROWSER_CLIENT_ID,
+      scope: input.scope,
+      userAgent: input.seen.userAgent ?? '',
+      ip: input.seen.ip,
+      provider: input.provider,
+      ...(input.idp === undefined ? {} : { idp: input.idp })
     })
     const body = await accessTokenForFamily(this.#issuer, family, this.#audience)
     this.events.loginSucceeded(caller, input.userId, family.sid)
-    this.events.tokenIssued('login')
+    this.events.tokenIssued(input.clientId === undefined ? 'login' : 'authorization_code')
     return { refreshToken: token.raw, family, body }
   }
 
@@ -248,7 +267,10 @@ export class SessionService extends SessionRevocations {
       return { ok: false }
     }
     const { family } = result
-    if (family.clientId === BROWSER_CLIENT_ID && this.#federated !== undefined && this.#users.getById(family.userId) === undefined) {
+    // Federated: recorded as such (any client: the browser, or a native app through
+    // authorization_code), or an older browser family whose user is not in the users file.
+    if (this.#federated !== undefined && (family.provider !== undefined ||
+        (family.clientId === BROWSER_CLIENT_ID && this.#users.getById(family.userId) === undefined))) {
       return await this.#refreshFederated(caller, result, options)
     }
     const user = this.#users.getById(family.userId)
@@ -263,26 +285,70 @@ export class SessionService extends SessionRevocations {
     const body = await accessTokenForFamily(this.#issuer, { ...family, scope }, this.#audience)
     this.events.refreshed(caller, result.kind, family.sid)
     this.events.tokenIssued('refresh_token')
+    this.#answered(result)
     return { ok: true, refreshToken: result.token.raw, family, body }
   }
 
   /**
+   * The refresh is answered 200 with `result.token`: commit its rotation (the store's
+   * pending mark, REDIS_WAIT_REPLICAS). Only here, after every check that could still take
+   * the rotation back (`undoRotation`), so that an undo lost in a failover leaves a
+   * pending successor, whose predecessor the client's retry may still present, and never a
+   * committed one, which would make that retry reuse. Not awaited; it never throws.
+   */
+  #answered (result: Extract<RotateResult, { kind: 'rotated' | 'grace' }>): void {
+    this.store.commitRotation(result.token, result.family.generation).catch(() => {})
+  }
+
+  /**
    * A federated family: its user is not in the users file, its scope was mapped at sign-in.
-   * Refused (and revoked) once its provider is no longer configured.
+   * Refused (and revoked) once its provider is no longer configured, or its client is gone;
+   * a family bound to its IdP is refused (and revoked) once the IdP no longer vouches for
+   * the account.
    */
   async #refreshFederated (caller: Caller, result: Extract<RotateResult, { kind: 'rotated' | 'grace' }>, options: { narrow?: (allowed: readonly string[]) => string }): Promise<RefreshResult> {
     const { family } = result
-    if (this.#federated?.providerOf(family) === undefined) {
-      await this.#revokeFamily(caller, family, 'user_gone')
+    const federated = this.#federated
+    const client = family.clientId === BROWSER_CLIENT_ID ? undefined : this.#clients.get(family.clientId)
+    if (federated?.providerOf(family) === undefined || (family.clientId !== BROWSER_CLIENT_ID && client === undefined)) {
+      await this.#revokeFamily(caller, family, client === undefined && family.clientId !== BROWSER_CLIENT_ID ? 'client_gone' : 'user_gone')
       this.events.refreshed(caller, 'invalid', family.sid)
       return { ok: false }
     }
-    const allowed = scopeList(family.scope)
+    // Only the call that rotated asks the IdP: a grace retry gets the successor that call
+    // is answering with, and must not spend the IdP's token a second time.
+    if (result.kind === 'rotated' && result.idp !== undefined && !(await this.#idpVouches(caller, result, federated))) {
+      await this.#revokeFamily(caller, family, 'idp_refused')
+      this.events.refreshed(caller, 'invalid', family.sid)
+      return { ok: false }
+    }
+    const allowed = scopeList(family.scope).filter(s => client === undefined || client.scope.includes(s))
     const scope = options.narrow === undefined ? formatScope(allowed) : options.narrow(allowed)
     const body = await accessTokenForFamily(this.#issuer, { ...family, scope }, this.#audience)
     this.events.refreshed(caller, result.kind, family.sid)
     this.events.tokenIssued('refresh_token')
+    this.#answered(result)
     return { ok: true, refreshToken: result.token.raw, family, body }
+  }
+
+  /**
+   * Ask the IdP when the family's last check is older than its provider's interval, and keep
+   * its rotated token. When the IdP cannot answer, the rotation is taken back before the
+   * 503 (GW_OIDC_UNAVAILABLE): the client retries with the token it holds, which then
+   * rotates normally instead of counting as reuse, and the family lives on unrefreshed.
+   */
+  async #idpVouches (caller: Caller, result: Extract<RotateResult, { kind: 'rotated' }>, federated: FederatedUsers): Promise<boolean> {
+    const binding = result.idp as IdpBinding
+    try {
+      const check = await federated.checkAtIdp(result.family, binding)
+      if (check.kind === 'refused') return false
+      if (check.kind === 'vouched') await this.store.bindIdp(result.family.sid, check.binding)
+      return true
+    } catch (err) {
+      caller.log.warn({ event: 'idp_check_failed', sid: result.family.sid, provider: result.family.provider }, 'the identity provider could not be asked about a bound session; refresh refused with 503, session kept')
+      await this.store.undoRotation(result.token, result.family.generation).catch(() => false)
+      throw err
+    }
   }
 
   /** Family ∩ user's current scopes (∩ the client's, for a client's family), in the family's order. */

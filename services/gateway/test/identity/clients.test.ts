@@ -155,3 +155,35 @@ t.test('bad clients files: ConfigError naming CLIENTS_FILE, one line, no secrets
     t.notOk(err.message.includes(plain) || err.message.includes(ok.secret) || err.message.includes('hs256$AAAA'), `${name}: nothing secret echoed`)
   }
 })
+
+t.test('public clients: clients add --public, redirect URIs validated, loopback on any port', async t => {
+  const dir = t.testdir()
+  const file = join(dir, 'clients.json')
+  const ok = pipedIo('')
+  t.equal(await runClientsCommand(['add', 'notes-app', '--public', '--redirect-uri', 'http://127.0.0.1/callback', '--redirect-uri', 'com.example.notes:/oauth',
+    '--scope', 'notes:read', '--audience', 'latchkey-api', '--file', file], ok.io, NO_ENV), 0, ok.err())
+  t.notMatch(ok.out(), /client_secret/, 'no secret')
+  const [stored] = await readClientsFile(file)
+  t.same([stored?.public, stored?.grants, stored?.redirectUris, stored?.secret], [true, ['authorization_code', 'refresh_token'], ['http://127.0.0.1/callback', 'com.example.notes:/oauth'], undefined])
+  const dirClients = ClientDirectory.fromClients(await readClientsFile(file))
+  t.equal(dirClients.getPublic('notes-app')?.id, 'notes-app')
+  t.equal(dirClients.authenticate('notes-app', ''), null, 'a public client never authenticates')
+
+  for (const [why, args] of [
+    ['http off loopback', ['--redirect-uri', 'http://app.example.com/cb']],
+    ['localhost (RFC 8252 §8.3)', ['--redirect-uri', 'http://localhost/cb']],
+    ['a fragment', ['--redirect-uri', 'https://app.example.com/cb#x']],
+    ['a scheme not in reverse-domain form', ['--redirect-uri', 'myapp:/cb']],
+    ['the password grant', ['--redirect-uri', 'https://app.example.com/cb', '--grant', 'password']],
+    ['no redirect URI', []]
+  ] as const) {
+    const bad = pipedIo('')
+    t.equal(await runClientsCommand(['add', `x${why.length}`, '--public', ...args, '--scope', 'a', '--audience', 'b', '--file', file], bad.io, NO_ENV), 1, why)
+  }
+  t.equal((await readClientsFile(file)).length, 1, 'nothing refused was written')
+  const { redirectUriMatches } = await import('#gateway/identity/clients-file.js')
+  t.ok(redirectUriMatches('http://127.0.0.1/callback', 'http://127.0.0.1:49152/callback'))
+  t.ok(redirectUriMatches('http://[::1]/cb', 'http://[::1]:8080/cb'))
+  t.notOk(redirectUriMatches('http://127.0.0.1/callback', 'http://127.0.0.1:1/callback/x'))
+  t.notOk(redirectUriMatches('https://app.example.com/cb', 'https://app.example.com:444/cb'), 'https matches exactly')
+})

@@ -1,7 +1,7 @@
 /**
  * RFC 8414 metadata tells the truth: the algorithms listed are those of the published keys
  * (ES256 by default, EdDSA for an existing EdDSA key file, all of them mid-rotation), the
- * scopes are those the gateway can grant, response_types_supported is not empty, and the
+ * scopes are those the gateway can grant, response_types_supported is code (the authorization endpoint), and the
  * public cache header is not contradicted by `Pragma: no-cache`.
  */
 import t from 'tap'
@@ -30,9 +30,11 @@ t.test('no key file: an ephemeral ES256 key signs, and only ES256 is listed', as
   const gw = await listeningGateway(t, { CLIENTS_FILE: clients.file })
   const { as, headers } = await discover(gw.base)
   t.same(as.access_token_signing_alg_values_supported, ['ES256'])
-  t.same(as.response_types_supported, ['none'], 'never empty (authlib refuses [])')
+  t.same(as.response_types_supported, ['code'], 'the authorization endpoint answers with a code only')
+  t.equal(as.authorization_endpoint, `${gw.base}/oauth/authorize`)
+  t.same(as.code_challenge_methods_supported, ['S256'])
   t.equal(as.introspection_endpoint, `${gw.base}/oauth/introspect`)
-  t.same(as.introspection_endpoint_auth_methods_supported, as.token_endpoint_auth_methods_supported, 'the token endpoint\'s methods')
+  t.same([...as.introspection_endpoint_auth_methods_supported ?? [], 'none'], as.token_endpoint_auth_methods_supported, 'the token endpoint\'s methods, less none (public clients)')
   t.same(as.introspection_endpoint_auth_signing_alg_values_supported, as.token_endpoint_auth_signing_alg_values_supported)
   t.same(as.scopes_supported, ['internal:read', 'notes:read', 'notes:write'], 'users\' and clients\' scopes')
   t.equal(headers.get('cache-control'), 'public, max-age=300')

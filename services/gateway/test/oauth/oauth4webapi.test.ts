@@ -25,8 +25,8 @@ t.test('discovery passes processDiscoveryResponse and lists what docs/contract.m
   t.equal(as.token_endpoint, `${gw.base}/oauth/token`)
   t.equal(as.jwks_uri, `${gw.base}/.well-known/jwks.json`)
   t.equal(as.revocation_endpoint, `${gw.base}/oauth/revoke`)
-  t.same(as.grant_types_supported, ['refresh_token', 'client_credentials', 'password', 'urn:ietf:params:oauth:grant-type:token-exchange'])
-  t.same(as.token_endpoint_auth_methods_supported, ['client_secret_basic', 'client_secret_post', 'private_key_jwt'])
+  t.same(as.grant_types_supported, ['authorization_code', 'refresh_token', 'client_credentials', 'password', 'urn:ietf:params:oauth:grant-type:token-exchange'])
+  t.same(as.token_endpoint_auth_methods_supported, ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'])
 })
 
 t.test('client_credentials with HTTP Basic and with client_secret_post', async (t) => {

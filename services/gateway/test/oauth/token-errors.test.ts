@@ -17,7 +17,7 @@ t.test('token endpoint errors', async (t) => {
   const cases: Array<{ name: string, body: string, auth?: string, type?: string, status: number, error: string, basicChallenge?: boolean }> = [
     { name: 'no grant_type', body: 'scope=x', auth: svcA, status: 400, error: 'invalid_request' },
     { name: 'unknown grant_type', body: 'grant_type=implicit', auth: svcA, status: 400, error: 'unsupported_grant_type' },
-    { name: 'authorization_code is not offered', body: 'grant_type=authorization_code&code=x', auth: svcA, status: 400, error: 'unsupported_grant_type' },
+    { name: 'authorization_code for a client not allowed it', body: 'grant_type=authorization_code&code=x', auth: svcA, status: 400, error: 'unauthorized_client' },
     { name: 'repeated parameter', body: 'grant_type=client_credentials&scope=a&scope=b', auth: svcA, status: 400, error: 'invalid_request' },
     { name: 'client_credentials without client auth', body: 'grant_type=client_credentials', status: 401, error: 'invalid_client', basicChallenge: true },
     { name: 'wrong secret (Basic)', body: 'grant_type=client_credentials', auth: basic('svc-a', 'wrong'), status: 401, error: 'invalid_client', basicChallenge: true },

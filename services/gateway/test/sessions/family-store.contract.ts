@@ -8,7 +8,9 @@ import { ManualClock } from '#shared/clock.js'
 import type { FamilyLimits, FamilyStore, NewFamily, RotateResult } from '#gateway/sessions/family-store.js'
 import { deriveSuccessor, mintInitialToken, newNonce, parseRefreshToken, type ParsedRefreshToken } from '#gateway/sessions/refresh-token.js'
 
-export type MakeStore = (limits: FamilyLimits, clock: ManualClock) => Promise<FamilyStore>
+/** `pendingRotations`: rotations stay pending until `commitRotation` (what REDIS_WAIT_REPLICAS turns on). */
+export interface StoreOptions { readonly pendingRotations?: boolean }
+export type MakeStore = (limits: FamilyLimits, clock: ManualClock, options?: StoreOptions) => Promise<FamilyStore>
 
 export const LIMITS: FamilyLimits = { idleTtlMs: 60_000, maxTtlMs: 300_000, graceMs: 10_000 }
 const SEEN = { ip: '198.51.100.7', userAgent: 'contract-test/1.0' }
@@ -23,9 +25,9 @@ function tokenOf (r: RotateResult): ParsedRefreshToken {
 }
 
 export function familyStoreContract (t: Test, name: string, make: MakeStore): void {
-  const setup = async (t: Test, limits: Partial<FamilyLimits> = {}) => {
+  const setup = async (t: Test, limits: Partial<FamilyLimits> = {}, options: StoreOptions = {}) => {
     const clock = new ManualClock()
-    const store = await make({ ...LIMITS, ...limits }, clock)
+    const store = await make({ ...LIMITS, ...limits }, clock, options)
     t.teardown(() => store.close())
     return { clock, store }
   }
@@ -374,5 +376,97 @@ export function familyStoreContract (t: Test, name: string, make: MakeStore): vo
     t.notOk('provider' in (listed.find(f => f.sid === password.family.sid) ?? { provider: 'missing' }), 'listed without one')
     const long = await store.create(newFamily('bob', { provider: 'p'.repeat(500) }))
     t.equal(long.family.provider?.length, 64, 'cut to a bounded length')
+  })
+
+  t.test(`${name}: an IdP binding is kept, returned by rotate (grace too), replaced by bindIdp, never listed`, async (t) => {
+    const { clock, store } = await setup(t)
+    const idp = { sealed: 'v1.sealed-token-one', checkedAt: 1234 }
+    const { token: t0, family } = await store.create(newFamily('alice', { provider: 'kc', idp }))
+    t.notOk('idp' in family, 'the created Family carries no binding')
+    const r1 = await store.rotate(t0, SEEN)
+    t.same(r1.kind === 'rotated' && r1.idp, idp, 'rotate returns the binding')
+    t.same((await store.rotate(t0, SEEN) as { idp?: unknown }).idp, idp, 'a grace answer too')
+    t.ok(await store.bindIdp(t0.sid, { sealed: 'v1.sealed-token-two', checkedAt: 5678 }))
+    clock.advance(1000)
+    const r2 = await store.rotate(tokenOf(r1), SEEN)
+    t.same(r2.kind === 'rotated' && r2.idp, { sealed: 'v1.sealed-token-two', checkedAt: 5678 })
+    const [listed] = await store.listForUser('alice')
+    t.notOk(listed !== undefined && 'idp' in listed, 'listings never carry it')
+    const unbound = await store.create(newFamily('bob'))
+    const r3 = await store.rotate(unbound.token, SEEN)
+    t.equal(r3.kind === 'rotated' && r3.idp, undefined, 'an unbound family has none')
+    await store.revokeSession('alice', t0.sid)
+    t.notOk(await store.bindIdp(t0.sid, idp), 'a revoked family cannot be bound')
+  })
+
+  t.test(`${name}: undoRotation makes the presented token current again, only while its successor is current`, async (t) => {
+    const { clock, store } = await setup(t, { graceMs: 0 })
+    const { token: t0 } = await store.create(newFamily())
+    const r1 = await store.rotate(t0, SEEN)
+    if (r1.kind !== 'rotated') throw new Error('expected a rotation')
+    t.ok(await store.undoRotation(r1.token, r1.family.generation))
+    t.notOk(await store.undoRotation(r1.token, r1.family.generation), 'only once')
+    clock.advance(1000)
+    const again = await store.rotate(t0, SEEN)
+    t.equal(again.kind, 'rotated', 'the presented token rotates normally: not reuse')
+    t.equal(again.kind === 'rotated' && again.family.generation, 1)
+    t.equal((await store.rotate(r1.token, SEEN)).kind, 'reuse', 'the taken-back successor is not a live token')
+    const fresh = await store.create(newFamily())
+    const f1 = tokenOf(await store.rotate(fresh.token, SEEN))
+    const f2 = await store.rotate(f1, SEEN)
+    t.notOk(await store.undoRotation(f1, 1), 'a successor that was rotated on is not taken back')
+    t.equal(f2.kind, 'rotated')
+  })
+
+  t.test(`${name}: a pending rotation keeps its predecessor good past grace until it is committed; commitRotation of anything else changes nothing`, async (t) => {
+    const { clock, store } = await setup(t, {}, { pendingRotations: true })
+    const { token: t0 } = await store.create(newFamily())
+    const r1 = await store.rotate(t0, SEEN)
+    if (r1.kind !== 'rotated') throw new Error('expected a rotation')
+    clock.advance(LIMITS.graceMs * 5)
+    const late = await store.rotate(t0, SEEN)
+    t.equal(late.kind, 'grace', 'a successor nobody was given: its predecessor is no replay, however late')
+    t.equal(tokenOf(late).raw, r1.token.raw, 'the very successor that was written')
+    await store.commitRotation(t0, 0)
+    await store.commitRotation(r1.token, r1.family.generation + 1)
+    t.equal((await store.rotate(t0, SEEN)).kind, 'grace', 'a commit of another token or generation changes nothing')
+    await store.commitRotation(r1.token, r1.family.generation)
+    t.equal((await store.rotate(t0, SEEN)).kind, 'reuse', 'committed: the predecessor after grace is reuse, as always')
+  })
+
+  t.test(`${name}: without pending rotations commitRotation is harmless and grace is the only window`, async (t) => {
+    const { clock, store } = await setup(t)
+    const { token: t0 } = await store.create(newFamily())
+    const r1 = await store.rotate(t0, SEEN)
+    if (r1.kind !== 'rotated') throw new Error('expected a rotation')
+    await store.commitRotation(r1.token, r1.family.generation)
+    clock.advance(LIMITS.graceMs + 1)
+    t.equal((await store.rotate(t0, SEEN)).kind, 'reuse')
+  })
+
+  t.test(`${name}: undoRotation takes back a pending rotation (the IdP could not be asked); if the undo is lost, the retry still gets the pending successor`, async (t) => {
+    const { clock, store } = await setup(t, {}, { pendingRotations: true })
+    const idp = { sealed: 'v1.sealed', checkedAt: 1 }
+    const { token: t0 } = await store.create(newFamily('alice', { provider: 'kc', idp }))
+    const r1 = await store.rotate(t0, SEEN)
+    if (r1.kind !== 'rotated') throw new Error('expected a rotation')
+    t.same(r1.idp, idp, 'a pending rotation returns the binding too')
+    t.ok(await store.undoRotation(r1.token, r1.family.generation), 'taken back')
+    clock.advance(LIMITS.graceMs * 5)
+    const retry = await store.rotate(t0, SEEN)
+    t.equal(retry.kind, 'rotated', 'the client retries with the token it holds: a normal rotation, not reuse')
+    t.equal(retry.kind === 'rotated' && retry.family.generation, 1)
+    t.same(retry.kind === 'rotated' && retry.idp, idp)
+    // The undo of this one is lost (a failover forgets it): the successor stays pending.
+    t.ok(await store.bindIdp(t0.sid, { sealed: 'v1.sealed-2', checkedAt: 2 }), 'binding a pending family keeps it pending')
+    clock.advance(LIMITS.graceMs * 5)
+    const again = await store.rotate(t0, SEEN)
+    t.equal(again.kind, 'grace', 'still not reuse')
+    t.equal(tokenOf(again).raw, tokenOf(retry).raw, 'the pending successor')
+    t.same((again as { idp?: unknown }).idp, { sealed: 'v1.sealed-2', checkedAt: 2 })
+    await store.commitRotation(tokenOf(again), 1)
+    const next = await store.rotate(tokenOf(again), SEEN)
+    t.equal(next.kind, 'rotated', 'the committed successor rotates')
+    t.notOk(await store.undoRotation(tokenOf(again), 1), 'a successor that was rotated on is not taken back')
   })
 }

@@ -7,7 +7,7 @@ import { ManualClock } from '#shared/clock.js'
 import { MemoryFamilyStore } from '#gateway/sessions/memory-family-store.js'
 import { familyStoreContract, LIMITS, newFamily } from './family-store.contract.js'
 
-familyStoreContract(t, 'memory', async (limits, clock) => new MemoryFamilyStore({ limits, clock }))
+familyStoreContract(t, 'memory', async (limits, clock, options) => new MemoryFamilyStore({ limits, clock, ...options }))
 
 t.test('expired families are swept without being touched', async (t) => {
   const clock = new ManualClock()

@@ -12,13 +12,13 @@ import { Redis } from 'ioredis'
 import { ManualClock, systemClock, type Clock } from '#shared/clock.js'
 import { isLatchkeyError } from '#shared/errors.js'
 import type { FamilyLimits } from '#gateway/sessions/family-store.js'
-import { connectRedis, createRedisClient, REDIS_COMMAND_TIMEOUT_MS } from '#gateway/sessions/redis-connection.js'
+import { connectRedis, createRedisClient, REDIS_COMMAND_TIMEOUT_MS, type RedisClient } from '#gateway/sessions/redis-connection.js'
 import { RedisFamilyStore } from '#gateway/sessions/redis-family-store.js'
 import { defineFamilyScripts, FAMILY_SCRIPTS, rotateScriptArgs } from '#gateway/sessions/redis-scripts.js'
 import { decodeFamily, encodeFamily, FAMILY_FORMAT_VERSION, storedHash } from '#gateway/sessions/family-codec.js'
 import { deriveSuccessor, mintInitialToken, newNonce, type ParsedRefreshToken } from '#gateway/sessions/refresh-token.js'
 import { freePort, hasRedisServerBinary, redisForTest, spawnRedisServer, waitForRedis } from '../../../../test/helpers/redis.js'
-import { familyStoreContract, LIMITS, newFamily } from './family-store.contract.js'
+import { familyStoreContract, LIMITS, newFamily, type StoreOptions } from './family-store.contract.js'
 
 const SEEN = { ip: '198.51.100.7', userAgent: 'redis-test/1.0' }
 const CHROME_UA = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36'
@@ -29,12 +29,12 @@ t.teardown(() => { admin.disconnect() })
 
 let stores = 0
 /** A store on its own connection and its own key prefix (under this file's prefix). */
-async function makeStore (t: Test, limits: FamilyLimits = LIMITS, clock: Clock = new ManualClock(), url = redis.url) {
+async function makeStore (t: Test, limits: FamilyLimits = LIMITS, clock: Clock = new ManualClock(), url = redis.url, options: StoreOptions = {}) {
   stores += 1
   const keyPrefix = `${redis.prefix}${stores}:`
   const client = createRedisClient({ kind: 'url', url })
   await connectRedis(client)
-  const store = new RedisFamilyStore({ client, limits, clock, keyPrefix })
+  const store = new RedisFamilyStore({ client, limits, clock, keyPrefix, ...options })
   t.teardown(() => store.close())
   return { store, client, keyPrefix }
 }
@@ -81,7 +81,7 @@ function keySlot (key: string): number {
   return crc % 16384
 }
 
-familyStoreContract(t, 'redis', async (limits, clock) => (await makeStore(t, limits, clock)).store)
+familyStoreContract(t, 'redis', async (limits, clock, options) => (await makeStore(t, limits, clock, redis.url, options)).store)
 
 t.test('every key the store writes has a TTL, bounded by the family lifetimes', async (t) => {
   const clock = new ManualClock()
@@ -159,18 +159,51 @@ t.test('families stored in format 1 with full 32-byte hashes (before the provide
   t.equal((await store.rotate(rotated.token, SEEN)).kind, 'rotated', 'the successor (stored in the new form) rotates')
 })
 
-t.test('the codec writes the bytes the scripts write, and reads them back', async (t) => {
+t.test('the codec writes the bytes the scripts write, and reads them back (pending, bound to an IdP or not)', async (t) => {
   const clock = new ManualClock()
-  const { store, client } = await makeStore(t, LIMITS, clock)
-  for (const provider of [undefined, 'https://idp.example/']) {
-    const { token, family } = await store.create(newFamily('alice', { userAgent: CHROME_UA, provider }))
+  const { store, client } = await makeStore(t, LIMITS, clock, redis.url, { pendingRotations: true })
+  for (const [provider, idp] of [[undefined, undefined], ['https://idp.example/', { sealed: 'v1.sealed-idp-token', checkedAt: 1234 }]] as const) {
+    const { token, family } = await store.create(newFamily('alice', { userAgent: CHROME_UA, provider, ...(idp === undefined ? {} : { idp }) }))
     clock.advance(1000)
     await store.rotate(token, SEEN)
     const blob = await client.getBuffer(store.familyKey(family.sid)) as Buffer
     const decoded = decodeFamily(blob)
-    t.same([decoded.userId, decoded.generation, decoded.createdAt, decoded.rotatedAt, decoded.provider, decoded.hash.length, decoded.nonce.length],
-      ['alice', 1, family.createdAt, family.createdAt + 1000, provider ?? '', 16, 32])
+    t.same([decoded.version, decoded.userId, decoded.generation, decoded.createdAt, decoded.rotatedAt, decoded.provider, decoded.hash.length, decoded.nonce.length, decoded.pending, decoded.idpToken, decoded.idpCheckedAt],
+      [FAMILY_FORMAT_VERSION, 'alice', 1, family.createdAt, family.createdAt + 1000, provider ?? '', 16, 32, 1, idp?.sealed ?? '', idp?.checkedAt ?? 0])
     t.ok(encodeFamily(decoded).equals(blob), `encodeFamily(decodeFamily(x)) is x, byte for byte (provider ${provider ?? 'none'})`)
+  }
+})
+
+/** A family as format `version` stored it after one rotation (t0 -> t1), written with Lua's cmsgpack as the scripts of that version did. */
+async function storeOldFormat (client: RedisClient, key: string, version: 2 | 3, t0: ParsedRefreshToken, t1: ParsedRefreshToken, nonce: string, now: number, pending: 0 | 1): Promise<void> {
+  const h = (token: ParsedRefreshToken): Buffer => storedHash(Buffer.from(token.hash, 'base64url'))
+  const tail = version === 3 ? ', tonumber(ARGV[11])' : ''
+  await client.eval(`redis.call('SET', KEYS[1], cmsgpack.pack({${version}, 'alice', 'browser', 'notes:read', ARGV[1], ARGV[2], ARGV[3], 1, tonumber(ARGV[4]), tonumber(ARGV[4]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[8], ARGV[9]${tail}}), 'PX', ARGV[10])`, 1, key,
+    h(t1), h(t0), Buffer.from(nonce, 'base64url'), now, now + LIMITS.idleTtlMs, now + LIMITS.maxTtlMs, 'Mozilla/5.0 old', '203.0.113.9', 'kc', LIMITS.idleTtlMs, pending)
+}
+
+t.test('families stored in formats 2 and 3 (before the IdP binding; 3 with the pending mark) still decode, rotate and keep a pending successor', async (t) => {
+  const clock = new ManualClock()
+  const { store, client } = await makeStore(t, LIMITS, clock)
+  for (const [version, pending] of [[2, 0], [3, 0], [3, 1]] as const) {
+    const t0 = mintInitialToken()
+    const nonce = newNonce()
+    const t1 = deriveSuccessor(t0, nonce)
+    const key = store.familyKey(t0.sid)
+    await storeOldFormat(client, key, version, t0, t1, nonce, clock.now(), pending)
+    const blob = await client.getBuffer(key) as Buffer
+    const old = decodeFamily(blob)
+    t.same([old.version, old.provider, old.generation, old.pending, old.idpToken, old.idpCheckedAt], [version, 'kc', 1, pending, '', 0], `format ${version} decodes (pending ${pending})`)
+    clock.advance(LIMITS.graceMs * 2)
+    const back = await store.rotate(t0, SEEN)
+    t.equal(back.kind, pending === 1 ? 'grace' : 'reuse', `format ${version}: the predecessor after grace is ${pending === 1 ? 'given its pending successor' : 'reuse'}`)
+    if (back.kind !== 'grace') continue
+    t.equal(back.token.raw, t1.raw)
+    t.equal(back.idp, undefined, 'no IdP binding in an older format')
+    const next = await store.rotate(t1, SEEN)
+    t.equal(next.kind, 'rotated', 'the successor rotates')
+    const upgraded = decodeFamily(await client.getBuffer(key) as Buffer)
+    t.same([upgraded.version, upgraded.provider, upgraded.pending], [FAMILY_FORMAT_VERSION, 'kc', 0], 'upgraded on rotation')
   }
 })
 

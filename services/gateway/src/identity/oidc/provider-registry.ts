@@ -6,8 +6,10 @@
  */
 import { isDeepStrictEqual } from 'node:util'
 import type { Clock } from '#shared/clock.js'
-import type { Family } from '../../sessions/family-store.js'
-import type { FederatedUsers } from '../../sessions/service.js'
+import { gatewayError } from '../../errors.js'
+import type { Family, IdpBinding } from '../../sessions/family-store.js'
+import type { FederatedUsers, IdpCheck } from '../../sessions/service.js'
+import type { IdpTokenSeal } from './idp-token-seal.js'
 import type { ProviderEntry } from './providers-file.js'
 import { RelyingParty } from './relying-party.js'
 
@@ -15,12 +17,44 @@ export class ProviderRegistry implements FederatedUsers {
   readonly #issuer: string
   readonly #clock: Clock
   readonly #onDiscoveryError: (party: RelyingParty, err: unknown) => void
+  readonly #seal: IdpTokenSeal | undefined
   #parties = new Map<string, RelyingParty>()
 
-  constructor (options: { issuer: string, clock: Clock, onDiscoveryError: (party: RelyingParty, err: unknown) => void }) {
+  /** `seal`: IDP_TOKEN_KEY's sealer; config refuses a provider with `idp_refresh` without it. */
+  constructor (options: { issuer: string, clock: Clock, seal?: IdpTokenSeal, onDiscoveryError: (party: RelyingParty, err: unknown) => void }) {
     this.#issuer = options.issuer
     this.#clock = options.clock
+    this.#seal = options.seal
     this.#onDiscoveryError = options.onDiscoveryError
+  }
+
+  /**
+   * What a new family of `party` keeps of the IdP's refresh token: undefined when the
+   * provider does not bind; throws `GW_OIDC_INVALID_RESPONSE` when it binds but the IdP
+   * gave no refresh token (a family that could never be checked is not started).
+   */
+  bindingFor (party: RelyingParty, userId: string, idpRefreshToken: string | undefined): IdpBinding | undefined {
+    if (party.entry.idpRefresh === undefined) return undefined
+    if (idpRefreshToken === undefined || idpRefreshToken === '' || this.#seal === undefined) {
+      throw gatewayError('GW_OIDC_INVALID_RESPONSE', { description: 'The identity provider issued no refresh token, which this provider\'s idp_refresh needs; no session was created.' })
+    }
+    return { sealed: this.#seal.seal(idpRefreshToken, party.entry.id, userId), checkedAt: this.#clock.now() }
+  }
+
+  async checkAtIdp (family: Family, binding: IdpBinding): Promise<IdpCheck> {
+    const party = family.provider === undefined ? undefined : this.#parties.get(family.provider)
+    const options = party?.entry.idpRefresh
+    // The provider no longer binds (idp_refresh removed): nothing to ask.
+    if (party === undefined || options === undefined) return { kind: 'fresh' }
+    const now = this.#clock.now()
+    if (now - binding.checkedAt < options.checkIntervalS * 1000) return { kind: 'fresh' }
+    const token = this.#seal?.open(binding.sealed, party.entry.id, family.userId)
+    // Sealed under another key (IDP_TOKEN_KEY changed): it can never be checked again.
+    if (token === undefined || this.#seal === undefined) return { kind: 'refused' }
+    const outcome = await party.refresh(token)
+    if (!outcome.ok) return { kind: 'refused' }
+    const sealed = outcome.refreshToken === undefined ? binding.sealed : this.#seal.seal(outcome.refreshToken, party.entry.id, family.userId)
+    return { kind: 'vouched', binding: { sealed, checkedAt: now } }
   }
 
   get (id: string): RelyingParty | undefined {

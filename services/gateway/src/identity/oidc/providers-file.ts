@@ -16,6 +16,12 @@
  *         "id_token_alg": "RS256",                 // the one alg accepted on ID and logout tokens
  *         "userinfo": false,                       // also read the UserInfo endpoint's claims
  *         "user": { "id_claim": "sub", "id_prefix": "keycloak:", "name_claim": "name", "groups_claim": "groups" },
+ *         "idp_refresh": {                         // optional: bind each family to the IdP's refresh token
+ *           "enabled": true,                       //   (default true when the object is given)
+ *           "check_interval_seconds": 300,         //   ask the IdP again at most this often (1..86400)
+ *           "offline_access": true,                //   request scope offline_access + prompt=consent (OIDC Core §11)
+ *           "authorization_params": {"access_type": "offline"}  // extra query parameters (Google)
+ *         },
  *         "allow": [                               // default deny: a user no rule matches is refused
  *           { "group": "engineering", "scopes": ["notes:read", "notes:write"] },
  *           { "email_domain": "example.com", "scopes": ["notes:read"] },
@@ -42,6 +48,25 @@ export type TokenAuthMethod = typeof TOKEN_AUTH_METHODS[number]
 export const ID_TOKEN_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const
 export const DEFAULT_ID_TOKEN_ALG = 'RS256'
 export const DEFAULT_PROVIDER_SCOPES: readonly string[] = ['openid', 'email', 'profile']
+/** `idp_refresh.check_interval_seconds`: how stale the IdP's word on an account may get, by default. */
+export const DEFAULT_IDP_REFRESH_CHECK_INTERVAL_S = 300
+export const MIN_IDP_REFRESH_CHECK_INTERVAL_S = 1
+export const MAX_IDP_REFRESH_CHECK_INTERVAL_S = 86_400
+/** Authorization parameters latchkey sets itself: `authorization_params` may not replace them. */
+const RESERVED_AUTHORIZATION_PARAMS = new Set([
+  'client_id', 'redirect_uri', 'response_type', 'scope', 'state', 'nonce', 'code_challenge', 'code_challenge_method', 'response_mode', 'request', 'request_uri'
+])
+
+/**
+ * A family bound to the IdP's refresh token: every `checkIntervalS` a latchkey refresh
+ * also refreshes at the IdP, so an account the IdP disabled stops refreshing here.
+ */
+export interface IdpRefreshOptions {
+  readonly checkIntervalS: number
+  /** Ask for `offline_access` (with `prompt=consent`, OIDC Core §11). */
+  readonly offlineAccess: boolean
+  readonly authorizationParams: Readonly<Record<string, string>>
+}
 
 export type AllowRule =
   | { readonly kind: 'group', readonly value: string, readonly scope: string }
@@ -67,6 +92,8 @@ export interface ProviderEntry {
     readonly groupsClaim: string
   }
   readonly allow: readonly AllowRule[]
+  /** Absent: families are not bound to the IdP (a disabled IdP account keeps refreshing until the family ends). */
+  readonly idpRefresh?: IdpRefreshOptions
 }
 
 type Obj = Record<string, unknown>
@@ -103,6 +130,29 @@ function parseRule (r: unknown, where: string, fail: (m: string) => never): Allo
   if (scope === null) return fail(`${where}: "scopes" holds an invalid scope token`)
   for (const key of Object.keys(r)) if (key !== kind && key !== 'scopes') return fail(`${where}: unknown field "${key}"`)
   return { kind, value: kind === 'email_domain' || kind === 'email' ? value.toLowerCase() : value, scope: formatScope(scope) }
+}
+
+function parseIdpRefresh (v: unknown, at: string, fail: (m: string) => never): IdpRefreshOptions | undefined {
+  if (v === undefined) return undefined
+  const where = `${at}: "idp_refresh"`
+  if (!isObj(v)) return fail(`${where} must be an object`)
+  for (const key of Object.keys(v)) {
+    if (!['enabled', 'check_interval_seconds', 'offline_access', 'authorization_params'].includes(key)) return fail(`${where}: unknown field "${key}"`)
+  }
+  if (v.enabled !== undefined && typeof v.enabled !== 'boolean') return fail(`${where}.enabled must be true or false`)
+  if (v.offline_access !== undefined && typeof v.offline_access !== 'boolean') return fail(`${where}.offline_access must be true or false`)
+  const interval = v.check_interval_seconds ?? DEFAULT_IDP_REFRESH_CHECK_INTERVAL_S
+  if (typeof interval !== 'number' || !Number.isInteger(interval) || interval < MIN_IDP_REFRESH_CHECK_INTERVAL_S || interval > MAX_IDP_REFRESH_CHECK_INTERVAL_S) {
+    return fail(`${where}.check_interval_seconds must be an integer from ${MIN_IDP_REFRESH_CHECK_INTERVAL_S} to ${MAX_IDP_REFRESH_CHECK_INTERVAL_S}`)
+  }
+  const params = v.authorization_params ?? {}
+  if (!isObj(params)) return fail(`${where}.authorization_params must be an object of strings`)
+  for (const [name, value] of Object.entries(params)) {
+    if (typeof value !== 'string' || value.length > 256) return fail(`${where}.authorization_params.${name} must be a string`)
+    if (RESERVED_AUTHORIZATION_PARAMS.has(name)) return fail(`${where}.authorization_params may not set "${name}" (latchkey sets it)`)
+  }
+  if (v.enabled === false) return undefined
+  return { checkIntervalS: interval, offlineAccess: v.offline_access !== false, authorizationParams: { ...params as Record<string, string> } }
 }
 
 function parseEntry (p: unknown, i: number, fail: (m: string) => never): ProviderEntry {
@@ -152,6 +202,7 @@ function parseEntry (p: unknown, i: number, fail: (m: string) => never): Provide
 
   if (!Array.isArray(p.allow) || p.allow.length === 0) return fail(`${at}: "allow" must be a non-empty array of rules (the default is to deny everyone)`)
   const allow = p.allow.map((r, j) => parseRule(r, `${at} allow[${j}]`, fail))
+  const idpRefresh = parseIdpRefresh(p.idp_refresh, at, fail)
 
   return {
     id,
@@ -168,7 +219,8 @@ function parseEntry (p: unknown, i: number, fail: (m: string) => never): Provide
       nameClaim: str(user, 'name_claim', at, fail, 'name'),
       groupsClaim: str(user, 'groups_claim', at, fail, 'groups')
     },
-    allow
+    allow,
+    ...(idpRefresh === undefined ? {} : { idpRefresh })
   }
 }
 

@@ -19,6 +19,7 @@ import { classifyJoseError } from '#shared/jose-errors.js'
 import { RemoteJwks } from '#shared/remote-jwks.js'
 import { gatewayError } from '../../errors.js'
 import { issuerAllowsHttp, type ProviderEntry } from './providers-file.js'
+import type { AuthorizeRequest } from './native-sign-in.js'
 
 /** After a failed discovery, how long sign-ins answer 503 before the next attempt. */
 export const DISCOVERY_RETRY_MS = 5_000
@@ -34,6 +35,8 @@ export interface PendingSignIn {
   readonly codeVerifier: string
   readonly nonce: string
   readonly returnTo: string
+  /** A native app's authorization request (native-sign-in.ts): the callback answers it with a code. */
+  readonly authorize?: AuthorizeRequest
 }
 
 export interface SignedInClaims {
@@ -42,7 +45,15 @@ export interface SignedInClaims {
   readonly sub: string
   /** The IdP's session id (`sid`), when its ID token carries one. */
   readonly idpSid: string | undefined
+  /** The IdP's refresh token, asked for only when the provider sets `idp_refresh`. A secret: never logged. */
+  readonly idpRefreshToken: string | undefined
 }
+
+/** An IdP refresh (RFC 6749 §6) made for a bound family: the IdP still vouches for the account, or not. */
+export type IdpRefreshOutcome =
+  /** `refreshToken`: the IdP's rotated token (undefined: it kept the old one, RFC 6749 §5.1). */
+  | { readonly ok: true, readonly refreshToken: string | undefined }
+  | { readonly ok: false }
 
 export interface LogoutRequest {
   readonly sub: string | undefined
@@ -129,10 +140,17 @@ export class RelyingParty {
     const codeVerifier = client.randomPKCECodeVerifier()
     const state = client.randomState()
     const nonce = client.randomNonce()
+    const bind = this.entry.idpRefresh
+    // OIDC Core §11: offline_access asks for a refresh token usable without the user, and
+    // needs prompt=consent; providers that ask otherwise (Google: access_type=offline) set
+    // authorization_params instead.
+    const scopes = bind?.offlineAccess === true && !this.entry.scopes.includes('offline_access') ? [...this.entry.scopes, 'offline_access'] : this.entry.scopes
     const url = client.buildAuthorizationUrl(config, {
+      ...bind?.authorizationParams,
+      ...(bind?.offlineAccess === true ? { prompt: 'consent' } : {}),
       redirect_uri: this.redirectUri,
       response_type: 'code',
-      scope: this.entry.scopes.join(' '),
+      scope: scopes.join(' '),
       code_challenge: await client.calculatePKCECodeChallenge(codeVerifier),
       code_challenge_method: 'S256',
       state,
@@ -150,6 +168,7 @@ export class RelyingParty {
     const currentUrl = new URL(this.redirectUri)
     for (const [k, v] of query) currentUrl.searchParams.append(k, v)
     let claims: Record<string, unknown>
+    let idpRefreshToken: string | undefined
     try {
       const tokens = await client.authorizationCodeGrant(config, currentUrl, {
         pkceCodeVerifier: pending.codeVerifier,
@@ -160,6 +179,7 @@ export class RelyingParty {
       const idClaims = tokens.claims()
       if (idClaims === undefined) throw gatewayError('GW_OIDC_INVALID_RESPONSE')
       claims = { ...idClaims }
+      idpRefreshToken = this.entry.idpRefresh === undefined ? undefined : tokens.refresh_token
       if (this.entry.userinfo) {
         // OIDC Core §5.3.2: UserInfo's `sub` must equal the ID token's (checked by openid-client).
         const info = await client.fetchUserInfo(config, tokens.access_token, idClaims.sub)
@@ -169,7 +189,25 @@ export class RelyingParty {
       throw this.#translate(err)
     }
     const sub = claims.sub as string
-    return { claims, sub, idpSid: typeof claims.sid === 'string' ? claims.sid : undefined }
+    return { claims, sub, idpSid: typeof claims.sid === 'string' ? claims.sid : undefined, idpRefreshToken }
+  }
+
+  /**
+   * Refresh at the IdP (RFC 6749 §6) with a bound family's IdP refresh token: does the IdP
+   * still vouch for the account? `invalid_grant` (RFC 6749 §5.2: revoked, expired, or the
+   * account disabled) is a no; anything else the IdP or the network does throws
+   * `GW_OIDC_UNAVAILABLE`, which never counts as a no.
+   */
+  async refresh (refreshToken: string): Promise<IdpRefreshOutcome> {
+    const config = await this.configuration()
+    try {
+      const tokens = await client.refreshTokenGrant(config, refreshToken)
+      return { ok: true, refreshToken: tokens.refresh_token }
+    } catch (err) {
+      if (err instanceof client.ResponseBodyError && err.error === 'invalid_grant') return { ok: false }
+      // Name and message only: nothing of the request (the token) may ride along into a log line.
+      throw gatewayError('GW_OIDC_UNAVAILABLE', { cause: err instanceof Error ? new Error(`${err.name}: ${err.message}`) : undefined })
+    }
   }
 
   /** Back-Channel Logout 1.0 §2.6: validate a logout token; throws `GW_OIDC_LOGOUT_TOKEN`. */

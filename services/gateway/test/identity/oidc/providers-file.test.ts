@@ -10,6 +10,8 @@ import { join } from 'node:path'
 import { ConfigError } from '#shared/errors.js'
 import { loadGatewayConfig } from '#gateway/config.js'
 import { mapClaims } from '#gateway/identity/oidc/claim-mapping.js'
+import { IdpTokenSeal } from '#gateway/identity/oidc/idp-token-seal.js'
+import { DEFAULT_IDP_REFRESH_CHECK_INTERVAL_S } from '#gateway/identity/oidc/providers-file.js'
 import { buildTestGateway } from '../../helpers/gateway.js'
 
 const SECRET = 'do-not-echo-this-secret'
@@ -105,4 +107,30 @@ t.test('PROVIDERS_FILE is reloaded on change; a bad file is refused and the old 
   t.ok(gw.rawLogs.some(l => l.includes('PROVIDERS_FILE') && l.includes('"level":50')), 'one error line for the refused file')
   t.same(await ids(), ['two'], 'the old set stays')
   t.notOk(gw.rawLogs.join('\n').includes(SECRET), 'the secret never reaches a log line')
+})
+
+t.test('idp_refresh: named defaults, validated, and it needs IDP_TOKEN_KEY', async (t) => {
+  const key = Buffer.alloc(32, 7).toString('base64url')
+  const withKey = (doc: unknown): ReturnType<typeof loadGatewayConfig> => loadGatewayConfig({ PROVIDERS_JSON: JSON.stringify(doc), IDP_TOKEN_KEY: key })
+  const [p] = withKey({ providers: [entry({ idp_refresh: {} })] }).providers
+  t.same(p?.idpRefresh, { checkIntervalS: DEFAULT_IDP_REFRESH_CHECK_INTERVAL_S, offlineAccess: true, authorizationParams: {} })
+  t.equal(withKey({ providers: [entry({ idp_refresh: { enabled: false } })] }).providers[0]?.idpRefresh, undefined, 'enabled: false is unbound')
+  t.equal(withKey({ providers: [entry()] }).providers[0]?.idpRefresh, undefined, 'absent is unbound')
+  for (const bad of [{ check_interval_seconds: 0 }, { check_interval_seconds: 1.5 }, { check_interval_seconds: 86_401 }, { enabled: 'yes' },
+    { authorization_params: { state: 'x' } }, { authorization_params: { access_type: 1 } }, { nope: true }]) {
+    t.throws(() => withKey({ providers: [entry({ idp_refresh: bad })] }), ConfigError, JSON.stringify(bad))
+  }
+  t.throws(() => load({ providers: [entry({ idp_refresh: {} })] }), { message: /IDP_TOKEN_KEY/ }, 'no key: refused at start')
+  t.throws(() => loadGatewayConfig({ IDP_TOKEN_KEY: 'too-short' }), { message: /IDP_TOKEN_KEY/ })
+})
+
+t.test('the IdP token seal opens only for its provider and user, and only under its key', async (t) => {
+  const seal = new IdpTokenSeal(Buffer.alloc(32, 1).toString('base64url'))
+  const sealed = seal.seal('idp-refresh-token', 'corp', 'corp:alice')
+  t.notOk(sealed.includes('idp-refresh-token'))
+  t.equal(seal.open(sealed, 'corp', 'corp:alice'), 'idp-refresh-token')
+  t.equal(seal.open(sealed, 'corp', 'corp:bob'), undefined, 'another user')
+  t.equal(seal.open(sealed, 'other', 'corp:alice'), undefined, 'another provider')
+  t.equal(new IdpTokenSeal(Buffer.alloc(32, 2).toString('base64url')).open(sealed, 'corp', 'corp:alice'), undefined, 'another key')
+  t.equal(seal.open('garbage', 'corp', 'corp:alice'), undefined)
 })

@@ -33,6 +33,14 @@ export interface TestIdp {
   sign (claims: Record<string, unknown>, typ?: string): Promise<string>
   /** Have the IdP send its back-channel logout for (sub, sid) to every client that registered one. */
   backchannelLogout (sub: string, sid: string): Promise<void>
+  /** Disable an account at the IdP: `findAccount` no longer finds it, so its refresh tokens stop working. */
+  disable (accountId: string): void
+  /** While true, the token endpoint drops every connection (the IdP is unreachable). */
+  unreachable: boolean
+  /** Token-endpoint requests relayed so far, by grant type. */
+  readonly tokenRequests: string[]
+  /** Every refresh token the IdP issued (to search the logs for). */
+  readonly refreshTokens: string[]
 }
 
 export interface TestClient {
@@ -40,6 +48,8 @@ export interface TestClient {
   readonly clientSecret: string
   readonly redirectUris: readonly string[]
   readonly backchannelLogoutUri?: string
+  /** Allow the refresh_token grant (refresh tokens issued for offline_access, rotated on use). */
+  readonly refreshTokens?: boolean
 }
 
 async function listen (server: Server, port = 0): Promise<number> {
@@ -58,6 +68,9 @@ function readBody (res: IncomingMessage): Promise<Buffer> {
 }
 
 export async function startTestIdp (t: Teardown, clients: readonly TestClient[], accounts: Readonly<Record<string, TestAccount>>): Promise<TestIdp> {
+  const disabled = new Set<string>()
+  const tokenRequests: string[] = []
+  const refreshTokens: string[] = []
   const { privateKey } = await generateKeyPair('RS256', { extractable: true })
   const jwk: JWK = { ...(await exportJWK(privateKey)), kid: 'idp-1', alg: 'RS256', use: 'sig' }
   const relayPort = await freePort()
@@ -67,14 +80,16 @@ export async function startTestIdp (t: Teardown, clients: readonly TestClient[],
       client_id: c.clientId,
       client_secret: c.clientSecret,
       redirect_uris: [...c.redirectUris],
-      grant_types: ['authorization_code'],
+      grant_types: c.refreshTokens === true ? ['authorization_code', 'refresh_token'] : ['authorization_code'],
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
       ...(c.backchannelLogoutUri === undefined ? {} : { backchannel_logout_uri: c.backchannelLogoutUri, backchannel_logout_session_required: true })
     })),
     jwks: { keys: [jwk] },
+    // RFC 9700 §4.14.2: rotate on every use, so a test sees latchkey keep the newest one.
+    rotateRefreshToken: true,
     cookies: { keys: ['test-idp-cookie-key'] },
-    scopes: ['openid', 'email', 'profile', 'groups'],
+    scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
     claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'], groups: ['groups'] },
     // Scope claims in the ID token itself (OIDC Core §5.4 allows it for code flow when asked).
     conformIdTokenClaims: false,
@@ -89,6 +104,7 @@ export async function startTestIdp (t: Teardown, clients: readonly TestClient[],
       return await globalThis.fetch(url, rest)
     },
     findAccount: async (_ctx, id) => {
+      if (disabled.has(id)) return undefined
       const a = accounts[id]
       return {
         accountId: id,
@@ -104,7 +120,17 @@ export async function startTestIdp (t: Teardown, clients: readonly TestClient[],
 
   let tamper: ((claims: Record<string, unknown>) => Record<string, unknown>) | undefined
   const idTokens: Array<Record<string, unknown>> = []
+  const state = { unreachable: false }
   const relay = createServer((req, res) => {
+    if (req.url?.startsWith('/token') === true && state.unreachable) {
+      req.socket.destroy()
+      return
+    }
+    if (req.url?.startsWith('/token') === true) {
+      const chunks: Buffer[] = []
+      req.on('data', (c: Buffer) => chunks.push(c))
+      req.on('end', () => { tokenRequests.push(new URLSearchParams(Buffer.concat(chunks).toString('utf8')).get('grant_type') ?? '') })
+    }
     const upstream = request({ host: '127.0.0.1', port: idpPort, method: req.method, path: req.url, headers: req.headers }, (up) => {
       if (req.url?.startsWith('/token') !== true || up.statusCode !== 200) {
         res.writeHead(up.statusCode ?? 502, up.headers)
@@ -113,6 +139,7 @@ export async function startTestIdp (t: Teardown, clients: readonly TestClient[],
       }
       void (async () => {
         const body = JSON.parse((await readBody(up)).toString('utf8')) as Record<string, unknown>
+        if (typeof body.refresh_token === 'string') refreshTokens.push(body.refresh_token)
         if (typeof body.id_token === 'string') {
           let claims = decodeJwt(body.id_token) as Record<string, unknown>
           idTokens.push(claims)
@@ -144,6 +171,11 @@ export async function startTestIdp (t: Teardown, clients: readonly TestClient[],
     issuer,
     provider,
     idTokens,
+    tokenRequests,
+    refreshTokens,
+    get unreachable () { return state.unreachable },
+    set unreachable (v: boolean) { state.unreachable = v },
+    disable (accountId) { disabled.add(accountId) },
     tamperNextIdToken (fn) { tamper = fn },
     async sign (claims, typ) {
       return await new SignJWT(claims).setProtectedHeader({ alg: 'RS256', kid: 'idp-1', ...(typ === undefined ? {} : { typ }) }).sign(privateKey)
