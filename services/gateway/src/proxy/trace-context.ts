@@ -4,9 +4,11 @@
  * - tracing on: the hop is a CLIENT span, a child of the request's server span (the Fastify
  *   gate runs inside @fastify/otel's context) or, on the fast lane, which runs before Fastify,
  *   of the caller's own `traceparent`; the upstream gets this span's `traceparent`/`tracestate`;
- * - tracing off: the caller's `traceparent` passes through untouched, and a request without
- *   one gets a fresh one, so the services behind the gateway can still tie their logs to one
- *   request. That costs 48 hex characters sliced from a pooled CSPRNG draw, no span and no SDK.
+ * - tracing off: the caller's `traceparent`/`tracestate` pass through untouched and nothing
+ *   is added: an untraced gateway does no per-request tracing work at all. Starting a trace
+ *   for every request without one measured ~2% of the hop's instructions (callgrind, about
+ *   17,000 of 750,000: the header's generation and its handling on the way out), and the
+ *   upstream can already tie its log lines to the gateway's by `X-Request-Id`.
  */
 import type { IncomingHttpHeaders } from 'node:http'
 import { ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, type Tracer, context, propagation, trace } from '@opentelemetry/api'
@@ -26,15 +28,12 @@ export function startProxySpan (tracer: Tracer, incoming: IncomingHttpHeaders, r
   return tracer.startSpan(`proxy ${route}`, { kind: SpanKind.CLIENT, attributes: { 'http.request.method': method ?? 'GET', 'latchkey.route': route } }, parent)
 }
 
-/** Sets the upstream-bound `traceparent`/`tracestate`: the hop's span, or the caller's, or a new one. */
+/** Sets the upstream-bound `traceparent`/`tracestate` to the hop's span; without one (tracing off) the caller's stay as they are. */
 export function propagate (span: Span | undefined, outgoing: IncomingHttpHeaders): void {
-  if (span !== undefined) {
-    delete outgoing.traceparent
-    delete outgoing.tracestate
-    propagation.inject(trace.setSpan(ROOT_CONTEXT, span), outgoing)
-  } else if (outgoing.traceparent === undefined) {
-    outgoing.traceparent = newTraceparent()
-  }
+  if (span === undefined) return
+  delete outgoing.traceparent
+  delete outgoing.tracestate
+  propagation.inject(trace.setSpan(ROOT_CONTEXT, span), outgoing)
 }
 
 export function endProxySpan (span: Span, status: number): void {
