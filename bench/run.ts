@@ -339,8 +339,8 @@ async function main (): Promise<void> {
     await runSet('get', ['resource_verified', 'resource_noauth', 'fastify_jwt', 'gateway_proxy', 'gateway_proxy_baseline', 'gateway_proxy_traced', 'gateway_proxy_pool', 'http_proxy', 'fastify_proxy', 'nginx', 'nginx_forward_auth', 'nginx_forward_auth_cached', 'haproxy_jwt'].filter(k => members.has(k)).map(get))
     if (sink !== undefined) {
       const stats = await fetch(`${sink.url}/stats`).then(async r => await r.json() as { exports: number, bytes: number }, () => undefined)
-      const traced = get('gateway_proxy_traced')
-      if (stats !== undefined && stats.exports === 0 && traced.skipped === undefined) traced.note = 'the OTLP sink received no spans'
+      const tracedRow = get('gateway_proxy_traced')
+      if (stats !== undefined && stats.exports === 0 && tracedRow.skipped === undefined) tracedRow.note = 'the OTLP sink received no spans'
       log(`OTLP sink: ${stats?.exports ?? '?'} exports, ${stats?.bytes.toLocaleString('en-US') ?? '?'} bytes`)
     }
   }

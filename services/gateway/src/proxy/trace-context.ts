@@ -12,13 +12,14 @@
  */
 import type { IncomingHttpHeaders } from 'node:http'
 import { ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, type Tracer, context, propagation, trace } from '@opentelemetry/api'
-import { RandomHexPool } from '../sessions/random-pool.js'
+import { RandomPool } from '../sessions/random-pool.js'
 
-const ids = new RandomHexPool()
+const ids = new RandomPool()
 
 /** `00-<trace id>-<span id>-01`: version 00, sampled, so a traced upstream records its part. */
 export function newTraceparent (): string {
-  return `00-${ids.take(16)}-${ids.take(8)}-01`
+  const bytes = ids.take(24)
+  return `00-${bytes.toString('hex', 0, 16)}-${bytes.toString('hex', 16, 24)}-01`
 }
 
 /** Starts the hop's span; `incoming` are the client's headers, before they are rewritten. */

@@ -34,35 +34,3 @@ export class RandomPool {
     return out
   }
 }
-
-/**
- * Random hex for ids sent as text (a W3C `traceparent` per proxied request): the pool is
- * converted to hex once per refill, and each call hands out a slice of that string, so an
- * id costs a substring instead of a buffer copy and two hex encodings per call.
- * Every character is handed out once.
- */
-export class RandomHexPool {
-  readonly #bytes: Buffer
-  #hex = ''
-  #offset = 0
-
-  constructor (size = RANDOM_POOL_BYTES) {
-    if (!Number.isInteger(size) || size < 1) throw new RangeError('size must be a positive integer')
-    this.#bytes = Buffer.allocUnsafe(size)
-  }
-
-  /** `n` fresh random bytes as `2n` lowercase hex characters. */
-  take (n: number): string {
-    if (!Number.isInteger(n) || n < 0) throw new RangeError('n must be a non-negative integer')
-    const chars = 2 * n
-    if (n > this.#bytes.length) return randomBytes(n).toString('hex')
-    if (this.#offset + chars > this.#hex.length) {
-      randomFillSync(this.#bytes)
-      this.#hex = this.#bytes.toString('hex')
-      this.#offset = 0
-    }
-    const out = this.#hex.slice(this.#offset, this.#offset + chars)
-    this.#offset += chars
-    return out
-  }
-}

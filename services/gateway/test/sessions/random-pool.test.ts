@@ -1,5 +1,5 @@
 import t from 'tap'
-import { RANDOM_POOL_BYTES, RandomHexPool, RandomPool } from '#gateway/sessions/random-pool.js'
+import { RANDOM_POOL_BYTES, RandomPool } from '#gateway/sessions/random-pool.js'
 
 t.test('hands every byte out once, across refills, each take in a buffer of its own', async t => {
   const pool = new RandomPool(64)
@@ -29,20 +29,4 @@ t.test('a take larger than the pool is drawn directly; bad sizes throw', async t
   t.throws(() => pool.take(1.5), RangeError)
   t.throws(() => new RandomPool(0), RangeError)
   t.equal(RANDOM_POOL_BYTES, 4096)
-})
-
-t.test('the hex pool hands every character out once, across refills, as lowercase hex', async t => {
-  const pool = new RandomHexPool(64)
-  const ids = Array.from({ length: 1000 }, () => pool.take(24))
-  t.ok(ids.every(id => /^[0-9a-f]{48}$/.test(id)), 'each id: 48 lowercase hex characters')
-  const seen = new Set(ids)
-  const all = ids.join('')
-  t.equal(seen.size, 1000, '1,000 ids of 24 bytes (each crossing refills of 64): no two alike')
-  const bytes = Buffer.from(all, 'hex')
-  const ones = [...bytes].reduce((n, x) => n + x.toString(2).split('1').length - 1, 0)
-  t.ok(Math.abs(ones / (bytes.length * 8) - 0.5) < 0.02, `about half the bits set (${(ones / (bytes.length * 8)).toFixed(3)})`)
-  t.equal(pool.take(100).length, 200, 'larger than the pool: drawn directly')
-  t.equal(pool.take(0), '')
-  t.throws(() => pool.take(-1), RangeError)
-  t.throws(() => new RandomHexPool(0), RangeError)
 })
