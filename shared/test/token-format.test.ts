@@ -1,5 +1,6 @@
 import t, { type Test } from 'tap'
-import { MAX_TOKEN_LENGTH, TokenFormatError, checkTokenFormat } from '#shared/token-format.js'
+import { randomBytes } from 'node:crypto'
+import { MAX_TOKEN_LENGTH, TokenFormatError, checkTokenFormat, lowSEs256Signature } from '#shared/token-format.js'
 import { readBearer } from '#shared/bearer.js'
 import { TestIssuer } from './helpers/test-issuer.js'
 
@@ -112,6 +113,37 @@ t.test('signature sizes and ECDSA ranges', async (t) => {
   refused(t, `${ed.split('.').slice(0, 2).join('.')}.${Buffer.alloc(63, 1).toString('base64url')}`, /not 64 bytes/, 'short EdDSA signature')
   const rs = await issuer.sign({ alg: 'RS256' })
   refused(t, `${rs.split('.').slice(0, 2).join('.')}.${Buffer.alloc(128, 1).toString('base64url')}`, /length/, '1024-bit RSA signature')
+})
+
+t.test('the byte-wise range checks and low-s fold agree with BigInt arithmetic on r and s', async (t) => {
+  const es = await issuer.sign({ alg: 'ES256' })
+  const [h, p] = es.split('.') as [string, string]
+  const bytes = (n: bigint): Buffer => Buffer.from(n.toString(16).padStart(64, '0'), 'hex')
+  const value = (b: Buffer): bigint => BigInt(`0x${b.toString('hex')}`)
+  const half = P256_N >> 1n
+  const token = (r: bigint, s: bigint): string => `${h}.${p}.${Buffer.concat([bytes(r), bytes(s)]).toString('base64url')}`
+  // Edges: each side of 1, n/2 and n, and a borrow through every byte (s = n − 1, n − 2^k).
+  const edges = [1n, 2n, half - 1n, half, half + 1n, half + 2n, P256_N - 2n, P256_N - 1n, P256_N - 256n, P256_N - (1n << 128n), P256_N - (1n << 200n)]
+  const random = Array.from({ length: 2000 }, () => value(randomBytes(32)) % (P256_N - 1n) + 1n)
+  let wrong = 0
+  for (const s of [...edges, ...random]) {
+    const signature = Buffer.concat([bytes(7n), bytes(s)])
+    const expected = s > half ? P256_N - s : s
+    if (value(lowSEs256Signature(signature).subarray(32)) !== expected) wrong++
+    if (lowSEs256Signature(signature).subarray(0, 32).compare(bytes(7n)) !== 0) wrong++
+    const canonical = checkTokenFormat(token(s, s)).canonical
+    if (value(Buffer.from(canonical.split('.')[2] as string, 'base64url').subarray(32)) !== expected) wrong++
+  }
+  t.equal(wrong, 0, `${edges.length + random.length} values of s fold to min(s, n − s), r untouched`)
+  const low = Buffer.concat([bytes(7n), bytes(half)])
+  t.equal(lowSEs256Signature(low), low, 'a low s is returned as it is (no copy)')
+  t.equal(checkTokenFormat(token(P256_N - 1n, 1n)).canonical, token(P256_N - 1n, 1n), 'r = n − 1, s = 1: in range')
+  refused(t, token(P256_N, 1n), /out of range/, 'r = n')
+  refused(t, token(P256_N + 1n, 1n), /out of range/, 'r = n + 1')
+  refused(t, token((1n << 256n) - 1n, 1n), /out of range/, 'r = 2^256 − 1')
+  refused(t, token(0n, 1n), /out of range/, 'r = 0')
+  refused(t, token(1n, 0n), /out of range/, 's = 0')
+  refused(t, token(1n, P256_N + 5n), /out of range/, 's = n + 5')
 })
 
 t.test('readBearer', async (t) => {
