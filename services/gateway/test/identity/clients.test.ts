@@ -2,6 +2,7 @@ import { readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
 import { ConfigError } from '#shared/errors.js'
+import { ManualClock } from '#shared/clock.js'
 import { runClientsCommand } from '#gateway/cli/clients.js'
 import { ClientDirectory, addClient, hashClientSecret, readClientsFile } from '#gateway/identity/clients-file.js'
 import { pipedIo } from './cli-io.js'
@@ -61,6 +62,38 @@ t.test('clients add prints the secret once; the file holds only its keyed hash',
   t.equal(clients.authenticate('svc-a', 'x'.repeat(100 * 1024)), null)
   t.equal(clients.authenticate('x'.repeat(100 * 1024), secret), null)
   t.equal(clients.authenticate({}, []), null)
+})
+
+t.test('a remembered secret (the repeat path): the same answers as the full check, the overlap still expires, a reload forgets', async t => {
+  const clock = new ManualClock(1_000_000)
+  const [oldSecret, newSecret, otherSecret] = ['old', 'new', 'other'].map(w => `${w}-${'s'.repeat(40)}`) as [string, string, string]
+  const base = { scope: ['internal:read'], audiences: ['latchkey-api'], grants: ['client_credentials'] }
+  const rotated = [
+    { id: 'svc', ...base, secret: hashClientSecret(newSecret), previousSecret: { hash: hashClientSecret(oldSecret), expiresAt: clock.now() + 60_000 } },
+    { id: 'other', ...base, secret: hashClientSecret(otherSecret) }
+  ]
+  const clients = ClientDirectory.fromClients(rotated, clock)
+  for (let i = 0; i < 3; i++) {
+    t.equal(clients.authenticate('svc', newSecret)?.id, 'svc', `new secret, call ${i + 1}`)
+    t.equal(clients.authenticate('svc', oldSecret)?.id, 'svc', `old secret inside the overlap, call ${i + 1}`)
+    t.equal(clients.authenticate('other', otherSecret)?.id, 'other', `another client, call ${i + 1}`)
+  }
+  t.equal(clients.authenticate('svc', otherSecret), null, "another client's remembered secret is not this one's")
+  t.equal(clients.authenticate('other', newSecret), null, "nor the other way round")
+  t.equal(clients.authenticate('svc', `${newSecret}x`), null, 'a wrong secret after remembered ones')
+  t.equal(clients.authenticate('svc', ''), null)
+  t.equal(clients.authenticate('nobody', newSecret), null, 'an unknown id with a remembered secret')
+
+  clock.advance(60_000)
+  t.equal(clients.authenticate('svc', oldSecret), null, 'the remembered old secret is refused once the overlap has ended')
+  t.equal(clients.authenticate('svc', newSecret)?.id, 'svc', 'the new one still passes')
+
+  // A reload that changes the secret: what was remembered goes with the old entries.
+  clients.replace([{ id: 'svc', ...base, secret: hashClientSecret(otherSecret) }])
+  t.equal(clients.authenticate('svc', newSecret), null, 'the secret remembered before the reload is refused')
+  t.equal(clients.authenticate('svc', otherSecret)?.id, 'svc', 'the reloaded one passes')
+  clients.replace([{ id: 'svc', ...base, disabled: true, secret: hashClientSecret(otherSecret) }])
+  t.equal(clients.authenticate('svc', otherSecret), null, 'disabled by a reload: refused though remembered')
 })
 
 t.test('CLIENTS_FILE from env, several grants, duplicates refused', async t => {
