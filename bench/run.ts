@@ -16,9 +16,10 @@
  *   --only=a,b      run only these sets: get, scale, tokens
  *   --rows=k1,k2    within those sets, run only the rows with these keys (as in latest.json),
  *                   e.g. --only=get --rows=gateway_proxy,http_proxy for a quick A/B of the hop
- *   --baseline=DIR  add a row: the proxied GET through a gateway built in another checkout
+ *   --baseline=DIR  add rows: the proxied GET (get set), the client_credentials token and the
+ *                   cookie refresh (tokens set) through a gateway built in another checkout
  *                   (e.g. `git worktree add /tmp/base <rev> && cd /tmp/base && npm ci && npm run build`),
- *                   beside this one's, in the same run: how a change moved the hop's CPU
+ *                   beside this one's, in the same run: how a change moved their CPU
  *   --wait-proxy=S  wait up to S seconds for the gateway's /api/ proxy to answer 200 (default 30)
  *   --out=DIR       where latest.json / latest.svg go (default bench/results)
  */
@@ -169,6 +170,39 @@ async function runSet (name: string, members: Member[]): Promise<void> {
   }
 }
 
+/**
+ * The cookie refresh row of another build (--baseline): its families may be stored in
+ * another format, so its sessions are signed in at that gateway (POST /auth/login) and
+ * signed out there afterwards, instead of being written into Redis by this checkout's code.
+ */
+function loginRefreshSpec (m: () => Member, url: string, username: string, password: string): () => Promise<LoadSpec> {
+  const headers = { 'content-type': 'application/json', 'user-agent': BROWSER_USER_AGENT }
+  const body = JSON.stringify({ username, password })
+  return async () => {
+    const tokens: string[] = []
+    while (tokens.length < CONNECTIONS.refresh * 2) {
+      await Promise.all(Array.from({ length: CONNECTIONS.login }, async () => {
+        const res = await fetch(`${url}/auth/login`, { method: 'POST', headers, body })
+        const cookie = /lk_refresh=([^;]+)/.exec(res.headers.get('set-cookie') ?? '')
+        if (res.status !== 200 || cookie === null) throw new Error(`POST /auth/login at ${url} answered ${res.status}`)
+        tokens.push(cookie[1] as string)
+      }))
+    }
+    const set = cookieChains(tokens)
+    return {
+      url,
+      method: 'POST',
+      path: '/auth/refresh',
+      connections: CONNECTIONS.refresh,
+      perConnection: set.perConnection,
+      cleanup: async () => {
+        m().chainBreaks += set.broken()
+        await Promise.all(set.currentTokens().map(async token => await status(`${url}/auth/logout`, { method: 'POST', headers: { cookie: `lk_refresh=${token}`, 'user-agent': BROWSER_USER_AGENT } })))
+      }
+    }
+  }
+}
+
 /** A refresh row: fresh sessions per run, one chain per connection, revoked afterwards. */
 function refreshSpec (m: () => Member, url: string, redis: BenchRedis, userId: string, scope: string, flavour: 'cookie' | 'grant'): () => Promise<LoadSpec> {
   return async () => {
@@ -264,7 +298,7 @@ async function main (): Promise<void> {
     : await startGateway('gateway (tracing on)', launch, { ...gatewayEnv(ws, await freePort(), redisA.url, resource.url), ISSUER: gatewayUrl, OTEL_EXPORTER_OTLP_ENDPOINT: sink.url, OTEL_SERVICE_NAME: 'latchkey-bench' }, false)
   const baselineDir = args.baseline === undefined ? undefined : resolve(args.baseline)
   const baselineRev = baselineDir === undefined ? undefined : gitRevision(baselineDir)
-  const baseline = baselineDir === undefined || !only.has('get')
+  const baseline = baselineDir === undefined || !(only.has('get') || only.has('tokens'))
     ? undefined
     : await startGateway(`gateway (baseline ${baselineRev ?? baselineDir})`, launch, { ...gatewayEnv(ws, await freePort(), redisA.url, resource.url), ISSUER: gatewayUrl }, false, baselineDir)
   if (scale !== undefined) {
@@ -379,6 +413,15 @@ async function main (): Promise<void> {
       probe: async () => await status(`${gatewayUrl}/oauth/token`, { method: 'POST', headers: ccHeaders, body: 'grant_type=client_credentials' })
     }))
     // The same client, id and secret, registered with node-oidc-provider (JWT access tokens, ES256).
+    if (baseline !== undefined) {
+      add(member({
+        set: 'tokens',
+        key: 'client_credentials_baseline', name: `client_credentials token, baseline ${baselineRev ?? ''}`, group: g4, kind: 'latchkey', connections: CONNECTIONS.clientCredentials, cpu: [['gateway', baseline.child.pid]],
+        spec: async () => ({ url: baseline.url, method: 'POST', path: '/oauth/token', connections: CONNECTIONS.clientCredentials, headers: ccHeaders, body: 'grant_type=client_credentials' }),
+        probe: async () => await status(`${baseline.url}/oauth/token`, { method: 'POST', headers: ccHeaders, body: 'grant_type=client_credentials' })
+      }))
+      const cookieBaseline = add(member({ set: 'tokens', key: 'refresh_cookie_baseline', name: `refresh rotation, POST /auth/refresh, baseline ${baselineRev ?? ''}`, group: g4, kind: 'latchkey', connections: CONNECTIONS.refresh, cpu: [['gateway', baseline.child.pid], ['redis', redisA.child.pid]], spec: loginRefreshSpec(() => cookieBaseline, baseline.url, ws.username, ws.password) }))
+    }
     const oidcProvider = await startPeer('peer: oidc-provider', 'oidc-provider.ts', { CLIENT_ID: ws.clientId, CLIENT_SECRET: ws.clientSecret, AUDIENCE, SCOPE: BENCH_CLIENT_SCOPE })
     const opBody = `grant_type=client_credentials&scope=${encodeURIComponent(BENCH_CLIENT_SCOPE)}`
     add(member({
@@ -409,7 +452,8 @@ async function main (): Promise<void> {
       }))
       pooled.push(cookiePool, grantPool, ccPool)
     }
-    await runSet('tokens', [cookie, grant, get('client_credentials'), get('oidc_provider_cc'), get('login'), ...pooled])
+    await runSet('tokens', [cookie, grant, get('client_credentials'), get('oidc_provider_cc'), get('login'), ...pooled,
+      ...['client_credentials_baseline', 'refresh_cookie_baseline'].filter(k => members.has(k)).map(get)])
   }
 
   // "After the run": once the gateway has finished what the last row left in flight.
@@ -433,7 +477,7 @@ async function main (): Promise<void> {
   // --- Figures ---
   const order = ['resource_verified', 'resource_noauth', 'gateway_proxy', 'gateway_proxy_baseline', 'gateway_proxy_traced', 'gateway_proxy_pool', 'http_proxy', 'fastify_proxy', 'nginx',
     'nginx_forward_auth', 'nginx_forward_auth_cached', 'haproxy_jwt', 'fastify_jwt',
-    'refresh_cookie', 'refresh_grant', 'client_credentials', 'oidc_provider_cc', 'login', 'refresh_cookie_pool', 'refresh_grant_pool', 'client_credentials_pool', 'refresh_1k', 'refresh_1m']
+    'refresh_cookie', 'refresh_cookie_baseline', 'refresh_grant', 'client_credentials', 'client_credentials_baseline', 'oidc_provider_cc', 'login', 'refresh_cookie_pool', 'refresh_grant_pool', 'client_credentials_pool', 'refresh_1k', 'refresh_1m']
   const rows: Row[] = order.filter(k => members.has(k)).map(k => {
     const m = get(k)
     const base = { key: m.key, name: m.name, group: m.group, set: m.set, kind: m.kind, connections: m.connections, ...(k === 'login' ? { ownScale: true } : {}) }
@@ -476,7 +520,9 @@ async function main (): Promise<void> {
     forward_auth_vs_haproxy: ratio(row('nginx_forward_auth'), row('haproxy_jwt')),
     forward_auth_cached_vs_nginx: ratio(row('nginx_forward_auth_cached'), row('nginx')),
     gateway_proxy_vs_haproxy: ratio(row('gateway_proxy'), row('haproxy_jwt')),
-    client_credentials_vs_oidc_provider: ratio(row('client_credentials'), row('oidc_provider_cc'))
+    client_credentials_vs_oidc_provider: ratio(row('client_credentials'), row('oidc_provider_cc')),
+    client_credentials_vs_baseline: ratio(row('client_credentials'), row('client_credentials_baseline')),
+    refresh_cookie_vs_baseline: ratio(row('refresh_cookie'), row('refresh_cookie_baseline'))
   }
   const ratios = new Map<string, string>([
     ['resource_verified', `${fmtRatio(figures.resource_verify_vs_noauth)} of no-auth`],
@@ -493,7 +539,9 @@ async function main (): Promise<void> {
     ['nginx_forward_auth', `${fmtRatio(figures.forward_auth_vs_haproxy)} of HAProxy jwt_verify`],
     ['nginx_forward_auth_cached', `${fmtRatio(figures.forward_auth_cached_vs_haproxy)} of HAProxy jwt_verify · ${fmtRatio(figures.forward_auth_cached_vs_nginx)} of nginx without auth`],
     ['haproxy_jwt', `latchkey's own proxy is ${fmtRatio(figures.gateway_proxy_vs_haproxy)} this`],
-    ['client_credentials', `${fmtRatio(figures.client_credentials_vs_oidc_provider)} of node-oidc-provider`]
+    ['client_credentials', `${fmtRatio(figures.client_credentials_vs_oidc_provider)} of node-oidc-provider`],
+    ['client_credentials_baseline', `this checkout is ${fmtRatio(figures.client_credentials_vs_baseline)} this${cpuDelta(row('client_credentials'), row('client_credentials_baseline'))}`],
+    ['refresh_cookie_baseline', `this checkout is ${fmtRatio(figures.refresh_cookie_vs_baseline)} this${cpuDelta(row('refresh_cookie'), row('refresh_cookie_baseline'))}`]
   ])
   const cpus = os.cpus().length
   const targets: Target[] = [
