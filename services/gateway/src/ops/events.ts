@@ -32,6 +32,8 @@ export interface GatewayEvents {
   rateLimited (req: EventSource, limit: RateLimit): void
   /** The store has revoked the family; the session service broadcasts it. */
   reuseDetected (req: EventSource, sid: string, userId: string): void
+  /** The store rolled a family forward to a token newer than it (writes lost in a failover); generations only, never the token. */
+  rolledForward (req: EventSource, sid: string, from: number, to: number): void
   /** Audit line and metric for revoked sessions; the session service broadcasts them. */
   sessionsRevoked (req: EventSource, reason: RevokeReason, sids: readonly string[], userId: string): void
 }
@@ -66,6 +68,11 @@ export function createGatewayEvents (metrics: GatewayMetrics): GatewayEvents {
       metrics.reuseDetections.inc()
       metrics.revocations.inc({ reason: 'reuse' })
       req.log.warn({ event: 'refresh_reuse_detected', sid, user: userId }, 'refresh_reuse_detected: family revoked')
+    },
+    rolledForward (req, sid, from, to) {
+      // Not an attack (only a gateway can make such a token) but lost writes: worth a warning.
+      metrics.rolledForward.inc()
+      req.log.warn({ event: 'refresh_rolled_forward', sid, generation_stored: from, generation_presented: to }, 'refresh token newer than its family in Redis (rotations lost in a failover): family rolled forward')
     },
     sessionsRevoked (req, reason, sids, userId) {
       metrics.revocations.inc({ reason }, sids.length)

@@ -10,7 +10,9 @@
  *  5. Idle expiry slides on each rotation; the absolute expiry counts from `create` and never moves.
  *     Every stored key carries a TTL.
  *  6. Multi-key operations touch one hash slot.
- *  7. Store trouble throws `GW_STORE_UNAVAILABLE`; it is never reported as `invalid` or `reuse`.
+ *  7. Store trouble throws `GW_STORE_UNAVAILABLE`; it is never reported as `invalid` or `reuse`;
+ *     a token a gateway made (authenticated generation) ahead of the family, whose writes were
+ *     lost in a failover, rolls the family forward instead of being reuse.
  *
  * Tokens reach the store already parsed (`parseRefreshToken`): the store sees the hash
  * and the sid, and the raw string only to derive a successor in memory.
@@ -83,8 +85,12 @@ export interface Family {
 }
 
 export type RotateResult =
-  /** This call rotated: `token` is the new current token; `idp` the family's IdP binding, if any. */
-  | { readonly kind: 'rotated', readonly token: ParsedRefreshToken, readonly family: Family, readonly idp?: IdpBinding }
+  /**
+   * This call rotated: `token` is the new current token; `idp` the family's IdP binding, if any.
+   * `rolledForwardFrom`: the presented token was ahead of the family (writes lost in a failover,
+   * see RedisFamilyStore.rotate), which was at this generation and now follows the token.
+   */
+  | { readonly kind: 'rotated', readonly token: ParsedRefreshToken, readonly family: Family, readonly idp?: IdpBinding, readonly rolledForwardFrom?: number }
   /** The predecessor within grace: `token` is the already-issued current successor. */
   | { readonly kind: 'grace', readonly token: ParsedRefreshToken, readonly family: Family, readonly idp?: IdpBinding }
   /** A rotated-out token after grace (or an older one): the family is now revoked. */

@@ -266,6 +266,9 @@ export class SessionService extends SessionRevocations {
       this.events.refreshed(caller, 'invalid')
       return { ok: false }
     }
+    if (result.kind === 'rotated' && result.rolledForwardFrom !== undefined) {
+      this.events.rolledForward(caller, result.family.sid, result.rolledForwardFrom, result.family.generation - 1)
+    }
     const { family } = result
     // Federated: recorded as such (any client: the browser, or a native app through
     // authorization_code), or an older browser family whose user is not in the users file.

@@ -6,10 +6,14 @@
 import type { Test } from 'tap'
 import { ManualClock } from '#shared/clock.js'
 import type { FamilyLimits, FamilyStore, NewFamily, RotateResult } from '#gateway/sessions/family-store.js'
-import { deriveSuccessor, mintInitialToken, newNonce, parseRefreshToken, type ParsedRefreshToken } from '#gateway/sessions/refresh-token.js'
+import { mintFormat1Token, newNonce, parseRefreshToken, RefreshTokenKey, type ParsedRefreshToken } from '#gateway/sessions/refresh-token.js'
 
-/** `pendingRotations`: rotations stay pending until `commitRotation` (what REDIS_WAIT_REPLICAS turns on). */
-export interface StoreOptions { readonly pendingRotations?: boolean }
+/**
+ * `pendingRotations`: rotations stay pending until `commitRotation` (what REDIS_WAIT_REPLICAS
+ * turns on). `tokenKey`: the refresh-token key (REFRESH_TOKEN_KEY); the contract passes one it
+ * knows, so that it can make the tokens a gateway made and a failover made the store forget.
+ */
+export interface StoreOptions { readonly pendingRotations?: boolean, readonly tokenKey?: RefreshTokenKey }
 export type MakeStore = (limits: FamilyLimits, clock: ManualClock, options?: StoreOptions) => Promise<FamilyStore>
 
 export const LIMITS: FamilyLimits = { idleTtlMs: 60_000, maxTtlMs: 300_000, graceMs: 10_000 }
@@ -27,9 +31,10 @@ function tokenOf (r: RotateResult): ParsedRefreshToken {
 export function familyStoreContract (t: Test, name: string, make: MakeStore): void {
   const setup = async (t: Test, limits: Partial<FamilyLimits> = {}, options: StoreOptions = {}) => {
     const clock = new ManualClock()
-    const store = await make({ ...LIMITS, ...limits }, clock, options)
+    const key = RefreshTokenKey.random()
+    const store = await make({ ...LIMITS, ...limits }, clock, { tokenKey: key, ...options })
     t.teardown(() => store.close())
-    return { clock, store }
+    return { clock, store, key }
   }
 
   t.test(`${name}: create starts a family with a well-formed first token`, async (t) => {
@@ -100,7 +105,8 @@ export function familyStoreContract (t: Test, name: string, make: MakeStore): vo
   t.test(`${name}: rule 2 — a well-formed token of the family that was never issued is reuse`, async (t) => {
     const { store } = await setup(t)
     const { token: t0 } = await store.create(newFamily('alice'))
-    const forged = deriveSuccessor(t0, newNonce())
+    // Made from the current token as a gateway would, but under another key: not authentic.
+    const forged = RefreshTokenKey.random().successor(t0, newNonce())
     t.same(await store.rotate(forged, SEEN), { kind: 'reuse', sid: t0.sid, userId: 'alice' })
     t.same(await store.rotate(t0, SEEN), { kind: 'invalid' })
   })
@@ -241,10 +247,12 @@ export function familyStoreContract (t: Test, name: string, make: MakeStore): vo
   })
 
   t.test(`${name}: a well-formed token of an unknown family is invalid and revokes nothing`, async (t) => {
-    const { store } = await setup(t)
+    const { store, key } = await setup(t)
     const { token } = await store.create(newFamily('alice'))
-    const stranger = mintInitialToken()
+    const stranger = RefreshTokenKey.random().mint()
     t.same(await store.rotate(stranger, SEEN), { kind: 'invalid' })
+    const lostLogin = key.mint()
+    t.same(await store.rotate(key.successor(lostLogin, newNonce()), SEEN), { kind: 'invalid' }, 'an authentic token of a family the store never held (a login lost in a failover): invalid, never rolled forward into being')
     t.same(await store.revokeByToken(stranger), null)
     t.equal((await store.rotate(token, SEEN)).kind, 'rotated', 'the real family is untouched')
   })
@@ -267,7 +275,7 @@ export function familyStoreContract (t: Test, name: string, make: MakeStore): vo
   })
 
   t.test(`${name}: lookup finds the live family of the current token only, and changes nothing`, async (t) => {
-    const { clock, store } = await setup(t)
+    const { clock, store, key } = await setup(t)
     const { token: t0, family } = await store.create(newFamily('alice'))
     t.same(await store.lookup(t0), family, 'the first token: its family')
     t.same(await store.lookup(t0), family, 'asking again changes nothing (no rotation, no lifetime slide)')
@@ -280,9 +288,9 @@ export function familyStoreContract (t: Test, name: string, make: MakeStore): vo
     t.equal(live?.userId, 'alice')
     t.equal(live?.clientId, 'browser')
     t.equal((await store.rotate(t0, SEEN)).kind, 'grace', 'looking up the predecessor did not count as reuse')
-    const unknown = deriveSuccessor(t1, newNonce())
-    t.equal(await store.lookup(unknown), null, 'a never-issued token of the family')
-    t.equal(await store.lookup(mintInitialToken()), null, 'an unknown family')
+    const unknown = key.successor(t1, newNonce())
+    t.equal(await store.lookup(unknown), null, 'a never-issued token of the family, even an authentic one ahead of it')
+    t.equal(await store.lookup(key.mint()), null, 'an unknown family')
     t.equal((await store.rotate(t1, SEEN)).kind, 'rotated', 'lookups did not disturb the family')
     const t2 = (await store.listForUser('alice'))[0]
     t.equal(t2?.generation, 2)
@@ -468,5 +476,98 @@ export function familyStoreContract (t: Test, name: string, make: MakeStore): vo
     const next = await store.rotate(tokenOf(again), SEEN)
     t.equal(next.kind, 'rotated', 'the committed successor rotates')
     t.notOk(await store.undoRotation(tokenOf(again), 1), 'a successor that was rotated on is not taken back')
+  })
+
+  /*
+   * Rolling forward (RedisFamilyStore.rotate): a failover can make the store forget rotations
+   * a gateway answered 200. `key.successor(token, nonce)` is such a rotation: made as a gateway
+   * makes it, answered, and never written.
+   */
+
+  t.test(`${name}: a token a gateway made ahead of the family (rotations the store lost) rolls the family forward`, async (t) => {
+    const { clock, store, key } = await setup(t)
+    const { token: t0 } = await store.create(newFamily('alice'))
+    const t1 = tokenOf(await store.rotate(t0, SEEN))
+    const t2 = key.successor(t1, newNonce())
+    const t3 = key.successor(t2, newNonce())
+    clock.advance(LIMITS.graceMs + 1)
+    const r = await store.rotate(t3, SEEN)
+    t.equal(r.kind, 'rotated', 'not reuse: rotated')
+    if (r.kind !== 'rotated') return
+    t.equal(r.rolledForwardFrom, 1, 'the family was at generation 1')
+    t.equal(r.family.generation, 4, 'and now follows the token (3) with its successor')
+    t.equal(r.token.generation, 4)
+    t.equal(r.family.lastUsedAt, clock.now())
+    t.same(parseRefreshToken(r.token.raw), r.token)
+    const next = await store.rotate(r.token, SEEN)
+    t.equal(next.kind, 'rotated', 'the successor rotates normally')
+    t.equal(next.kind === 'rotated' && next.rolledForwardFrom, undefined, 'an ordinary rotation')
+    t.equal(next.kind === 'rotated' && next.family.generation, 5)
+  })
+
+  t.test(`${name}: rolled forward, the token gets its successor again within grace, and is reuse after it`, async (t) => {
+    const { clock, store, key } = await setup(t)
+    const { token: t0 } = await store.create(newFamily('alice'))
+    const t1 = tokenOf(await store.rotate(t0, SEEN))
+    const t2 = key.successor(t1, newNonce())
+    const r = await store.rotate(t2, SEEN)
+    t.equal(r.kind === 'rotated' && r.rolledForwardFrom, 1)
+    clock.advance(LIMITS.graceMs)
+    const retry = await store.rotate(t2, SEEN)
+    t.equal(retry.kind, 'grace', 'a retry within grace')
+    t.equal(tokenOf(retry).raw, tokenOf(r).raw, 'gets the same successor')
+    t.equal((await store.rotate(t1, SEEN)).kind, 'reuse', 'the token the store had as current is now older than the predecessor: reuse')
+    t.same(await store.rotate(tokenOf(r), SEEN), { kind: 'invalid' }, 'and it revoked the family')
+
+    const { token: u0 } = await store.create(newFamily('alice'))
+    const u1 = key.successor(u0, newNonce())
+    const ru = await store.rotate(u1, SEEN)
+    t.equal(ru.kind === 'rotated' && ru.rolledForwardFrom, 0)
+    clock.advance(LIMITS.graceMs + 1)
+    t.same(await store.rotate(u1, SEEN), { kind: 'reuse', sid: u0.sid, userId: 'alice' }, 'the rolled-forward token replayed after grace: reuse')
+  })
+
+  t.test(`${name}: only an authentic generation above the family's rolls forward; anything else is reuse`, async (t) => {
+    const { store, key } = await setup(t)
+    const other = RefreshTokenKey.random()
+    const cases: Array<[string, (t0: ParsedRefreshToken, t1: ParsedRefreshToken, t2: ParsedRefreshToken) => ParsedRefreshToken]> = [
+      ['ahead, with a mac under another key (a forgery, or a gateway with another REFRESH_TOKEN_KEY)', (_t0, _t1, t2) => other.successor(t2, newNonce())],
+      ['authentic, at the family\'s generation but not its current token', (_t0, t1) => key.successor(t1, newNonce())],
+      ['authentic, below the family\'s generation and never issued', (t0) => key.successor(t0, newNonce())],
+      ['a format-1 token of the family (no generation)', (t0) => mintFormat1Token(t0.raw.slice(0, 22))]
+    ]
+    for (const [what, make] of cases) {
+      const { token: t0 } = await store.create(newFamily('alice'))
+      const t1 = tokenOf(await store.rotate(t0, SEEN))
+      const t2 = tokenOf(await store.rotate(t1, SEEN))
+      const presented = make(t0, t1, t2)
+      t.equal(presented.sid, t0.sid, `${what}: of this family`)
+      t.same(await store.rotate(presented, SEEN), { kind: 'reuse', sid: t0.sid, userId: 'alice' }, `${what}: reuse`)
+      t.same(await store.rotate(t2, SEEN), { kind: 'invalid' }, `${what}: the family was revoked`)
+    }
+  })
+
+  t.test(`${name}: 50 concurrent presentations of a token ahead of the family roll it forward once`, async (t) => {
+    const { store, key } = await setup(t)
+    const { token: t0 } = await store.create(newFamily())
+    const t1 = key.successor(t0, newNonce())
+    const results = await Promise.all(Array.from({ length: 50 }, () => store.rotate(t1, SEEN)))
+    t.equal(results.filter(r => r.kind === 'rotated').length, 1, 'one roll forward')
+    t.equal(results.filter(r => r.kind === 'grace').length, 49, 'the rest are grace answers')
+    t.equal(new Set(results.map(r => tokenOf(r).raw)).size, 1, 'every answer carries the same token')
+  })
+
+  t.test(`${name}: a roll forward that is taken back (undo) leaves the presented token current`, async (t) => {
+    const { clock, store, key } = await setup(t, {}, { pendingRotations: true })
+    const { token: t0 } = await store.create(newFamily())
+    const t1 = key.successor(t0, newNonce())
+    const r = await store.rotate(t1, SEEN)
+    if (r.kind !== 'rotated') throw new Error('expected a roll forward')
+    t.ok(await store.undoRotation(r.token, r.family.generation), 'undone (its WAIT failed, or the IdP could not be asked)')
+    clock.advance(LIMITS.graceMs * 5)
+    const again = await store.rotate(t1, SEEN)
+    t.equal(again.kind, 'rotated', 'the client retries with the token it holds: rotated')
+    t.equal(again.kind === 'rotated' && again.rolledForwardFrom, undefined, 'as the current token, not rolled forward again')
+    t.equal(again.kind === 'rotated' && again.family.generation, 2)
   })
 }

@@ -27,7 +27,7 @@ class LossyStore extends MemoryFamilyStore {
 
 const quiet = { log: { info () {}, warn () {} } }
 const noEvents: GatewayEvents = {
-  loginSucceeded () {}, loginFailed () {}, refreshed () {}, tokenIssued () {}, rateLimited () {}, reuseDetected () {}, sessionsRevoked () {}
+  loginSucceeded () {}, loginFailed () {}, refreshed () {}, tokenIssued () {}, rateLimited () {}, reuseDetected () {}, rolledForward () {}, sessionsRevoked () {}
 }
 
 async function setup (t: Test, loseUndo: boolean) {
