@@ -166,7 +166,7 @@ export class RefreshTokenKey {
   }
 
   #mac (core: string): string {
-    return b64url(createHmac('sha256', this.#key).update(MAC_DOMAIN).update(core).digest().subarray(0, MAC_BYTES))
+    return b64url(createHmac('sha256', this.#key).update(MAC_DOMAIN + core).digest().subarray(0, MAC_BYTES))
   }
 
   #token (core: string, sid: string, generation: number): ParsedRefreshToken {
