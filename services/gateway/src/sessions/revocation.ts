@@ -10,7 +10,8 @@
  * Faults:
  *  - `publish` resolves only once the revocation is in the set (on a majority of its
  *    copies, each replicated to REDIS_WAIT_REPLICAS) and published; otherwise it rejects
- *    with GW_STORE_UNAVAILABLE (→ 503), after one retry. The set is kept in
+ *    with GW_STORE_UNAVAILABLE (→ 503), after one retry, and within
+ *    REVOCATION_PUBLISH_DEADLINE_MS whatever Redis does. The set is kept in
  *    REVOKED_SET_COPIES keys whose hash tags fall in different thirds of the slot space, so
  *    on a Redis Cluster no single master's loss hides a revocation.
  *  - Liveness of the subscription is proven end to end: every
@@ -57,6 +58,13 @@ export const REVOCATION_HEARTBEAT_MISSES = 2
 export const REVOKED_SET_COPIES = 3
 /** A publish that missed its majority is retried once after this. */
 export const REVOCATION_RETRY_DELAY_MS = 200
+/**
+ * The longest a publish may take before it rejects (→ 503): a logout, or a refresh that
+ * found reuse, must not hang on a Redis that neither answers nor fails (contract rule 7:
+ * answers within 2 s). A first attempt that times out (REDIS_COMMAND_TIMEOUT_MS, 1 s)
+ * leaves no room for the retry, which is for fast failures (a Cluster master gone, MOVED).
+ */
+export const REVOCATION_PUBLISH_DEADLINE_MS = 1500
 
 /** CRC16/XMODEM mod 16384: the Redis Cluster slot of a hash tag (cluster spec, "Keys distribution model"). */
 function slotOf (tag: string): number {
@@ -157,6 +165,8 @@ export interface RedisRevocationBusOptions {
   readonly healthIntervalMs?: number
   /** Heartbeat period (default REVOCATION_HEARTBEAT_INTERVAL_MS). */
   readonly heartbeatIntervalMs?: number
+  /** How long `publish` may take in all (default REVOCATION_PUBLISH_DEADLINE_MS); fault tests shorten it. */
+  readonly publishDeadlineMs?: number
 }
 
 /**
@@ -183,6 +193,7 @@ export class RedisRevocationBus {
   readonly #heartbeatChannel: string
   #heardAt = -Infinity
   readonly #intervalMs: number
+  readonly #publishDeadlineMs: number
   #loaded: () => void = () => {}
   readonly #firstLoad = new Promise<void>((resolve) => { this.#loaded = resolve })
 
@@ -190,6 +201,7 @@ export class RedisRevocationBus {
     this.#clock = options.clock
     this.#ttlMs = options.ttlMs
     this.#log = options.log
+    this.#publishDeadlineMs = options.publishDeadlineMs ?? REVOCATION_PUBLISH_DEADLINE_MS
     this.local = new LocalRevokedSessions({ clock: options.clock, ttlMs: options.ttlMs })
     // Channels are not keys: ioredis does not prefix them, so the prefix is added here.
     this.#channel = `${options.keyPrefix}revoked`
@@ -304,17 +316,34 @@ export class RedisRevocationBus {
     const now = this.#clock.now()
     const until = now + this.#ttlMs
     for (const sid of sids) this.local.add(sid, until)
+    // Real time, not the injected clock: this bounds how long a caller waits on Redis.
+    const started = performance.now()
+    let timer: NodeJS.Timeout | undefined
+    const deadline = new Promise<'deadline'>((resolve) => { timer = setTimeout(() => { resolve('deadline') }, this.#publishDeadlineMs) })
     const needed = Math.floor(this.#keys.length / 2) + 1
     let pending = [...this.#keys]
     let lastError: unknown
-    for (let attempt = 0; attempt < 2 && this.#keys.length - pending.length < needed; attempt++) {
-      if (attempt > 0) await new Promise(resolve => setTimeout(resolve, REVOCATION_RETRY_DELAY_MS))
-      const results = await Promise.allSettled(pending.map(key => this.#publishTo(key, now, until, sids)))
-      pending = pending.filter((_key, i) => {
-        const r = results[i] as PromiseSettledResult<void>
-        if (r.status === 'rejected') lastError = r.reason
-        return r.status === 'rejected'
-      })
+    try {
+      for (let attempt = 0; attempt < 2 && this.#keys.length - pending.length < needed; attempt++) {
+        if (attempt > 0) {
+          // No retry that could not finish in time: answer now rather than at the deadline.
+          if (performance.now() - started + REVOCATION_RETRY_DELAY_MS >= this.#publishDeadlineMs) break
+          await new Promise(resolve => setTimeout(resolve, REVOCATION_RETRY_DELAY_MS))
+        }
+        const settled = Promise.allSettled(pending.map(key => this.#publishTo(key, now, until, sids)))
+        const results = await Promise.race([settled, deadline])
+        if (results === 'deadline') {
+          lastError = new Error(`revocation broadcast took longer than ${this.#publishDeadlineMs} ms`)
+          break
+        }
+        pending = pending.filter((_key, i) => {
+          const r = results[i] as PromiseSettledResult<void>
+          if (r.status === 'rejected') lastError = r.reason
+          return r.status === 'rejected'
+        })
+      }
+    } finally {
+      clearTimeout(timer)
     }
     if (this.#keys.length - pending.length >= needed) return
     // The families are revoked in Redis already; only the edge broadcast is not certain.

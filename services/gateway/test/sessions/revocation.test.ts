@@ -98,3 +98,21 @@ t.test('a broadcast that cannot reach Redis still revokes locally and rejects wi
   t.ok(b.has('sid-x'), 'revoked here anyway')
   t.same(warnings, ['revocation broadcast failed'])
 })
+
+t.test('a broadcast to a Redis that neither answers nor fails rejects by the deadline (503), not after every timeout', async (t) => {
+  const own = await redisForTest(t, { own: true })
+  const client = createRedisClient({ kind: 'url', url: own.url }, { keyPrefix: own.prefix, log: { warn () {} } })
+  await connectRedis(client)
+  const DEADLINE_MS = 400
+  const b = new RedisRevocationBus({ client, keyPrefix: own.prefix, clock: new ManualClock(Date.now()), ttlMs: TTL_MS, log: silent, publishDeadlineMs: DEADLINE_MS })
+  t.teardown(async () => { await b.close(); client.disconnect() })
+  await b.start()
+  own.signal('SIGSTOP')
+  t.teardown(() => { own.signal('SIGCONT') })
+  const started = performance.now()
+  await t.rejects(b.publish(['sid-frozen']), { code: 'GW_STORE_UNAVAILABLE' }, '503')
+  const took = performance.now() - started
+  // The command timeout (1 s) would hold it at least 1 s, twice with the retry.
+  t.ok(took >= DEADLINE_MS - 20 && took < DEADLINE_MS + 300, `rejected at the deadline (${Math.round(took)} ms, deadline ${DEADLINE_MS} ms)`)
+  t.ok(b.has('sid-frozen'), 'revoked here anyway')
+})

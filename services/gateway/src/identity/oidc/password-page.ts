@@ -13,7 +13,8 @@ import type { FastifyReply } from 'fastify'
 export const PASSWORD_PAGE_COOKIE = 'lk_authz'
 export const PASSWORD_PAGE_PATH = '/oauth/authorize'
 
-const HEADERS: Readonly<Record<string, string>> = {
+/** Every page the gateway shows a person (this one, error-page.ts). */
+export const PAGE_HEADERS: Readonly<Record<string, string>> = {
   'Content-Type': 'text/html; charset=utf-8',
   'Content-Security-Policy': "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
   'X-Frame-Options': 'DENY',
@@ -21,7 +22,7 @@ const HEADERS: Readonly<Record<string, string>> = {
   'Cache-Control': 'no-store'
 }
 
-function escape (text: string): string {
+export function escapeHtml (text: string): string {
   return text.replace(/[&<>"']/g, c => `&#${c.charCodeAt(0)};`)
 }
 
@@ -35,15 +36,15 @@ export interface PasswordPage {
 }
 
 export function sendPasswordPage (reply: FastifyReply, page: PasswordPage, status = 200): FastifyReply {
-  const providers = page.providers.map(p => `<p><a href="${escape(p.href)}">Sign in with ${escape(p.name)}</a></p>`).join('')
+  const providers = page.providers.map(p => `<p><a href="${escapeHtml(p.href)}">Sign in with ${escapeHtml(p.name)}</a></p>`).join('')
   const html = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Sign in</title>
 <style>body{font-family:system-ui,sans-serif;max-width:22rem;margin:3rem auto;padding:0 1rem}label,input,button{display:block;width:100%;margin:.4rem 0}input,button{padding:.5rem;font-size:1rem}.error{color:#b00020}</style>
 </head><body>
 <h1>Sign in</h1>
-<p>to continue to <strong>${escape(page.clientId)}</strong></p>
-${page.error === undefined ? '' : `<p class="error" role="alert">${escape(page.error)}</p>`}
+<p>to continue to <strong>${escapeHtml(page.clientId)}</strong></p>
+${page.error === undefined ? '' : `<p class="error" role="alert">${escapeHtml(page.error)}</p>`}
 <form method="post" action="${PASSWORD_PAGE_PATH}">
 <label for="username">Username</label><input id="username" name="username" autocomplete="username" required maxlength="256">
 <label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required maxlength="1024">
@@ -52,5 +53,5 @@ ${page.error === undefined ? '' : `<p class="error" role="alert">${escape(page.e
 ${providers}
 </body></html>
 `
-  return reply.code(status).headers(HEADERS).send(html)
+  return reply.code(status).headers(PAGE_HEADERS).send(html)
 }

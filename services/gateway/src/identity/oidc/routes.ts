@@ -36,6 +36,7 @@ import type { ProviderRegistry } from './provider-registry.js'
 import type { PendingSignIn, RelyingParty, SignedInClaims } from './relying-party.js'
 import type { SignInStateStore } from './sign-in-state.js'
 import { AuthorizeRefusal, redirectWith, type AuthorizeRequest, type NativeSignIn } from './native-sign-in.js'
+import { errorsAsPages } from './error-page.js'
 import { PASSWORD_PAGE_COOKIE, PASSWORD_PAGE_PATH, sendPasswordPage, type PasswordPage } from './password-page.js'
 import { checkPassword, type PasswordCheckDeps } from '../../auth/password-check.js'
 import { createOriginPolicy, crossSiteGuard } from '../../auth/origin-guard.js'
@@ -108,6 +109,8 @@ async function oidcRoutes (app: FastifyInstance, opts: OidcRoutesOptions): Promi
   const refuseCrossSite = crossSiteGuard(createOriginPolicy(config.origin, []))
   const secure = config.cookieSecure
   await app.register(cookie)
+  // A person's browser sees a refusal here as a page, not JSON (error-page.ts).
+  app.addHook('onSend', errorsAsPages)
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: LOGOUT_BODY_LIMIT_BYTES }, (_req, body, done) => {
     try { done(null, parseForm(body as string)) } catch (err) { done(err as Error, undefined) }
   })

@@ -210,6 +210,18 @@ t.test('an unregistered redirect_uri or an unknown client: 400, never redirected
     t.equal(res.status, 400, JSON.stringify(bad))
     t.equal(res.headers.get('location'), null, 'no redirect')
   }
+  // A person's browser gets a page that says why (RFC 6749 §4.1.2.1: inform the resource owner);
+  // an app or a script asking for JSON keeps the error shape.
+  const query = new URLSearchParams({ ...good, redirect_uri: 'https://evil.example/<b>' }).toString()
+  const page = await fetch(`${gw}/oauth/authorize?${query}`, { redirect: 'manual', headers: { accept: 'text/html,application/xhtml+xml,*/*;q=0.8' } })
+  t.equal(page.status, 400, 'a browser: still 400')
+  t.match(page.headers.get('content-type'), /^text\/html/, 'a page')
+  t.match(page.headers.get('content-security-policy'), /default-src 'none'/, 'that runs nothing')
+  const html = await page.text()
+  t.match(html, /redirect_uri it did not register; not redirected\./, 'saying why')
+  t.notMatch(html, /<b>/, 'echoing nothing unescaped')
+  const json = await fetch(`${gw}/oauth/authorize?${query}`, { redirect: 'manual', headers: { accept: 'application/json' } })
+  t.match(await json.json(), { error: 'invalid_request' }, 'JSON for a caller that asks for it')
   const ok = await authorize(t, { ...good, redirect_uri: redirectUri.replace(/:\d+\//, ':65000/') })
   t.equal(ok.status, 302, 'another loopback port is the same registration')
   t.equal(new URL(ok.headers.get('location') as string).origin, idp.issuer, 'off to the IdP')
