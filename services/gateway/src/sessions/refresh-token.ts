@@ -136,6 +136,8 @@ export function parseRefreshToken (raw: unknown): ParsedRefreshToken | null {
   }
   if (!canonical(raw.slice(CORE_LEN - SECRET_LEN, CORE_LEN)) || !canonical(raw.slice(CORE_LEN + 1, CORE_LEN + 1 + MAC_LEN))) return null
   const generation = Buffer.from(raw.slice(FID_LEN + 1, FID_LEN + 1 + GEN_LEN), 'base64url').readUIntBE(0, GENERATION_BYTES)
+  // The last generation could have no successor: garbage, like any token nobody can rotate.
+  if (generation >= MAX_GENERATION) return null
   return Object.freeze({ raw, sid: sidForFid(fid), hash: sha256(raw.slice(0, CORE_LEN)), generation })
 }
 

@@ -85,6 +85,7 @@ t.test('anything else is refused before any I/O', async (t) => {
     ['no check', `${fid}.${gen}.${secret}.${mac}`],
     ['a space after it', `${t0.raw} `],
     ['a mixed format', rechecked(`${fid}.${secret}.${mac}`)],
+    ['the last generation, which could have no successor', rechecked(`${fid}.________.${secret}.${mac}`)],
     ['not a string', 42],
     ['10 KB', 'x'.repeat(10_240)]
   ]
