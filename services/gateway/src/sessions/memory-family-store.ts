@@ -24,7 +24,8 @@ export interface MemoryFamilyStoreOptions {
   /**
    * REFRESH_TOKEN_KEY; absent: a random key for this process. Nothing here is ever lost
    * while the process lives, so no roll forward fires in production; the rule is the Redis
-   * store's, kept the same here (and checked by the shared contract).
+   * store's, kept the same here (and checked by the shared contract), as is trusting the
+   * generation of a presented token (recognised by SessionService under `tokenKey()`).
    */
   readonly tokenKey?: RefreshTokenKey
 }
@@ -155,17 +156,24 @@ export class MemoryFamilyStore implements FamilyStore {
     if (entry.prevHash !== null && entry.nonce !== null && hashesEqual(presented.hash, entry.prevHash) &&
         ((graceMs > 0 && now - entry.rotatedAt <= graceMs) || entry.pending)) {
       // The rotation this token already caused (within grace, or never answered 200),
-      // handed out again; nothing changes.
-      return { kind: 'grace', token: this.#tokens.successor(presented, entry.nonce), family: entry.family, ...idpOf(entry) }
+      // handed out again; nothing changes. Whichever release made it (refresh-token.ts).
+      const current = entry.hash
+      const token = this.#tokens.graceSuccessor(presented, entry.nonce, (candidate) => hashesEqual(candidate.hash, current))
+      if (token === undefined) return { kind: 'underivable', sid: presented.sid }
+      return { kind: 'grace', token, family: entry.family, ...idpOf(entry) }
     }
     // A gateway-made token ahead of the family: writes were lost; roll forward (see
     // RedisFamilyStore.rotate for why this never fires otherwise).
-    const claimed = this.#tokens.authenticGeneration(presented)
+    const claimed = presented.generation
     const before = entry.family.generation
     if (claimed !== undefined && claimed > before) return { ...rotate(claimed + 1), rolledForwardFrom: before }
     // Replay: the family dies, live successor included, and with it any grace window.
     this.#delete(presented.sid, entry)
     return { kind: 'reuse', sid: presented.sid, userId: entry.family.userId }
+  }
+
+  async tokenKey (): Promise<RefreshTokenKey> {
+    return this.#tokens
   }
 
   async undoRotation (successor: ParsedRefreshToken, generation: number): Promise<boolean> {

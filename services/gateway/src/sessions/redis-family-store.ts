@@ -25,7 +25,7 @@
  * sets REFRESH_TOKEN_KEY instead (README, "Configuration"). Whoever can write Redis can make
  * sessions anyway.
  */
-import { createHash, randomBytes } from 'node:crypto'
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import { Cluster } from 'ioredis'
 import { systemClock, type Clock } from '#shared/clock.js'
 import { gatewayError } from '../errors.js'
@@ -93,11 +93,19 @@ function text (v: Buffer | number | string | undefined): string {
   return Buffer.isBuffer(v) ? v.toString('utf8') : String(v)
 }
 
-/** The successor a grace reply hands back: re-derived with the nonce of the rotation the token already caused. */
-function graceSuccessor (tokens: RefreshTokenKey, presented: ParsedRefreshToken, reply: ReadonlyArray<Buffer | number>): ParsedRefreshToken {
-  const stored = reply[1 + PUBLIC_FIELD_COUNT]
-  if (!Buffer.isBuffer(stored) || stored.length !== NONCE_BYTES) throw new TypeError('grace reply without a nonce')
-  return tokens.successor(presented, stored.toString('base64url'))
+/**
+ * The successor a grace reply hands back: re-derived with the nonce of the rotation the token
+ * already caused, in the format of the one the family holds (the reply's current hash; a
+ * gateway of the first release makes format-1 successors, refresh-token.ts). Undefined when
+ * neither candidate is it.
+ */
+function graceSuccessor (tokens: RefreshTokenKey, presented: ParsedRefreshToken, reply: ReadonlyArray<Buffer | number>): ParsedRefreshToken | undefined {
+  const nonce = reply[1 + PUBLIC_FIELD_COUNT]
+  const current = reply[2 + PUBLIC_FIELD_COUNT]
+  if (!Buffer.isBuffer(nonce) || nonce.length !== NONCE_BYTES) throw new TypeError('grace reply without a nonce')
+  if (!Buffer.isBuffer(current) || current.length === 0 || current.length > TOKEN_HASH_BYTES) throw new TypeError('grace reply without the current hash')
+  // Stored hashes may be shorter than a token's (family-codec.ts): compare that many bytes.
+  return tokens.graceSuccessor(presented, nonce.toString('base64url'), (candidate) => timingSafeEqual(rawHash(candidate).subarray(0, current.length), current))
 }
 
 /** The family's IdP binding from a rotate reply, spread into the result (nothing when unbound). */
@@ -252,7 +260,7 @@ export class RedisFamilyStore implements FamilyStore {
     const userAgent = clampText(input.userAgent, USER_AGENT_MAX_CHARS)
     const ip = clampText(input.ip, IP_MAX_CHARS)
     const provider = input.provider === undefined ? undefined : clampText(input.provider, PROVIDER_MAX_CHARS)
-    const tokens = this.#heldTokenKey() ?? await this.#shareTokenKey()
+    const tokens = await this.tokenKey()
     for (let attempt = 0; attempt < 3; attempt++) {
       const token = tokens.mint()
       // Index first: a listed sid without a family is harmless, a family missing from
@@ -329,7 +337,8 @@ export class RedisFamilyStore implements FamilyStore {
    * (asynchronous replication; in a planned failover the old master takes writes for a moment
    * after the replica's promotion). The client then holds a successor the family never heard
    * of. A format-2 token states its generation under a mac only a gateway can make
-   * (refresh-token.ts); when that mac verifies and the generation is above the family's, the
+   * (refresh-token.ts); when that mac verified (SessionService recognised the token under
+   * `tokenKey()`, so it carries its generation) and the generation is above the family's, the
    * rotate script *rolls the family forward*: the token is rotated as if current (its
    * successor one generation further, itself the predecessor for grace), the answer is
    * `rotated` with `rolledForwardFrom`, and SessionService logs `refresh_rolled_forward`.
@@ -337,7 +346,8 @@ export class RedisFamilyStore implements FamilyStore {
    * Why reuse detection stays exact. Every token is made from its predecessor at the
    * predecessor's generation + 1, and every write of a family sets its generation to that of
    * the token it makes current (create 0, rotate +1, undo −1 back to the predecessor's, a
-   * roll forward to the successor's), so the current token's generation is the family's. A
+   * roll forward to the successor's), so the current token's generation is the family's (a
+   * replica of the previous release adds 1 too, and makes format-1 tokens, which state none). A
    * token leaves a gateway only in a 200 — the current token, or one a later rotation made
    * the predecessor or older — so while the family has lost no write, no token a client can
    * hold is above its generation, and the roll forward cannot fire: every token that was
@@ -349,10 +359,11 @@ export class RedisFamilyStore implements FamilyStore {
    * equal, so reuse, which revokes the family: a thief holding a token the failover forgot is
    * caught when the client comes back, exactly as a thief holding a stolen current token is.
    * Not rescued: a login lost in a failover (no family: 401, not reuse), and format-1 tokens
-   * (sessions from before the upgrade, until they end).
+   * (sessions from before the upgrade, or rotated by a replica of the previous release during
+   * it, until they end).
    */
   async rotate (presented: ParsedRefreshToken, seen: { ip: string, userAgent: string, clientId?: string }): Promise<RotateResult> {
-    const tokens = this.#heldTokenKey() ?? await this.#shareTokenKey()
+    const tokens = await this.tokenKey()
     const nonce = newNonce()
     const successor = tokens.successor(presented, nonce)
     const key = this.familyKey(presented.sid)
@@ -360,7 +371,7 @@ export class RedisFamilyStore implements FamilyStore {
       const r = await this.#client.lkFamilyRotateBuffer(key, ...rotateScriptArgs({
         presentedHash: rawHash(presented), successorHash: rawHash(successor), nonce: Buffer.from(nonce, 'base64url'),
         now: this.#now(), limits: this.#limits, ip: seen.ip, userAgent: seen.userAgent, clientId: seen.clientId,
-        pending: this.#pending, authenticGeneration: tokens.authenticGeneration(presented)
+        pending: this.#pending, authenticGeneration: presented.generation
       }))
       // Only answers that hand out a token wait for replicas; 'invalid' hands out nothing,
       // and a reuse must be reported (logged, broadcast) whatever the replicas say.
@@ -388,8 +399,11 @@ export class RedisFamilyStore implements FamilyStore {
         case 'rolled':
           // After the IdP binding's two fields: the generation the family was at.
           return { kind: 'rotated', token: successor, family: familyFromReply(presented.sid, reply, 1), ...idpOf(reply, 1 + PUBLIC_FIELD_COUNT), rolledForwardFrom: generationBefore(reply[3 + PUBLIC_FIELD_COUNT]) }
-        case 'grace':
-          return { kind: 'grace', token: graceSuccessor(tokens, presented, reply), family: familyFromReply(presented.sid, reply, 1), ...idpOf(reply, 2 + PUBLIC_FIELD_COUNT) }
+        case 'grace': {
+          const token = graceSuccessor(tokens, presented, reply)
+          if (token === undefined) return { kind: 'underivable', sid: presented.sid }
+          return { kind: 'grace', token, family: familyFromReply(presented.sid, reply, 1), ...idpOf(reply, 3 + PUBLIC_FIELD_COUNT) }
+        }
         case 'reuse':
           userId = text(reply[1])
           break
@@ -402,6 +416,11 @@ export class RedisFamilyStore implements FamilyStore {
     // Reuse: the script already deleted the family; drop it from the user's index.
     await this.#unindex(userId, [presented.sid])
     return { kind: 'reuse', sid: presented.sid, userId }
+  }
+
+  /** K (see the file comment): the held key, or the one in Redis on the first call. */
+  async tokenKey (): Promise<RefreshTokenKey> {
+    return this.#heldTokenKey() ?? await this.#shareTokenKey()
   }
 
   /**

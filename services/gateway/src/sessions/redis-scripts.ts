@@ -55,7 +55,7 @@ return 1
 /**
  * rotate — KEYS[1] family; ARGV: presented hash (all 32 bytes), successor hash (stored form), nonce, now ('' = TIME), idle ms,
  * grace ms, ip, user agent, '1' to require a client, client id, '1' to store the successor as pending, the presented
- * token's generation if the gateway authenticated it (its mac, refresh-token.ts), else ''. The successor was derived by
+ * token's generation if the gateway recognised it as format 2 (its mac verified, refresh-token.ts), else ''. The successor was derived by
  * the gateway from the presented token and this nonce; it is stored only if this call rotates.
  *
  * Pending (REDIS_WAIT_REPLICAS, see redis-family-store.ts): a successor is written pending
@@ -72,7 +72,7 @@ return 1
  * Without lost writes the family's generation is never below that of a token a gateway
  * handed out, so this never fires; every other token is reuse, as before.
  *
- * Replies: {'invalid'} | {'rotated', ...public, ...idp} | {'grace', ...public, stored nonce, ...idp} |
+ * Replies: {'invalid'} | {'rotated', ...public, ...idp} | {'grace', ...public, stored nonce, current hash, ...idp} |
  * {'rolled', ...public, ...idp, the family's generation before} | {'reuse', user}. `idp` is LUA_IDP_FIELDS (the
  * sealed IdP token and its check time).
  */
@@ -124,6 +124,9 @@ if presented(f[F_PREV]) and ((grace > 0 and now - f[F_ROTATED] <= grace) or f[F_
   local reply = ${PUBLIC_FIELDS}
   table.insert(reply, 1, 'grace')
   table.insert(reply, f[F_NONCE])
+  -- And the successor's hash: a gateway of either release may have made it, in either
+  -- format (refresh-token.ts); the caller derives both and hands out the one held here.
+  table.insert(reply, f[F_HASH])
   for _, v in ipairs(${LUA_IDP_FIELDS}) do table.insert(reply, v) end
   return reply
 end
@@ -363,7 +366,7 @@ export interface Rotation {
   readonly clientId?: string
   /** Store the successor as pending until a commit (REDIS_WAIT_REPLICAS; default false). */
   readonly pending?: boolean
-  /** The presented token's generation, only once its mac verified (`RefreshTokenKey.authenticGeneration`). */
+  /** The presented token's generation, only once its mac verified (`RefreshTokenKey.recognise`). */
   readonly authenticGeneration?: number
 }
 

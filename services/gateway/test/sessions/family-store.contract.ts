@@ -38,10 +38,12 @@ export function familyStoreContract (t: Test, name: string, make: MakeStore): vo
   }
 
   t.test(`${name}: create starts a family with a well-formed first token`, async (t) => {
-    const { clock, store } = await setup(t)
+    const { clock, store, key } = await setup(t)
     const start = clock.now()
     const { token, family } = await store.create(newFamily('alice', { userAgent: 'UA/1', ip: '192.0.2.1' }))
-    t.same(parseRefreshToken(token.raw), token, 'the token parses back to itself')
+    t.same(key.parse(token.raw), token, 'the token parses back to itself (format 2, generation 0)')
+    t.equal(token.generation, 0)
+    t.equal(await store.tokenKey(), key, 'the store mints under the key it was given')
     t.same(family, {
       sid: token.sid,
       userId: 'alice',
@@ -60,7 +62,7 @@ export function familyStoreContract (t: Test, name: string, make: MakeStore): vo
   })
 
   t.test(`${name}: rule 1 — each rotation kills the presented token and issues one successor`, async (t) => {
-    const { clock, store } = await setup(t, { graceMs: 0 })
+    const { clock, store, key } = await setup(t, { graceMs: 0 })
     const { token: t0 } = await store.create(newFamily())
     clock.advance(1000)
     const r1 = await store.rotate(t0, SEEN)
@@ -68,7 +70,8 @@ export function familyStoreContract (t: Test, name: string, make: MakeStore): vo
     const t1 = tokenOf(r1)
     t.not(t1.raw, t0.raw)
     t.equal(t1.sid, t0.sid, 'same family')
-    t.same(parseRefreshToken(t1.raw), t1)
+    t.same(key.parse(t1.raw), t1)
+    t.equal(t1.generation, 1, 'format 2, one generation on')
     if (r1.kind === 'rotated') {
       t.equal(r1.family.generation, 1)
       t.equal(r1.family.lastUsedAt, clock.now())
@@ -103,10 +106,10 @@ export function familyStoreContract (t: Test, name: string, make: MakeStore): vo
   })
 
   t.test(`${name}: rule 2 — a well-formed token of the family that was never issued is reuse`, async (t) => {
-    const { store } = await setup(t)
+    const { store, key } = await setup(t)
     const { token: t0 } = await store.create(newFamily('alice'))
-    // Made from the current token as a gateway would, but under another key: not authentic.
-    const forged = RefreshTokenKey.random().successor(t0, newNonce())
+    // Made from the current token as a gateway would, but under another key: read as format 1.
+    const forged = key.parse(RefreshTokenKey.random().successor(t0, newNonce()).raw) as ParsedRefreshToken
     t.same(await store.rotate(forged, SEEN), { kind: 'reuse', sid: t0.sid, userId: 'alice' })
     t.same(await store.rotate(t0, SEEN), { kind: 'invalid' })
   })
@@ -153,7 +156,7 @@ export function familyStoreContract (t: Test, name: string, make: MakeStore): vo
   })
 
   t.test(`${name}: rule 4 — 50 concurrent rotations of one token make exactly one successor`, async (t) => {
-    const { store } = await setup(t)
+    const { store, key } = await setup(t)
     const { token: t0 } = await store.create(newFamily())
     const results = await Promise.all(Array.from({ length: 50 }, () => store.rotate(t0, SEEN)))
     const kinds = results.map(r => r.kind)
@@ -162,7 +165,7 @@ export function familyStoreContract (t: Test, name: string, make: MakeStore): vo
     const tokens = new Set(results.map(r => tokenOf(r).raw))
     t.equal(tokens.size, 1, 'every answer carries the same token string')
     const [successor] = [...tokens]
-    const t1 = parseRefreshToken(successor) as ParsedRefreshToken
+    const t1 = key.parse(successor) as ParsedRefreshToken
     const r2 = await store.rotate(t1, SEEN)
     t.equal(r2.kind, 'rotated', 'the successor then rotates normally')
     t.equal(r2.kind === 'rotated' && r2.family.generation, 2, 'after exactly one earlier rotation')
@@ -249,7 +252,7 @@ export function familyStoreContract (t: Test, name: string, make: MakeStore): vo
   t.test(`${name}: a well-formed token of an unknown family is invalid and revokes nothing`, async (t) => {
     const { store, key } = await setup(t)
     const { token } = await store.create(newFamily('alice'))
-    const stranger = RefreshTokenKey.random().mint()
+    const stranger = key.parse(RefreshTokenKey.random().mint().raw) as ParsedRefreshToken
     t.same(await store.rotate(stranger, SEEN), { kind: 'invalid' })
     const lostLogin = key.mint()
     t.same(await store.rotate(key.successor(lostLogin, newNonce()), SEEN), { kind: 'invalid' }, 'an authentic token of a family the store never held (a login lost in a failover): invalid, never rolled forward into being')
@@ -498,7 +501,7 @@ export function familyStoreContract (t: Test, name: string, make: MakeStore): vo
     t.equal(r.family.generation, 4, 'and now follows the token (3) with its successor')
     t.equal(r.token.generation, 4)
     t.equal(r.family.lastUsedAt, clock.now())
-    t.same(parseRefreshToken(r.token.raw), r.token)
+    t.same(key.parse(r.token.raw), r.token)
     const next = await store.rotate(r.token, SEEN)
     t.equal(next.kind, 'rotated', 'the successor rotates normally')
     t.equal(next.kind === 'rotated' && next.rolledForwardFrom, undefined, 'an ordinary rotation')
@@ -531,7 +534,7 @@ export function familyStoreContract (t: Test, name: string, make: MakeStore): vo
     const { store, key } = await setup(t)
     const other = RefreshTokenKey.random()
     const cases: Array<[string, (t0: ParsedRefreshToken, t1: ParsedRefreshToken, t2: ParsedRefreshToken) => ParsedRefreshToken]> = [
-      ['ahead, with a mac under another key (a forgery, or a gateway with another REFRESH_TOKEN_KEY)', (_t0, _t1, t2) => other.successor(t2, newNonce())],
+      ['ahead, with a mac under another key (a forgery, or a gateway with another REFRESH_TOKEN_KEY)', (_t0, _t1, t2) => key.parse(other.successor(t2, newNonce()).raw) as ParsedRefreshToken],
       ['authentic, at the family\'s generation but not its current token', (_t0, t1) => key.successor(t1, newNonce())],
       ['authentic, below the family\'s generation and never issued', (t0) => key.successor(t0, newNonce())],
       ['a format-1 token of the family (no generation)', (t0) => mintFormat1Token(t0.raw.slice(0, 22))]
@@ -569,5 +572,53 @@ export function familyStoreContract (t: Test, name: string, make: MakeStore): vo
     t.equal(again.kind, 'rotated', 'the client retries with the token it holds: rotated')
     t.equal(again.kind === 'rotated' && again.rolledForwardFrom, undefined, 'as the current token, not rolled forward again')
     t.equal(again.kind === 'rotated' && again.family.generation, 2)
+  })
+
+  /*
+   * Rolling upgrade: replicas of the previous release run beside this one on the same store.
+   * They parse every token as format 1 (`parseRefreshToken` is their parser, refresh-token
+   * test) and rotate it by its hash, deriving a format-1 successor: a store call with the token
+   * so parsed is such a rotation.
+   */
+
+  t.test(`${name}: rolling upgrade — a format-2 token the previous release rotated gets that format-1 successor on a grace retry here`, async (t) => {
+    const { clock, store, key } = await setup(t)
+    const { token: t0 } = await store.create(newFamily('alice'))
+    const t1 = tokenOf(await store.rotate(t0, SEEN))
+    t.equal(t1.generation, 1)
+    clock.advance(LIMITS.graceMs + 1)
+    const old = await store.rotate(parseRefreshToken(t1.raw) as ParsedRefreshToken, SEEN)
+    t.equal(old.kind, 'rotated', 'the previous release rotates a format-2 token like any other')
+    const s2 = tokenOf(old)
+    t.equal(s2.generation, undefined, 'into a format-1 successor')
+    t.same(key.parse(s2.raw), s2, 'which this release reads as format 1')
+    clock.advance(LIMITS.graceMs - 1)
+    const retry = await store.rotate(t1, SEEN)
+    t.equal(retry.kind, 'grace', 'the retry here, within grace')
+    t.equal(tokenOf(retry).raw, s2.raw, 'gets the successor the family holds, as it was made')
+    t.same(retry.kind === 'grace' && retry.family.generation, 2)
+    const next = await store.rotate(s2, SEEN)
+    t.equal(next.kind, 'rotated', 'and that successor rotates here')
+    t.equal(tokenOf(next).generation, undefined, 'a format-1 family stays format 1')
+    t.equal(next.kind === 'rotated' && next.family.generation, 3)
+  })
+
+  t.test(`${name}: a grace retry whose successor a gateway with another key made hands out nothing (underivable) and leaves the family alone`, async (t) => {
+    const theirs = RefreshTokenKey.random()
+    const { store, key: ours } = await setup(t, {}, { tokenKey: theirs })
+    const { token: t0 } = await store.create(newFamily('alice'))
+    const r1 = await store.rotate(t0, SEEN)
+    if (r1.kind !== 'rotated') throw new Error('expected a rotation')
+    t.equal(r1.token.generation, 1, 'made under their key: format 2')
+    // Here, under our key, t0's mac does not verify: format 1, whose one candidate is not held.
+    const here = ours.parse(t0.raw) as ParsedRefreshToken
+    t.equal(here.generation, undefined)
+    t.same(await store.rotate(here, SEEN), { kind: 'underivable', sid: t0.sid })
+    t.same(await store.rotate(here, SEEN), { kind: 'underivable', sid: t0.sid }, 'again: nothing was written, nothing revoked')
+    t.same((await store.listForUser('alice')).map(f => f.generation), [1], 'the family is as the rotation left it')
+    const there = await store.rotate(t0, SEEN)
+    t.equal(there.kind, 'grace', 'the same retry at a gateway with their key')
+    t.equal(tokenOf(there).raw, r1.token.raw, 'gets the successor')
+    t.equal((await store.rotate(r1.token, SEEN)).kind, 'rotated', 'which rotates on')
   })
 }
