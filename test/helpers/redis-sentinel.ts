@@ -11,6 +11,7 @@ import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { freePort, spawnRedisServer, waitForRedis } from './redis.js'
 import { killProcess, until, type HostPort } from './redis-cluster.js'
+import { reapOnExit } from './reaper.js'
 
 export interface TestRedisSentinel {
   /** The monitored master's name (REDIS_SENTINEL_NAME). */
@@ -127,7 +128,7 @@ export async function redisSentinelForTest (t: Teardown): Promise<TestRedisSenti
       `sentinel parallel-syncs ${NAME} 1`,
       ''
     ].join('\n'))
-    const child = spawn('redis-server', [conf, '--sentinel'], { stdio: 'ignore' })
+    const child = reapOnExit(spawn('redis-server', [conf, '--sentinel'], { stdio: 'ignore' }))
     child.unref()
     sentinelProcs.push(child)
     sentinels.push({ host: HOST, port })

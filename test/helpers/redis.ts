@@ -11,6 +11,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { reapOnExit } from './reaper.js'
 
 export interface TestRedis {
   readonly url: string
@@ -89,7 +90,7 @@ export function spawnRedisServer (port: number, dir: string, extra: string[] = [
     '--dir', dir, '--protected-mode', 'no', ...extra
   ], { stdio: 'ignore' })
   child.unref()
-  return child
+  return reapOnExit(child)
 }
 
 async function ownedServer (t: Teardown): Promise<TestRedis> {

@@ -45,6 +45,7 @@ import healthRoutes, { type Readiness } from './ops/health-routes.js'
 import type { FamilyLimits, FamilyStore } from './sessions/family-store.js'
 import { MemoryFamilyStore } from './sessions/memory-family-store.js'
 import { RedisFamilyStore } from './sessions/redis-family-store.js'
+import { RefreshTokenKey } from './sessions/refresh-token.js'
 import { tracedFamilyStore } from './sessions/traced-family-store.js'
 import { connectRedis, createRedisClient } from './sessions/redis-connection.js'
 import { LocalRevokedSessions, RedisRevocationBus, REVOCATION_SLACK_MS, type RevokedSessions } from './sessions/revocation.js'
@@ -108,6 +109,11 @@ export function familyLimits (config: GatewayConfig): FamilyLimits {
     maxTtlMs: config.sessionMaxTtlS * 1000,
     graceMs: config.refreshReuseGraceS * 1000
   }
+}
+
+/** REFRESH_TOKEN_KEY as the stores take it; unset, each store's own (sessions/refresh-token.ts, "K"). */
+function refreshTokenKey (config: GatewayConfig): { tokenKey?: RefreshTokenKey } {
+  return config.refreshTokenKey === undefined ? {} : { tokenKey: new RefreshTokenKey(Buffer.from(config.refreshTokenKey, 'base64url')) }
 }
 
 /** How long a replica remembers a revoked sid: one access-token lifetime, plus the verifier's slack. */
@@ -178,11 +184,11 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   if (store === undefined) {
     if (config.redis.kind === 'none') {
       app.log.warn('no REDIS_URL: sessions are kept in this process only and die with it; run one replica')
-      store = new MemoryFamilyStore({ limits: familyLimits(config), clock })
+      store = new MemoryFamilyStore({ limits: familyLimits(config), clock, ...refreshTokenKey(config) })
     } else {
       redis = createRedisClient(config.redis, { keyPrefix: config.redisKeyPrefix, log: app.log })
       await connectRedis(redis)
-      store = new RedisFamilyStore({ client: redis, limits: familyLimits(config), clock, keyPrefix: config.redisKeyPrefix, waitReplicas: config.redisWaitReplicas })
+      store = new RedisFamilyStore({ client: redis, limits: familyLimits(config), clock, keyPrefix: config.redisKeyPrefix, waitReplicas: config.redisWaitReplicas, ...refreshTokenKey(config) })
     }
   }
   const familyStore = tracing.enabled ? tracedFamilyStore(store, tracing.tracer, redis === undefined ? 'memory' : 'redis') : store

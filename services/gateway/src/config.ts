@@ -12,6 +12,7 @@ import {
 } from '#shared/config.js'
 import { parseProvidersText, type ProviderEntry } from './identity/oidc/providers-file.js'
 import { checkIdpTokenKey, IdpTokenSeal } from './identity/oidc/idp-token-seal.js'
+import { REFRESH_TOKEN_KEY_BYTES } from './sessions/refresh-token.js'
 
 export const PORT = 8080
 export const HOST = '0.0.0.0'
@@ -109,6 +110,12 @@ export interface GatewayConfig {
    * their IdP (a provider's `idp_refresh`). Required once a provider sets `idp_refresh`.
    */
   readonly idpTokenKey: string | undefined
+  /**
+   * REFRESH_TOKEN_KEY: at least 32 bytes, base64url; authenticates the generation in refresh
+   * tokens (sessions/refresh-token.ts). Unset: a random key shared through Redis (or, without
+   * Redis, one per process), which needs no setup but can be read by anyone who can read Redis.
+   */
+  readonly refreshTokenKey: string | undefined
   /** OTEL_EXPORTER_OTLP_ENDPOINT: where spans go over OTLP/HTTP; unset, tracing is off. */
   readonly otlpEndpoint: string | undefined
   /** Settings that are valid but probably not meant; logged once at start (see `configWarnings`). */
@@ -173,6 +180,14 @@ function readProviders (env: Env): readonly ProviderEntry[] {
 function readIdpTokenKey (env: Env): string | undefined {
   const key = readOptional(env, 'IDP_TOKEN_KEY')
   if (key !== undefined) new IdpTokenSeal(key) // validates the length
+  return key
+}
+
+function readRefreshTokenKey (env: Env): string | undefined {
+  const key = readOptional(env, 'REFRESH_TOKEN_KEY')
+  if (key !== undefined && (!/^[A-Za-z0-9_-]+$/.test(key) || Buffer.from(key, 'base64url').length < REFRESH_TOKEN_KEY_BYTES)) {
+    throw new ConfigError('REFRESH_TOKEN_KEY', `must be at least ${REFRESH_TOKEN_KEY_BYTES} bytes, base64url (openssl rand -base64 32 | tr '+/' '-_' | tr -d =)`)
+  }
   return key
 }
 
@@ -312,6 +327,7 @@ export function loadGatewayConfig (env: Env, overrides: { devMode?: boolean } = 
     providersFile: readOptional(env, 'PROVIDERS_FILE'),
     providers: readProviders(env),
     idpTokenKey: readIdpTokenKey(env),
+    refreshTokenKey: readRefreshTokenKey(env),
     otlpEndpoint: readUrl(env, 'OTEL_EXPORTER_OTLP_ENDPOINT', undefined)
   }
   const config: GatewayConfig = { ...settings, warnings: configWarnings(env, settings) }

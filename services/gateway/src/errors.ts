@@ -42,6 +42,8 @@ export const gatewayErrors = defineCatalogue({
   GW_GATEWAY_TIMEOUT: { statusCode: 504, error: 'gateway_timeout', description: 'The upstream service did not answer in time.' },
   GW_CLIENT_KEYS_UNAVAILABLE: { statusCode: 503, error: 'temporarily_unavailable', description: "The client's keys could not be fetched; retry shortly." },
   GW_STORE_UNAVAILABLE: { statusCode: 503, error: 'temporarily_unavailable', description: 'The session store is unavailable; retry shortly.' },
+  // A grace retry whose successor a gateway with another REFRESH_TOKEN_KEY made (sessions/refresh-token.ts).
+  GW_REFRESH_KEY_MISMATCH: { statusCode: 503, error: 'temporarily_unavailable', description: 'This refresh cannot be completed here; retry shortly.' },
   // Upstream sign-in (OIDC): RFC 6749 §4.1.2.1 names; Back-Channel Logout 1.0 §2.8 answers 400.
   GW_OIDC_UNKNOWN_PROVIDER: { statusCode: 404, error: 'not_found', description: 'No such identity provider.' },
   GW_OIDC_BAD_RETURN_TO: { statusCode: 400, error: 'invalid_request', description: 'return_to must be on this gateway\'s origin or an allowed origin.' },

@@ -22,6 +22,7 @@ t.test('defaults match docs/contract.md and the config is frozen', async (t) => 
   t.same(c.corsOrigins, [])
   t.equal(c.logLevel, 'info')
   t.same(c.redis, { kind: 'none' })
+  t.equal(c.refreshTokenKey, undefined, 'no REFRESH_TOKEN_KEY: the stores make their own')
   t.same(c.routes, [{ prefix: '/api/', upstream: 'http://localhost:8081', audience: 'latchkey-api', scopes: [] }])
   t.ok(Object.isFrozen(c))
   t.ok(Object.isFrozen(c.routes[0]))
@@ -34,6 +35,12 @@ t.test('durations accept units', async (t) => {
   t.equal(c.refreshIdleTtlS, 7200)
   t.equal(c.sessionMaxTtlS, 86400)
   t.equal(c.refreshReuseGraceS, 0)
+})
+
+t.test('REFRESH_TOKEN_KEY: 32 bytes or more, base64url', async (t) => {
+  const key = Buffer.alloc(32, 7).toString('base64url')
+  t.equal(loadGatewayConfig({ REFRESH_TOKEN_KEY: key }).refreshTokenKey, key)
+  t.equal(loadGatewayConfig({ REFRESH_TOKEN_KEY: Buffer.alloc(64, 7).toString('base64url') }).refreshTokenKey?.length, 86)
 })
 
 t.test('redis topologies', async (t) => {
@@ -62,6 +69,8 @@ t.test('each bad value names its variable', async (t) => {
     [{ REDIS_SENTINELS: 'a:1', REDIS_CLUSTER_NODES: 'b:2', REDIS_SENTINEL_NAME: 'm' }, 'REDIS_SENTINELS'],
     [{ REDIS_KEY_PREFIX: '{x}' }, 'REDIS_KEY_PREFIX'],
     [{ RESOURCE_URL: 'nope' }, 'RESOURCE_URL'],
+    [{ REFRESH_TOKEN_KEY: 'A'.repeat(42) }, 'REFRESH_TOKEN_KEY'],
+    [{ REFRESH_TOKEN_KEY: `${'A'.repeat(42)}+/=` }, 'REFRESH_TOKEN_KEY'],
     [{ WORKERS: '0' }, 'WORKERS'],
     [{ WORKERS: 'many' }, 'WORKERS'],
     [{ WORKERS: '65' }, 'WORKERS'],

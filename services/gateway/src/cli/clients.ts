@@ -16,7 +16,7 @@
  *
  * Exit codes: 0 done, 1 refused (unknown or duplicate id, invalid value, unreadable file), 2 usage.
  */
-import { parseArgs } from 'node:util'
+import { parseCommandArgs } from './args.js'
 import { readFile } from 'node:fs/promises'
 import type { JSONWebKeySet } from 'jose'
 import { readDurationS } from '#shared/config.js'
@@ -52,9 +52,7 @@ type Values = Partial<Record<typeof ADD_ONLY[number] | 'overlap' | 'file', strin
 export async function runClientsCommand (argv: string[], io: CliIo, env: Readonly<Record<string, string | undefined>>): Promise<number> {
   let parsed
   try {
-    parsed = parseArgs({
-      args: argv,
-      options: {
+    parsed = parseCommandArgs(argv, {
         scope: { type: 'string' },
         audience: { type: 'string', multiple: true },
         grant: { type: 'string', multiple: true },
@@ -69,10 +67,7 @@ export async function runClientsCommand (argv: string[], io: CliIo, env: Readonl
         'redirect-uri': { type: 'string', multiple: true },
         public: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' }
-      },
-      allowPositionals: true,
-      strict: true
-    })
+      })
   } catch (err) {
     io.stderr.write(`latchkey clients: ${(err as Error).message.split('\n')[0]}\n${USAGE}\n`)
     return 2

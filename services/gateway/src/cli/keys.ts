@@ -15,7 +15,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import { readFile, rename, rm, writeFile } from 'node:fs/promises'
-import { parseArgs } from 'node:util'
+import { parseCommandArgs } from './args.js'
 import { ConfigError } from '#shared/errors.js'
 import { fileProblem } from '#shared/config-file.js'
 import { DEFAULT_SIGNING_ALG, SIGNING_ALGS, generatePrivateJwk, loadSigningKeys } from '../keys/signing-keys.js'
@@ -74,19 +74,14 @@ const GENERATE_ONLY = ['alg', 'out', 'append', 'prepend'] as const
 function parseOptions (argv: string[]): Options | FileCommand | 'help' {
   let parsed
   try {
-    parsed = parseArgs({
-      args: argv,
-      options: {
+    parsed = parseCommandArgs(argv, {
         alg: { type: 'string' },
         out: { type: 'string', short: 'o' },
         append: { type: 'boolean' },
         prepend: { type: 'boolean' },
         file: { type: 'string', short: 'f' },
         help: { type: 'boolean', short: 'h' }
-      },
-      allowPositionals: true,
-      strict: true
-    })
+      })
   } catch (err) {
     // First sentence only: parseArgs appends a paragraph about '--' to unknown options.
     const first = ((err as Error).message.split('\n')[0] ?? '').replace(/\. .*$/, '')

@@ -11,7 +11,7 @@
  * Exit codes: 0 done, 1 refused (no such user or session, Redis not answering), 2 usage or
  * configuration (no Redis configured: sessions then live inside the gateway process).
  */
-import { parseArgs } from 'node:util'
+import { parseCommandArgs } from './args.js'
 import { pino } from 'pino'
 import { systemClock } from '#shared/clock.js'
 import { isLatchkeyError } from '#shared/errors.js'
@@ -34,12 +34,7 @@ type Env = Readonly<Record<string, string | undefined>>
 export async function runSessionsCommand (argv: string[], io: CliIo, env: Env): Promise<number> {
   let parsed
   try {
-    parsed = parseArgs({
-      args: argv,
-      options: { user: { type: 'string' }, session: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
-      allowPositionals: true,
-      strict: true
-    })
+    parsed = parseCommandArgs(argv, { user: { type: 'string' }, session: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } })
   } catch (err) {
     io.stderr.write(`latchkey sessions: ${(err as Error).message.split('\n')[0]}\n${USAGE}\n`)
     return 2

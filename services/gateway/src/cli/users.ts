@@ -13,7 +13,7 @@
  * Exit codes: 0 done, 1 refused (unknown or duplicate user, bad password, unreadable
  * file), 2 usage, 130 cancelled at the prompt.
  */
-import { parseArgs } from 'node:util'
+import { parseCommandArgs } from './args.js'
 import { ConfigError } from '#shared/errors.js'
 import {
   type UserSummary, addUser, listUsers, passwordProblem, removeUser, setUserDisabled, setUserPassword, setUserScope
@@ -123,12 +123,7 @@ async function readPassword (io: CliIo, username: string): Promise<string> {
 export async function runUsersCommand (argv: string[], io: CliIo, env: Readonly<Record<string, string | undefined>>): Promise<number> {
   let parsed
   try {
-    parsed = parseArgs({
-      args: argv,
-      options: { scope: { type: 'string' }, file: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
-      allowPositionals: true,
-      strict: true
-    })
+    parsed = parseCommandArgs(argv, { scope: { type: 'string' }, file: { type: 'string' }, help: { type: 'boolean', short: 'h' } })
   } catch (err) {
     io.stderr.write(`latchkey users: ${(err as Error).message.split('\n')[0]}\n${USAGE}\n`)
     return 2

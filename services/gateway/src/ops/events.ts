@@ -21,7 +21,7 @@ export type RevokeReason = 'logout' | 'logout_all' | 'session_delete' | 'reuse' 
 
 /** Where a line goes: a Fastify request (its request id comes along) or a plain logger. */
 export interface EventSource {
-  readonly log: Pick<FastifyBaseLogger, 'info' | 'warn'>
+  readonly log: Pick<FastifyBaseLogger, 'info' | 'warn' | 'error'>
 }
 
 export interface GatewayEvents {
@@ -32,6 +32,13 @@ export interface GatewayEvents {
   rateLimited (req: EventSource, limit: RateLimit): void
   /** The store has revoked the family; the session service broadcasts it. */
   reuseDetected (req: EventSource, sid: string, userId: string): void
+  /** The store rolled a family forward to a token newer than it (writes lost in a failover); generations only, never the token. */
+  rolledForward (req: EventSource, sid: string, from: number, to: number): void
+  /**
+   * A grace retry found a successor this gateway cannot derive (sessions/refresh-token.ts
+   * `graceSuccessor`): gateways with different refresh-token keys. Answered 503; the sid only.
+   */
+  graceSuccessorUnderivable (req: EventSource, sid: string): void
   /** Audit line and metric for revoked sessions; the session service broadcasts them. */
   sessionsRevoked (req: EventSource, reason: RevokeReason, sids: readonly string[], userId: string): void
 }
@@ -66,6 +73,15 @@ export function createGatewayEvents (metrics: GatewayMetrics): GatewayEvents {
       metrics.reuseDetections.inc()
       metrics.revocations.inc({ reason: 'reuse' })
       req.log.warn({ event: 'refresh_reuse_detected', sid, user: userId }, 'refresh_reuse_detected: family revoked')
+    },
+    rolledForward (req, sid, from, to) {
+      // Not an attack (only a gateway can make such a token) but lost writes: worth a warning.
+      metrics.rolledForward.inc()
+      req.log.warn({ event: 'refresh_rolled_forward', sid, generation_stored: from, generation_presented: to }, 'refresh token newer than its family in Redis (rotations lost in a failover): family rolled forward')
+    },
+    graceSuccessorUnderivable (req, sid) {
+      // A misconfiguration, not an attack: only a gateway with another key can have made it.
+      req.log.error({ event: 'refresh_grace_underivable', sid }, 'a refresh retried within grace found a successor made under another refresh-token key: do the gateways have different REFRESH_TOKEN_KEY values (or some none)? Answered 503, session kept')
     },
     sessionsRevoked (req, reason, sids, userId) {
       metrics.revocations.inc({ reason }, sids.length)

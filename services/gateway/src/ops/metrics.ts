@@ -21,6 +21,8 @@ export interface GatewayMetrics {
   readonly logins: Counter<'outcome'>
   readonly refreshes: Counter<'outcome'>
   readonly reuseDetections: Counter
+  /** Families rolled forward to a newer token after lost writes (sessions/redis-family-store.ts `rotate`). */
+  readonly rolledForward: Counter
   readonly revocations: Counter<'reason'>
   readonly tokensIssued: Counter<'grant'>
   readonly rateLimited: Counter<'limit'>
@@ -41,6 +43,7 @@ export function createGatewayMetrics (options: { defaultMetrics?: boolean } = {}
     logins: new Counter({ name: 'latchkey_logins_total', help: 'Login attempts by outcome.', labelNames: ['outcome'], registers }),
     refreshes: new Counter({ name: 'latchkey_refreshes_total', help: 'Refresh attempts by outcome (rotated, grace, invalid, reuse).', labelNames: ['outcome'], registers }),
     reuseDetections: new Counter({ name: 'latchkey_refresh_reuse_detected_total', help: 'Refresh-token reuse detections (each revoked a family).', registers }),
+    rolledForward: new Counter({ name: 'latchkey_refresh_rolled_forward_total', help: 'Refreshes whose token was newer than its family in Redis (rotations lost in a failover): the family was rolled forward to it.', registers }),
     revocations: new Counter({ name: 'latchkey_revocations_total', help: 'Families revoked, by reason.', labelNames: ['reason'], registers }),
     tokensIssued: new Counter({ name: 'latchkey_tokens_issued_total', help: 'Access tokens issued, by grant.', labelNames: ['grant'], registers }),
     rateLimited: new Counter({ name: 'latchkey_rate_limited_total', help: 'Requests refused by a brute-force limit.', labelNames: ['limit'], registers }),

@@ -10,12 +10,16 @@
  *  5. Idle expiry slides on each rotation; the absolute expiry counts from `create` and never moves.
  *     Every stored key carries a TTL.
  *  6. Multi-key operations touch one hash slot.
- *  7. Store trouble throws `GW_STORE_UNAVAILABLE`; it is never reported as `invalid` or `reuse`.
+ *  7. Store trouble throws `GW_STORE_UNAVAILABLE`; it is never reported as `invalid` or `reuse`;
+ *     a token a gateway made (authenticated generation) ahead of the family, whose writes were
+ *     lost in a failover, rolls the family forward instead of being reuse.
  *
  * Tokens reach the store already parsed (`parseRefreshToken`): the store sees the hash
- * and the sid, and the raw string only to derive a successor in memory.
+ * and the sid, and the raw string only to derive a successor in memory. To rotate, the
+ * token is also recognised under the store's `tokenKey()` (refresh-token.ts): the store
+ * trusts the generation it carries, which only `RefreshTokenKey` sets, once its mac verified.
  */
-import type { ParsedRefreshToken } from './refresh-token.js'
+import type { ParsedRefreshToken, RefreshTokenKey } from './refresh-token.js'
 
 /** Longest user agent kept per session (what the sessions list shows); the rest is cut. */
 export const USER_AGENT_MAX_CHARS = 200
@@ -83,10 +87,20 @@ export interface Family {
 }
 
 export type RotateResult =
-  /** This call rotated: `token` is the new current token; `idp` the family's IdP binding, if any. */
-  | { readonly kind: 'rotated', readonly token: ParsedRefreshToken, readonly family: Family, readonly idp?: IdpBinding }
+  /**
+   * This call rotated: `token` is the new current token; `idp` the family's IdP binding, if any.
+   * `rolledForwardFrom`: the presented token was ahead of the family (writes lost in a failover,
+   * see RedisFamilyStore.rotate), which was at this generation and now follows the token.
+   */
+  | { readonly kind: 'rotated', readonly token: ParsedRefreshToken, readonly family: Family, readonly idp?: IdpBinding, readonly rolledForwardFrom?: number }
   /** The predecessor within grace: `token` is the already-issued current successor. */
   | { readonly kind: 'grace', readonly token: ParsedRefreshToken, readonly family: Family, readonly idp?: IdpBinding }
+  /**
+   * The predecessor within grace, but the successor the family holds is neither token this
+   * gateway can derive from it (`RefreshTokenKey.graceSuccessor`: a gateway with another
+   * refresh-token key made it). Nothing was written and nothing may be handed out.
+   */
+  | { readonly kind: 'underivable', readonly sid: string }
   /** A rotated-out token after grace (or an older one): the family is now revoked. */
   | { readonly kind: 'reuse', readonly sid: string, readonly userId: string }
   /** Unknown, expired or already revoked family: nothing was written. */
@@ -106,6 +120,13 @@ export interface FamilyStore {
    * untouched (RFC 6749 §6: a refresh token is bound to its client).
    */
   rotate (presented: ParsedRefreshToken, seen: { ip: string, userAgent: string, clientId?: string }): Promise<RotateResult>
+  /**
+   * The refresh-token key this store mints under, to recognise a presented token before
+   * `rotate` (REFRESH_TOKEN_KEY, or the store's own: see each store). A token recognised as
+   * format 1 (`parseRefreshToken` alone, or another key) is rotated as the first release
+   * rotates every token: a format-1 successor, never rolled forward.
+   */
+  tokenKey (): Promise<RefreshTokenKey>
   /**
    * Revoke the family `presented` belongs to (logout, RFC 7009). Null when there was nothing
    * to revoke, or (with `clientId`) when the family belongs to another client.

@@ -9,7 +9,7 @@
  */
 import type { Clock } from '#shared/clock.js'
 import { clampText, IP_MAX_CHARS, PROVIDER_MAX_CHARS, USER_AGENT_MAX_CHARS, validateLimits, type Family, type FamilyLimits, type FamilyStore, type IdpBinding, type NewFamily, type RevokedFamily, type RotateResult } from './family-store.js'
-import { deriveSuccessor, hashesEqual, mintInitialToken, newNonce, type ParsedRefreshToken } from './refresh-token.js'
+import { hashesEqual, newNonce, RefreshTokenKey, type ParsedRefreshToken } from './refresh-token.js'
 
 export const MEMORY_STORE_MAX_FAMILIES = 100_000
 export const MEMORY_STORE_SWEEP_INTERVAL_MS = 60_000
@@ -21,6 +21,13 @@ export interface MemoryFamilyStoreOptions {
   readonly sweepIntervalMs?: number
   /** Write each rotation pending until `commitRotation`, as the Redis store does with REDIS_WAIT_REPLICAS (default false). */
   readonly pendingRotations?: boolean
+  /**
+   * REFRESH_TOKEN_KEY; absent: a random key for this process. Nothing here is ever lost
+   * while the process lives, so no roll forward fires in production; the rule is the Redis
+   * store's, kept the same here (and checked by the shared contract), as is trusting the
+   * generation of a presented token (recognised by SessionService under `tokenKey()`).
+   */
+  readonly tokenKey?: RefreshTokenKey
 }
 
 interface Entry {
@@ -44,6 +51,7 @@ export class MemoryFamilyStore implements FamilyStore {
   readonly #maxFamilies: number
   readonly #timer: NodeJS.Timeout
   readonly #pending: boolean
+  readonly #tokens: RefreshTokenKey
 
   constructor (options: MemoryFamilyStoreOptions) {
     validateLimits(options.limits)
@@ -51,6 +59,7 @@ export class MemoryFamilyStore implements FamilyStore {
     this.#clock = options.clock
     this.#maxFamilies = options.maxFamilies ?? MEMORY_STORE_MAX_FAMILIES
     this.#pending = options.pendingRotations ?? false
+    this.#tokens = options.tokenKey ?? RefreshTokenKey.random()
     this.#timer = setInterval(() => { this.sweep() }, options.sweepIntervalMs ?? MEMORY_STORE_SWEEP_INTERVAL_MS)
     this.#timer.unref()
   }
@@ -91,7 +100,7 @@ export class MemoryFamilyStore implements FamilyStore {
       const [sid, entry] = this.#families.entries().next().value as [string, Entry]
       this.#delete(sid, entry)
     }
-    const token = mintInitialToken()
+    const token = this.#tokens.mint()
     const absoluteExpiresAt = now + this.#limits.maxTtlMs
     const provider = input.provider === undefined ? '' : clampText(input.provider, PROVIDER_MAX_CHARS)
     const family: Family = Object.freeze({
@@ -121,36 +130,50 @@ export class MemoryFamilyStore implements FamilyStore {
     if (entry === undefined) return { kind: 'invalid' }
     // Bound to its client (RFC 6749 §6): from another client it is unknown, not a replay.
     if (seen.clientId !== undefined && seen.clientId !== entry.family.clientId) return { kind: 'invalid' }
-    if (hashesEqual(presented.hash, entry.hash)) {
+    // Make the presented token's successor current at `generation` (as the rotate script).
+    const rotate = (generation: number): Extract<RotateResult, { kind: 'rotated' }> => {
       const nonce = newNonce()
-      const successor = deriveSuccessor(presented, nonce)
+      const successor = this.#tokens.successor(presented, nonce)
       const f = entry.family
       entry.family = Object.freeze({
         ...f,
         ip: clampText(seen.ip, IP_MAX_CHARS),
         userAgent: clampText(seen.userAgent, USER_AGENT_MAX_CHARS),
-        generation: f.generation + 1,
+        generation,
         lastUsedAt: now,
         // Slides, but never past the absolute expiry fixed at login.
         idleExpiresAt: Math.min(now + this.#limits.idleTtlMs, f.absoluteExpiresAt)
       })
-      entry.prevHash = entry.hash
+      entry.prevHash = presented.hash
       entry.hash = successor.hash
       entry.nonce = nonce
       entry.rotatedAt = now
       entry.pending = this.#pending
       return { kind: 'rotated', token: successor, family: entry.family, ...idpOf(entry) }
     }
+    if (hashesEqual(presented.hash, entry.hash)) return rotate(entry.family.generation + 1)
     const { graceMs } = this.#limits
     if (entry.prevHash !== null && entry.nonce !== null && hashesEqual(presented.hash, entry.prevHash) &&
         ((graceMs > 0 && now - entry.rotatedAt <= graceMs) || entry.pending)) {
       // The rotation this token already caused (within grace, or never answered 200),
-      // handed out again; nothing changes.
-      return { kind: 'grace', token: deriveSuccessor(presented, entry.nonce), family: entry.family, ...idpOf(entry) }
+      // handed out again; nothing changes. Whichever release made it (refresh-token.ts).
+      const current = entry.hash
+      const token = this.#tokens.graceSuccessor(presented, entry.nonce, (candidate) => hashesEqual(candidate.hash, current))
+      if (token === undefined) return { kind: 'underivable', sid: presented.sid }
+      return { kind: 'grace', token, family: entry.family, ...idpOf(entry) }
     }
+    // A gateway-made token ahead of the family: writes were lost; roll forward (see
+    // RedisFamilyStore.rotate for why this never fires otherwise).
+    const claimed = presented.generation
+    const before = entry.family.generation
+    if (claimed !== undefined && claimed > before) return { ...rotate(claimed + 1), rolledForwardFrom: before }
     // Replay: the family dies, live successor included, and with it any grace window.
     this.#delete(presented.sid, entry)
     return { kind: 'reuse', sid: presented.sid, userId: entry.family.userId }
+  }
+
+  async tokenKey (): Promise<RefreshTokenKey> {
+    return this.#tokens
   }
 
   async undoRotation (successor: ParsedRefreshToken, generation: number): Promise<boolean> {

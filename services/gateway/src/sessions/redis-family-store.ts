@@ -12,14 +12,26 @@
  *
  * With `waitReplicas` (REDIS_WAIT_REPLICAS), a login, a rotation or a revocation is
  * answered only once that many replicas hold it (`WAIT`, see replica-wait.ts).
+ *
+ * The refresh-token key K (refresh-token.ts) is REFRESH_TOKEN_KEY when configured; else one
+ * random key per deployment, kept in `<prefix>refresh-key:{refresh-key}` so that every
+ * gateway, worker and the bench use the same one with nothing to set up: made by the first
+ * store that needs it, read by the others (the tokenKey script), held in memory from then
+ * on, and renewed at most every TOKEN_KEY_RENEW_MS by a login or refresh (sent along, not
+ * awaited) with a TTL past any family's lifetime (see `#shareTokenKey`). The renewal proposes
+ * the key the store holds, so a key Redis lost comes back unchanged. Anyone who can read
+ * Redis can read the key, and with it and any old token of a family forge a token that rolls
+ * the family forward; a deployment that does not trust its Redis readers (or its backups)
+ * sets REFRESH_TOKEN_KEY instead (README, "Configuration"). Whoever can write Redis can make
+ * sessions anyway.
  */
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import { Cluster } from 'ioredis'
 import { systemClock, type Clock } from '#shared/clock.js'
 import { gatewayError } from '../errors.js'
 import { familyFromReply, idpBindingFromReply, PUBLIC_FIELD_COUNT, storedHash } from './family-codec.js'
 import { clampText, IP_MAX_CHARS, PROVIDER_MAX_CHARS, USER_AGENT_MAX_CHARS, validateLimits, type Family, type FamilyLimits, type FamilyStore, type IdpBinding, type NewFamily, type RevokedFamily, type RotateResult } from './family-store.js'
-import { deriveSuccessor, mintInitialToken, newNonce, NONCE_BYTES, type ParsedRefreshToken } from './refresh-token.js'
+import { newNonce, NONCE_BYTES, REFRESH_TOKEN_KEY_BYTES, RefreshTokenKey, type ParsedRefreshToken } from './refresh-token.js'
 import type { RedisClient } from './redis-connection.js'
 import { ReplicaWait } from './replica-wait.js'
 import { clientCheck, createScriptArgs, defineFamilyScripts, rotateScriptArgs, type FamilyScriptCommands, type ScriptNow } from './redis-scripts.js'
@@ -30,6 +42,8 @@ export const DEFAULT_KEY_PREFIX = 'lk:'
  * so that the request answers 503 within the contract.s 2 s.
  */
 export const STORE_CALL_DEADLINE_MS = 1500
+/** How often a store renews the refresh-token key it shares through Redis (and puts it back if it is gone), at most. */
+export const TOKEN_KEY_RENEW_MS = 60 * 60 * 1000
 const SID = /^[A-Za-z0-9_-]{22}$/
 const TOKEN_HASH_BYTES = 32
 
@@ -62,6 +76,8 @@ export interface RedisFamilyStoreOptions {
    * when `waitReplicas` > 0, the case it exists for; the contract tests turn it on alone.
    */
   readonly pendingRotations?: boolean
+  /** REFRESH_TOKEN_KEY; absent: the key shared through Redis (see the file comment). */
+  readonly tokenKey?: RefreshTokenKey
 }
 
 /** Store errors leave as GW_STORE_UNAVAILABLE; the cause keeps name and message only (ioredis attaches the command's arguments). */
@@ -77,17 +93,32 @@ function text (v: Buffer | number | string | undefined): string {
   return Buffer.isBuffer(v) ? v.toString('utf8') : String(v)
 }
 
-/** The successor a grace reply hands back: re-derived with the nonce of the rotation the token already caused. */
-function graceSuccessor (presented: ParsedRefreshToken, reply: ReadonlyArray<Buffer | number>): ParsedRefreshToken {
-  const stored = reply[1 + PUBLIC_FIELD_COUNT]
-  if (!Buffer.isBuffer(stored) || stored.length !== NONCE_BYTES) throw new TypeError('grace reply without a nonce')
-  return deriveSuccessor(presented, stored.toString('base64url'))
+/**
+ * The successor a grace reply hands back: re-derived with the nonce of the rotation the token
+ * already caused, in the format of the one the family holds (the reply's current hash; a
+ * gateway of the first release makes format-1 successors, refresh-token.ts). Undefined when
+ * neither candidate is it.
+ */
+function graceSuccessor (tokens: RefreshTokenKey, presented: ParsedRefreshToken, reply: ReadonlyArray<Buffer | number>): ParsedRefreshToken | undefined {
+  const nonce = reply[1 + PUBLIC_FIELD_COUNT]
+  const current = reply[2 + PUBLIC_FIELD_COUNT]
+  if (!Buffer.isBuffer(nonce) || nonce.length !== NONCE_BYTES) throw new TypeError('grace reply without a nonce')
+  if (!Buffer.isBuffer(current) || current.length === 0 || current.length > TOKEN_HASH_BYTES) throw new TypeError('grace reply without the current hash')
+  // Stored hashes may be shorter than a token's (family-codec.ts): compare that many bytes.
+  return tokens.graceSuccessor(presented, nonce.toString('base64url'), (candidate) => timingSafeEqual(rawHash(candidate).subarray(0, current.length), current))
 }
 
 /** The family's IdP binding from a rotate reply, spread into the result (nothing when unbound). */
 function idpOf (reply: ReadonlyArray<Buffer | number>, at: number): { idp?: IdpBinding } {
   const idp = idpBindingFromReply(reply, at)
   return idp === undefined ? {} : { idp }
+}
+
+/** The family's generation before a roll forward, from the rotate reply. */
+function generationBefore (v: Buffer | number | undefined): number {
+  const n = Number(text(v))
+  if (!Number.isSafeInteger(n)) throw new TypeError('a rolled-forward reply without the generation before')
+  return n
 }
 
 function rawHash (token: ParsedRefreshToken): Buffer {
@@ -106,6 +137,13 @@ export class RedisFamilyStore implements FamilyStore {
   readonly #closeClient: boolean
   readonly #replicaWait: ReplicaWait | undefined
   readonly #pending: boolean
+  /** K once known: REFRESH_TOKEN_KEY, or the key in Redis once read. */
+  #tokens: RefreshTokenKey | undefined
+  readonly #sharedKey: boolean
+  #keyLoad: Promise<RefreshTokenKey> | undefined
+  /** When the shared key is next renewed (the store's clock: a test moves it). */
+  #keyRenewAt = 0
+  readonly #wallClock: Clock
 
   constructor (options: RedisFamilyStoreOptions) {
     validateLimits(options.limits)
@@ -117,16 +155,24 @@ export class RedisFamilyStore implements FamilyStore {
     this.#client = defineFamilyScripts(options.client)
     this.#limits = options.limits
     this.#clock = options.clock === systemClock ? undefined : options.clock
+    this.#wallClock = options.clock ?? systemClock
     this.#closeClient = options.closeClient ?? true
     const waitReplicas = options.waitReplicas ?? 0
     if (!Number.isSafeInteger(waitReplicas) || waitReplicas < 0) throw new RangeError('waitReplicas must be a non-negative integer')
     this.#replicaWait = waitReplicas === 0 ? undefined : new ReplicaWait(options.client, waitReplicas)
     this.#pending = options.pendingRotations ?? waitReplicas > 0
+    this.#tokens = options.tokenKey
+    this.#sharedKey = options.tokenKey === undefined
   }
 
   /** The family's key (as sent; the client may prepend its own prefix). */
   familyKey (sid: string): string {
     return `${this.#prefix}f:{${sid}}`
+  }
+
+  /** Where the shared refresh-token key lives (without REFRESH_TOKEN_KEY). */
+  tokenKeyKey (): string {
+    return `${this.#prefix}refresh-key:{refresh-key}`
   }
 
   /** The user's index key: the user id is hashed so that any id is a safe, bounded hash tag. */
@@ -164,6 +210,41 @@ export class RedisFamilyStore implements FamilyStore {
     await this.#replicaWait?.after(key)
   }
 
+  /**
+   * K, once at hand; when the shared key's renewal is due, it is sent along (not awaited: the
+   * key held stays right meanwhile). Undefined until the first read (`#shareTokenKey`).
+   */
+  #heldTokenKey (): RefreshTokenKey | undefined {
+    if (this.#sharedKey && this.#tokens !== undefined && this.#wallClock.now() >= this.#keyRenewAt) {
+      this.#shareTokenKey().catch(() => {}) // retried by the next call: still due
+    }
+    return this.#tokens
+  }
+
+  /**
+   * K, read (or made) in Redis, proposing the key already held; one read at a time. Its TTL
+   * outlives every family: a family's absolute expiry is at most SESSION_MAX_TTL after the last
+   * login or refresh of it, and a login or refresh renews the key when its last renewal is
+   * TOKEN_KEY_RENEW_MS old.
+   */
+  async #shareTokenKey (): Promise<RefreshTokenKey> {
+    this.#keyLoad ??= (async () => {
+      const key = this.tokenKeyKey()
+      const proposed = this.#tokens?.bytes() ?? randomBytes(REFRESH_TOKEN_KEY_BYTES)
+      // Not WAITed for, even with REDIS_WAIT_REPLICAS: there, rotations are not lost in the
+      // first place; and a key a failover lost only stops tokens made under it from rolling
+      // forward at gateways that came to hold another, until their next rotation.
+      const stored = await this.#redis(() => this.#client.lkTokenKeyBuffer(key, proposed, this.#limits.maxTtlMs + TOKEN_KEY_RENEW_MS))
+      // Another gateway's key, if it put one back first: from now on, this one's too (a
+      // token made under the other key is only not rolled forward here; see refresh-token.ts).
+      const tokens = new RefreshTokenKey(stored)
+      this.#tokens = tokens
+      this.#keyRenewAt = this.#wallClock.now() + TOKEN_KEY_RENEW_MS
+      return tokens
+    })().finally(() => { this.#keyLoad = undefined })
+    return await this.#keyLoad
+  }
+
   /** Index cleanup after a revocation: best effort (see the file comment). */
   async #unindex (userId: string, sids: string[]): Promise<void> {
     if (sids.length === 0) return
@@ -179,8 +260,9 @@ export class RedisFamilyStore implements FamilyStore {
     const userAgent = clampText(input.userAgent, USER_AGENT_MAX_CHARS)
     const ip = clampText(input.ip, IP_MAX_CHARS)
     const provider = input.provider === undefined ? undefined : clampText(input.provider, PROVIDER_MAX_CHARS)
+    const tokens = await this.tokenKey()
     for (let attempt = 0; attempt < 3; attempt++) {
-      const token = mintInitialToken()
+      const token = tokens.mint()
       // Index first: a listed sid without a family is harmless, a family missing from
       // the index would survive logout-all — so with WAIT the index entry is replicated
       // too (on a Cluster it lives on another node than the family). The index script
@@ -250,22 +332,52 @@ export class RedisFamilyStore implements FamilyStore {
    * nobody was given — is not a replay: nobody else holds the family, so nobody is racing
    * the client. A commit that is itself lost (a failover right after the 200) leaves the
    * predecessor good only until the successor is presented, which rotates it again.
+   *
+   * Without REDIS_WAIT_REPLICAS, a failover can discard rotations the old master answered 200
+   * (asynchronous replication; in a planned failover the old master takes writes for a moment
+   * after the replica's promotion). The client then holds a successor the family never heard
+   * of. A format-2 token states its generation under a mac only a gateway can make
+   * (refresh-token.ts); when that mac verified (SessionService recognised the token under
+   * `tokenKey()`, so it carries its generation) and the generation is above the family's, the
+   * rotate script *rolls the family forward*: the token is rotated as if current (its
+   * successor one generation further, itself the predecessor for grace), the answer is
+   * `rotated` with `rolledForwardFrom`, and SessionService logs `refresh_rolled_forward`.
+   *
+   * Why reuse detection stays exact. Every token is made from its predecessor at the
+   * predecessor's generation + 1, and every write of a family sets its generation to that of
+   * the token it makes current (create 0, rotate +1, undo −1 back to the predecessor's, a
+   * roll forward to the successor's), so the current token's generation is the family's (a
+   * replica of the previous release adds 1 too, and makes format-1 tokens, which state none). A
+   * token leaves a gateway only in a 200 — the current token, or one a later rotation made
+   * the predecessor or older — so while the family has lost no write, no token a client can
+   * hold is above its generation, and the roll forward cannot fire: every token that was
+   * reuse is still reuse. (The one way down, undo, takes back a successor nobody was answered
+   * with — or, if a grace answer raced it, one that was answered 200, which it is then right to
+   * roll forward to.) A forged mac, a format-1 token, another key's mac, or a generation not
+   * above the family's: reuse as before. After lost writes, the first token presented from
+   * the lost range continues the family and any other branch presented later is older or
+   * equal, so reuse, which revokes the family: a thief holding a token the failover forgot is
+   * caught when the client comes back, exactly as a thief holding a stolen current token is.
+   * Not rescued: a login lost in a failover (no family: 401, not reuse), and format-1 tokens
+   * (sessions from before the upgrade, or rotated by a replica of the previous release during
+   * it, until they end).
    */
   async rotate (presented: ParsedRefreshToken, seen: { ip: string, userAgent: string, clientId?: string }): Promise<RotateResult> {
+    const tokens = await this.tokenKey()
     const nonce = newNonce()
-    const successor = deriveSuccessor(presented, nonce)
+    const successor = tokens.successor(presented, nonce)
     const key = this.familyKey(presented.sid)
     const reply = await this.#redis(async () => {
       const r = await this.#client.lkFamilyRotateBuffer(key, ...rotateScriptArgs({
         presentedHash: rawHash(presented), successorHash: rawHash(successor), nonce: Buffer.from(nonce, 'base64url'),
         now: this.#now(), limits: this.#limits, ip: seen.ip, userAgent: seen.userAgent, clientId: seen.clientId,
-        pending: this.#pending
+        pending: this.#pending, authenticGeneration: presented.generation
       }))
       // Only answers that hand out a token wait for replicas; 'invalid' hands out nothing,
       // and a reuse must be reported (logged, broadcast) whatever the replicas say.
       const kind = text(r[0])
       if (kind === 'grace') await this.#replicated(key)
-      if (kind === 'rotated') {
+      if (kind === 'rotated' || kind === 'rolled') {
         try {
           await this.#replicated(key)
         } catch (err) {
@@ -284,8 +396,14 @@ export class RedisFamilyStore implements FamilyStore {
           return { kind: 'invalid' }
         case 'rotated':
           return { kind: 'rotated', token: successor, family: familyFromReply(presented.sid, reply, 1), ...idpOf(reply, 1 + PUBLIC_FIELD_COUNT) }
-        case 'grace':
-          return { kind: 'grace', token: graceSuccessor(presented, reply), family: familyFromReply(presented.sid, reply, 1), ...idpOf(reply, 2 + PUBLIC_FIELD_COUNT) }
+        case 'rolled':
+          // After the IdP binding's two fields: the generation the family was at.
+          return { kind: 'rotated', token: successor, family: familyFromReply(presented.sid, reply, 1), ...idpOf(reply, 1 + PUBLIC_FIELD_COUNT), rolledForwardFrom: generationBefore(reply[3 + PUBLIC_FIELD_COUNT]) }
+        case 'grace': {
+          const token = graceSuccessor(tokens, presented, reply)
+          if (token === undefined) return { kind: 'underivable', sid: presented.sid }
+          return { kind: 'grace', token, family: familyFromReply(presented.sid, reply, 1), ...idpOf(reply, 3 + PUBLIC_FIELD_COUNT) }
+        }
         case 'reuse':
           userId = text(reply[1])
           break
@@ -298,6 +416,11 @@ export class RedisFamilyStore implements FamilyStore {
     // Reuse: the script already deleted the family; drop it from the user's index.
     await this.#unindex(userId, [presented.sid])
     return { kind: 'reuse', sid: presented.sid, userId }
+  }
+
+  /** K (see the file comment): the held key, or the one in Redis on the first call. */
+  async tokenKey (): Promise<RefreshTokenKey> {
+    return this.#heldTokenKey() ?? await this.#shareTokenKey()
   }
 
   /**

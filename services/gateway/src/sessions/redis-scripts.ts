@@ -54,8 +54,9 @@ return 1
 
 /**
  * rotate — KEYS[1] family; ARGV: presented hash (all 32 bytes), successor hash (stored form), nonce, now ('' = TIME), idle ms,
- * grace ms, ip, user agent, '1' to require a client, client id, '1' to store the successor as pending. The successor was
- * derived by the gateway from the presented token and this nonce; it is stored only if this call rotates.
+ * grace ms, ip, user agent, '1' to require a client, client id, '1' to store the successor as pending, the presented
+ * token's generation if the gateway recognised it as format 2 (its mac verified, refresh-token.ts), else ''. The successor was derived by
+ * the gateway from the presented token and this nonce; it is stored only if this call rotates.
  *
  * Pending (REDIS_WAIT_REPLICAS, see redis-family-store.ts): a successor is written pending
  * and the gateway clears the mark (commit) once it answers it with 200, i.e. after its
@@ -64,8 +65,16 @@ return 1
  * keeps a session whose rotation reached a replica while its WAIT failed (a failover in
  * between, the undo sent to the old master) alive when its client comes back after grace.
  *
- * Replies: {'invalid'} | {'rotated', ...public, ...idp} | {'grace', ...public, stored nonce, ...idp} |
- * {'reuse', user}. `idp` is LUA_IDP_FIELDS (the sealed IdP token and its check time).
+ * Rolled forward (REDIS_WAIT_REPLICAS=0, see redis-family-store.ts): a token of this family
+ * that is neither current nor a graced predecessor, but whose authenticated generation is
+ * above the family's, was made by a gateway from a rotation this Redis no longer holds (a
+ * failover discarded it after the old master answered it): it is rotated as if current.
+ * Without lost writes the family's generation is never below that of a token a gateway
+ * handed out, so this never fires; every other token is reuse, as before.
+ *
+ * Replies: {'invalid'} | {'rotated', ...public, ...idp} | {'grace', ...public, stored nonce, current hash, ...idp} |
+ * {'rolled', ...public, ...idp, the family's generation before} | {'reuse', user}. `idp` is LUA_IDP_FIELDS (the
+ * sealed IdP token and its check time).
  */
 const ROTATE = `${PRELUDE}
 local blob = redis.call('GET', KEYS[1])
@@ -81,13 +90,14 @@ if ARGV[9] == '1' and f[F_CLIENT] ~= ARGV[10] then return {'invalid'} end
 -- Is the presented token the one stored as \`stored\`? Stored hashes may be shorter than the
 -- presented one (see the format above): compare its first #stored bytes. '' is no token.
 local function presented (stored) return stored ~= '' and string.sub(ARGV[1], 1, #stored) == stored end
-if presented(f[F_HASH]) then
-  -- The current token: rotate. It becomes the previous one (kept only for the grace rule).
-  f[F_PREV] = f[F_HASH]
+-- Make the successor current, \`previous\` (the presented token, stored form) its predecessor
+-- (kept only for the grace rule), at generation \`gen\`.
+local function rotate (kind, previous, gen)
+  f[F_PREV] = previous
   f[F_HASH] = ARGV[2]
   -- Keep the nonce so a grace retry can re-derive this same successor (never the successor itself).
   f[F_NONCE] = ARGV[3]
-  f[F_GEN] = f[F_GEN] + 1
+  f[F_GEN] = gen
   f[F_ROTATED] = now
   f[F_LAST_USED] = now
   -- Idle expiry slides, but never past the absolute expiry fixed at login.
@@ -98,10 +108,12 @@ if presented(f[F_HASH]) then
   -- Value and TTL in one command; the TTL is > 0 because both expiries are after now.
   redis.call('SET', KEYS[1], pack_family(f), 'PX', f[F_IDLE_EXP] - now)
   local reply = ${PUBLIC_FIELDS}
-  table.insert(reply, 1, 'rotated')
+  table.insert(reply, 1, kind)
   for _, v in ipairs(${LUA_IDP_FIELDS}) do table.insert(reply, v) end
   return reply
 end
+-- The current token: rotate. It becomes the previous one.
+if presented(f[F_HASH]) then return rotate('rotated', f[F_HASH], f[F_GEN] + 1) end
 local grace = tonumber(ARGV[6])
 -- The immediate predecessor within the grace window, or at any time while its successor is
 -- pending (never handed out, so nobody else can hold the family): hand back the nonce of
@@ -112,7 +124,21 @@ if presented(f[F_PREV]) and ((grace > 0 and now - f[F_ROTATED] <= grace) or f[F_
   local reply = ${PUBLIC_FIELDS}
   table.insert(reply, 1, 'grace')
   table.insert(reply, f[F_NONCE])
+  -- And the successor's hash: a gateway of either release may have made it, in either
+  -- format (refresh-token.ts); the caller derives both and hands out the one held here.
+  table.insert(reply, f[F_HASH])
   for _, v in ipairs(${LUA_IDP_FIELDS}) do table.insert(reply, v) end
+  return reply
+end
+-- A token a gateway made (authenticated generation) from rotations this Redis lost: it is
+-- ahead of the family, so it is the client's current token; roll the family forward to it.
+-- Its successor is at its generation + 1 (the gateway derived it so), the family's lost
+-- tokens are dropped, and the presented token becomes the predecessor, for grace.
+local claimed = tonumber(ARGV[12])
+if claimed ~= nil and claimed > f[F_GEN] then
+  local before = f[F_GEN]
+  local reply = rotate('rolled', string.sub(ARGV[1], 1, #ARGV[2]), claimed + 1)
+  table.insert(reply, before)
   return reply
 end
 -- Any other token of this family (the predecessor after grace, an older generation):
@@ -237,6 +263,26 @@ redis.call('SET', KEYS[1], pack_family(f), 'KEEPTTL')
 return 1
 `
 
+/**
+ * tokenKey — KEYS[1] the deployment's refresh-token key (K, refresh-token.ts; only without
+ * REFRESH_TOKEN_KEY); ARGV: the key to store if there is none, TTL ms. Returns the stored key,
+ * its TTL raised to at least ARGV[2] (the key lives as long as the families it may have to
+ * vouch for; redis-family-store.ts renews it). A gateway that already holds K proposes it,
+ * so a key Redis lost (a failover right after it was made, an eviction) comes back as it was.
+ * One of another length is not a key this code made: replaced.
+ */
+const TOKEN_KEY = `
+local k = redis.call('GET', KEYS[1])
+local ttl = tonumber(ARGV[2])
+if not k or #k ~= #ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+  return ARGV[1]
+end
+-- PTTL is -1 for a key without a TTL: every key gets one (docs/contract.md rule 5).
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return k
+`
+
 export const FAMILY_SCRIPTS = {
   lkFamilyCreate: { numberOfKeys: 1, lua: CREATE },
   lkFamilyRotate: { numberOfKeys: 1, lua: ROTATE },
@@ -245,7 +291,8 @@ export const FAMILY_SCRIPTS = {
   lkIndexAdd: { numberOfKeys: 1, lua: INDEX_ADD },
   lkFamilyUndo: { numberOfKeys: 1, lua: UNDO },
   lkFamilyCommit: { numberOfKeys: 1, lua: COMMIT },
-  lkFamilyBindIdp: { numberOfKeys: 1, lua: BIND_IDP }
+  lkFamilyBindIdp: { numberOfKeys: 1, lua: BIND_IDP },
+  lkTokenKey: { numberOfKeys: 1, lua: TOKEN_KEY }
 } as const
 
 export type FamilyScriptName = keyof typeof FAMILY_SCRIPTS
@@ -266,6 +313,8 @@ export interface FamilyScriptCommands {
   lkFamilyUndo (key: string, ...args: Arg[]): Result<number, { type: 'default' }>
   lkFamilyCommit (key: string, ...args: Arg[]): Result<number, { type: 'default' }>
   lkFamilyBindIdp (key: string, ...args: Arg[]): Result<number, { type: 'default' }>
+  /** Buffer reply: the key's raw bytes. */
+  lkTokenKeyBuffer (key: string, ...args: Arg[]): Result<Buffer, { type: 'default' }>
 }
 
 /** Register the scripts on `client` (idempotent) and return it with their methods typed. */
@@ -317,6 +366,8 @@ export interface Rotation {
   readonly clientId?: string
   /** Store the successor as pending until a commit (REDIS_WAIT_REPLICAS; default false). */
   readonly pending?: boolean
+  /** The presented token's generation, only once its mac verified (`RefreshTokenKey.recognise`). */
+  readonly authenticGeneration?: number
 }
 
 /** Script arguments for the optional client binding: flag, client id. */
@@ -329,6 +380,6 @@ export function rotateScriptArgs (r: Rotation): ScriptArg[] {
   return [
     r.presentedHash, storedHash(r.successorHash), r.nonce, r.now, r.limits.idleTtlMs, r.limits.graceMs,
     clampText(r.ip, IP_MAX_CHARS), encodeUserAgent(clampText(r.userAgent, USER_AGENT_MAX_CHARS)), ...clientCheck(r.clientId),
-    r.pending === true ? '1' : '0'
+    r.pending === true ? '1' : '0', r.authenticGeneration ?? ''
   ]
 }

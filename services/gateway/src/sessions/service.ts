@@ -21,6 +21,7 @@ import type { User } from '../identity/user-directory.js'
 import type { AccessTokenIssuer } from '../keys/access-token.js'
 import type { GatewayEvents, RevokeReason } from '../ops/events.js'
 import { accessTokenForFamily, type TokenBody } from '../auth/token-response.js'
+import { gatewayError } from '../errors.js'
 import type { Family, FamilyStore, IdpBinding, RevokedFamily, RotateResult } from './family-store.js'
 import { parseRefreshToken, type ParsedRefreshToken } from './refresh-token.js'
 
@@ -34,7 +35,7 @@ export interface EdgeRevocation {
 
 /** Who asked, for the audit lines: a Fastify request, or the CLI's logger. */
 export interface Caller {
-  readonly log: Pick<FastifyBaseLogger, 'info' | 'warn'>
+  readonly log: Pick<FastifyBaseLogger, 'info' | 'warn' | 'error'>
 }
 
 /** The user a family belongs to, if that user may still hold sessions (undefined: gone or disabled). */
@@ -250,11 +251,13 @@ export class SessionService extends SessionRevocations {
    * is still allowed (the grant's `scope` parameter) and may throw `invalid_scope`.
    */
   async refresh (caller: Caller, raw: string | undefined, options: { clientId: string, seen: Seen, narrow?: (allowed: readonly string[]) => string }): Promise<RefreshResult> {
-    const presented = parseRefreshToken(raw)
-    if (presented === null) {
+    const shaped = parseRefreshToken(raw)
+    if (shaped === null) {
       this.events.refreshed(caller, 'invalid')
       return { ok: false }
     }
+    // Format 2 and its generation, if the mac verifies (refresh-token.ts); no I/O once the key is held.
+    const presented = (await this.store.tokenKey()).recognise(shaped)
     const result = await this.store.rotate(presented, { ip: options.seen.ip, userAgent: options.seen.userAgent ?? '', clientId: options.clientId })
     if (result.kind === 'reuse') {
       // contract rule 2: the store has revoked the family; its access tokens die at the edge too.
@@ -265,6 +268,15 @@ export class SessionService extends SessionRevocations {
     if (result.kind === 'invalid') {
       this.events.refreshed(caller, 'invalid')
       return { ok: false }
+    }
+    if (result.kind === 'underivable') {
+      // A grace retry whose successor another key made: no token the store does not hold
+      // leaves here, and the family stays as it is (a retry at that gateway gets it).
+      this.events.graceSuccessorUnderivable(caller, result.sid)
+      throw gatewayError('GW_REFRESH_KEY_MISMATCH')
+    }
+    if (result.kind === 'rotated' && result.rolledForwardFrom !== undefined) {
+      this.events.rolledForward(caller, result.family.sid, result.rolledForwardFrom, result.family.generation - 1)
     }
     const { family } = result
     // Federated: recorded as such (any client: the browser, or a native app through

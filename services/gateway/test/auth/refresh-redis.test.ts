@@ -4,7 +4,7 @@
  */
 import t from 'tap'
 import { Redis } from 'ioredis'
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { ManualClock } from '#shared/clock.js'
 import { redisForTest } from '../../../../test/helpers/redis.js'
 import { buildTestGateway, login, refresh, refreshCookieOf } from '../helpers/gateway.js'
@@ -30,11 +30,11 @@ async function commandCounts (): Promise<Map<string, number>> {
   return counts
 }
 
-async function familyKeys (): Promise<string[]> {
+async function familyKeys (prefix = redis.prefix): Promise<string[]> {
   const keys: string[] = []
   let cursor = '0'
   do {
-    const [next, batch] = await raw.scan(cursor, 'MATCH', `${redis.prefix}*`, 'COUNT', 500)
+    const [next, batch] = await raw.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500)
     cursor = next
     keys.push(...batch)
   } while (cursor !== '0')
@@ -78,6 +78,58 @@ t.test('rotation, grace, then reuse revokes the whole family', async (t) => {
   t.notOk(allLogs.includes(t0), 'the replayed token is never logged')
   t.notOk(allLogs.includes(t1), 'the successor is never logged')
   t.notOk(allLogs.includes(t0.split('.')[1] as string), 'not even its secret part')
+})
+
+t.test('a rotation the store lost (a failover without REDIS_WAIT_REPLICAS): the client\'s token rolls the family forward at any gateway with the same REFRESH_TOKEN_KEY; a warning and a metric, never the token', async (t) => {
+  const clock = new ManualClock(Date.now())
+  const prefix = `${redis.prefix}rk:`
+  const keyed = { ...env, REDIS_KEY_PREFIX: prefix, REFRESH_TOKEN_KEY: randomBytes(32).toString('base64url') }
+  const a = await buildTestGateway(t, keyed, { clock })
+  const b = await buildTestGateway(t, keyed, { clock })
+  const t0 = (await login(a.app)).refresh as string
+  const t1 = (await refresh(a.app, t0)).refresh as string
+  const keys = await familyKeys(prefix)
+  t.same(keys.filter(k => k.includes('refresh-key')), [], 'with REFRESH_TOKEN_KEY no key of it is kept in Redis')
+  const saved = await Promise.all(keys.filter(k => k.includes(':f:{')).map(async k => [k, await raw.getBuffer(k), await raw.pttl(k)] as const))
+  const t2 = (await refresh(a.app, t1)).refresh as string
+  // The failover: the promoted replica never got the rotation t1 → t2.
+  for (const [k, value, ttl] of saved) if (value !== null) await raw.set(k, value, 'PX', ttl)
+  clock.advance(b.config.refreshReuseGraceS * 1000 + 1)
+  const back = await refresh(b.app, t2)
+  t.equal(back.res.statusCode, 200, 'the client comes back with the token it was answered: 200, not reuse')
+  t.equal((await refresh(a.app, back.refresh)).res.statusCode, 200, 'and refreshes on')
+  t.same([...a.logs, ...b.logs].filter(l => l.event === 'refresh_reuse_detected'), [], 'no reuse reported')
+  const lines = b.logs.filter(l => l.event === 'refresh_rolled_forward')
+  t.equal(lines.length, 1, 'one refresh_rolled_forward line')
+  t.match(lines[0], { level: 40, generation_stored: 1, generation_presented: 2, sid: String })
+  t.match((await b.app.inject({ method: 'GET', url: '/metrics' })).body, /^latchkey_refresh_rolled_forward_total 1$/m)
+  const allLogs = [...a.rawLogs, ...b.rawLogs].join('\n')
+  for (const token of [t0, t1, t2, back.refresh as string]) t.notOk(allLogs.includes(token.split('.')[1] as string), 'no token secret in any line')
+  clock.advance(b.config.refreshReuseGraceS * 1000 + 1)
+  t.equal((await refresh(b.app, t1)).res.statusCode, 401, 'the token the store had as current is reuse now')
+})
+
+t.test('gateways with different REFRESH_TOKEN_KEY: a grace retry the other one rotated is a 503 with an error line naming the cause, never a token the family does not hold, and the session lives on', async (t) => {
+  const clock = new ManualClock(Date.now())
+  const prefix = `${redis.prefix}mk:`
+  const a = await buildTestGateway(t, { ...env, REDIS_KEY_PREFIX: prefix, REFRESH_TOKEN_KEY: randomBytes(32).toString('base64url') }, { clock })
+  const b = await buildTestGateway(t, { ...env, REDIS_KEY_PREFIX: prefix, REFRESH_TOKEN_KEY: randomBytes(32).toString('base64url') }, { clock })
+  const t0 = (await login(b.app)).refresh as string
+  const t1 = (await refresh(b.app, t0)).refresh as string
+  const retry = await refresh(a.app, t0)
+  t.equal(retry.res.statusCode, 503, 'the retry at the gateway with the other key')
+  t.same(retry.body, { error: 'temporarily_unavailable', error_description: 'This refresh cannot be completed here; retry shortly.' })
+  t.equal(retry.refresh, undefined, 'no token handed out, the cookie left as it is')
+  const lines = a.logs.filter(l => l.event === 'refresh_grace_underivable')
+  t.equal(lines.length, 1, 'one refresh_grace_underivable line')
+  t.match(lines[0], { level: 50, sid: String, msg: /REFRESH_TOKEN_KEY/ })
+  const allLogs = a.rawLogs.join('\n')
+  for (const token of [t0, t1]) t.notOk(allLogs.includes(token.split('.')[1] as string), 'no token secret in any line')
+  t.same([...a.logs, ...b.logs].filter(l => l.event === 'refresh_reuse_detected'), [], 'no reuse')
+  const there = await refresh(b.app, t0)
+  t.equal(there.res.statusCode, 200, 'the same retry at the gateway that rotated')
+  t.equal(there.refresh, t1, 'gets the successor')
+  t.equal((await refresh(a.app, t1)).res.statusCode, 200, 'and the session refreshes on, at either gateway')
 })
 
 t.test('50 concurrent refreshes of one token: one successor, everyone gets it', async (t) => {

@@ -6,10 +6,14 @@
 import type { Test } from 'tap'
 import { ManualClock } from '#shared/clock.js'
 import type { FamilyLimits, FamilyStore, NewFamily, RotateResult } from '#gateway/sessions/family-store.js'
-import { deriveSuccessor, mintInitialToken, newNonce, parseRefreshToken, type ParsedRefreshToken } from '#gateway/sessions/refresh-token.js'
+import { mintFormat1Token, newNonce, parseRefreshToken, RefreshTokenKey, type ParsedRefreshToken } from '#gateway/sessions/refresh-token.js'
 
-/** `pendingRotations`: rotations stay pending until `commitRotation` (what REDIS_WAIT_REPLICAS turns on). */
-export interface StoreOptions { readonly pendingRotations?: boolean }
+/**
+ * `pendingRotations`: rotations stay pending until `commitRotation` (what REDIS_WAIT_REPLICAS
+ * turns on). `tokenKey`: the refresh-token key (REFRESH_TOKEN_KEY); the contract passes one it
+ * knows, so that it can make the tokens a gateway made and a failover made the store forget.
+ */
+export interface StoreOptions { readonly pendingRotations?: boolean, readonly tokenKey?: RefreshTokenKey }
 export type MakeStore = (limits: FamilyLimits, clock: ManualClock, options?: StoreOptions) => Promise<FamilyStore>
 
 export const LIMITS: FamilyLimits = { idleTtlMs: 60_000, maxTtlMs: 300_000, graceMs: 10_000 }
@@ -27,16 +31,19 @@ function tokenOf (r: RotateResult): ParsedRefreshToken {
 export function familyStoreContract (t: Test, name: string, make: MakeStore): void {
   const setup = async (t: Test, limits: Partial<FamilyLimits> = {}, options: StoreOptions = {}) => {
     const clock = new ManualClock()
-    const store = await make({ ...LIMITS, ...limits }, clock, options)
+    const key = RefreshTokenKey.random()
+    const store = await make({ ...LIMITS, ...limits }, clock, { tokenKey: key, ...options })
     t.teardown(() => store.close())
-    return { clock, store }
+    return { clock, store, key }
   }
 
   t.test(`${name}: create starts a family with a well-formed first token`, async (t) => {
-    const { clock, store } = await setup(t)
+    const { clock, store, key } = await setup(t)
     const start = clock.now()
     const { token, family } = await store.create(newFamily('alice', { userAgent: 'UA/1', ip: '192.0.2.1' }))
-    t.same(parseRefreshToken(token.raw), token, 'the token parses back to itself')
+    t.same(key.parse(token.raw), token, 'the token parses back to itself (format 2, generation 0)')
+    t.equal(token.generation, 0)
+    t.equal(await store.tokenKey(), key, 'the store mints under the key it was given')
     t.same(family, {
       sid: token.sid,
       userId: 'alice',
@@ -55,7 +62,7 @@ export function familyStoreContract (t: Test, name: string, make: MakeStore): vo
   })
 
   t.test(`${name}: rule 1 — each rotation kills the presented token and issues one successor`, async (t) => {
-    const { clock, store } = await setup(t, { graceMs: 0 })
+    const { clock, store, key } = await setup(t, { graceMs: 0 })
     const { token: t0 } = await store.create(newFamily())
     clock.advance(1000)
     const r1 = await store.rotate(t0, SEEN)
@@ -63,7 +70,8 @@ export function familyStoreContract (t: Test, name: string, make: MakeStore): vo
     const t1 = tokenOf(r1)
     t.not(t1.raw, t0.raw)
     t.equal(t1.sid, t0.sid, 'same family')
-    t.same(parseRefreshToken(t1.raw), t1)
+    t.same(key.parse(t1.raw), t1)
+    t.equal(t1.generation, 1, 'format 2, one generation on')
     if (r1.kind === 'rotated') {
       t.equal(r1.family.generation, 1)
       t.equal(r1.family.lastUsedAt, clock.now())
@@ -98,9 +106,10 @@ export function familyStoreContract (t: Test, name: string, make: MakeStore): vo
   })
 
   t.test(`${name}: rule 2 — a well-formed token of the family that was never issued is reuse`, async (t) => {
-    const { store } = await setup(t)
+    const { store, key } = await setup(t)
     const { token: t0 } = await store.create(newFamily('alice'))
-    const forged = deriveSuccessor(t0, newNonce())
+    // Made from the current token as a gateway would, but under another key: read as format 1.
+    const forged = key.parse(RefreshTokenKey.random().successor(t0, newNonce()).raw) as ParsedRefreshToken
     t.same(await store.rotate(forged, SEEN), { kind: 'reuse', sid: t0.sid, userId: 'alice' })
     t.same(await store.rotate(t0, SEEN), { kind: 'invalid' })
   })
@@ -147,7 +156,7 @@ export function familyStoreContract (t: Test, name: string, make: MakeStore): vo
   })
 
   t.test(`${name}: rule 4 — 50 concurrent rotations of one token make exactly one successor`, async (t) => {
-    const { store } = await setup(t)
+    const { store, key } = await setup(t)
     const { token: t0 } = await store.create(newFamily())
     const results = await Promise.all(Array.from({ length: 50 }, () => store.rotate(t0, SEEN)))
     const kinds = results.map(r => r.kind)
@@ -156,7 +165,7 @@ export function familyStoreContract (t: Test, name: string, make: MakeStore): vo
     const tokens = new Set(results.map(r => tokenOf(r).raw))
     t.equal(tokens.size, 1, 'every answer carries the same token string')
     const [successor] = [...tokens]
-    const t1 = parseRefreshToken(successor) as ParsedRefreshToken
+    const t1 = key.parse(successor) as ParsedRefreshToken
     const r2 = await store.rotate(t1, SEEN)
     t.equal(r2.kind, 'rotated', 'the successor then rotates normally')
     t.equal(r2.kind === 'rotated' && r2.family.generation, 2, 'after exactly one earlier rotation')
@@ -241,10 +250,12 @@ export function familyStoreContract (t: Test, name: string, make: MakeStore): vo
   })
 
   t.test(`${name}: a well-formed token of an unknown family is invalid and revokes nothing`, async (t) => {
-    const { store } = await setup(t)
+    const { store, key } = await setup(t)
     const { token } = await store.create(newFamily('alice'))
-    const stranger = mintInitialToken()
+    const stranger = key.parse(RefreshTokenKey.random().mint().raw) as ParsedRefreshToken
     t.same(await store.rotate(stranger, SEEN), { kind: 'invalid' })
+    const lostLogin = key.mint()
+    t.same(await store.rotate(key.successor(lostLogin, newNonce()), SEEN), { kind: 'invalid' }, 'an authentic token of a family the store never held (a login lost in a failover): invalid, never rolled forward into being')
     t.same(await store.revokeByToken(stranger), null)
     t.equal((await store.rotate(token, SEEN)).kind, 'rotated', 'the real family is untouched')
   })
@@ -267,7 +278,7 @@ export function familyStoreContract (t: Test, name: string, make: MakeStore): vo
   })
 
   t.test(`${name}: lookup finds the live family of the current token only, and changes nothing`, async (t) => {
-    const { clock, store } = await setup(t)
+    const { clock, store, key } = await setup(t)
     const { token: t0, family } = await store.create(newFamily('alice'))
     t.same(await store.lookup(t0), family, 'the first token: its family')
     t.same(await store.lookup(t0), family, 'asking again changes nothing (no rotation, no lifetime slide)')
@@ -280,9 +291,9 @@ export function familyStoreContract (t: Test, name: string, make: MakeStore): vo
     t.equal(live?.userId, 'alice')
     t.equal(live?.clientId, 'browser')
     t.equal((await store.rotate(t0, SEEN)).kind, 'grace', 'looking up the predecessor did not count as reuse')
-    const unknown = deriveSuccessor(t1, newNonce())
-    t.equal(await store.lookup(unknown), null, 'a never-issued token of the family')
-    t.equal(await store.lookup(mintInitialToken()), null, 'an unknown family')
+    const unknown = key.successor(t1, newNonce())
+    t.equal(await store.lookup(unknown), null, 'a never-issued token of the family, even an authentic one ahead of it')
+    t.equal(await store.lookup(key.mint()), null, 'an unknown family')
     t.equal((await store.rotate(t1, SEEN)).kind, 'rotated', 'lookups did not disturb the family')
     const t2 = (await store.listForUser('alice'))[0]
     t.equal(t2?.generation, 2)
@@ -468,5 +479,146 @@ export function familyStoreContract (t: Test, name: string, make: MakeStore): vo
     const next = await store.rotate(tokenOf(again), SEEN)
     t.equal(next.kind, 'rotated', 'the committed successor rotates')
     t.notOk(await store.undoRotation(tokenOf(again), 1), 'a successor that was rotated on is not taken back')
+  })
+
+  /*
+   * Rolling forward (RedisFamilyStore.rotate): a failover can make the store forget rotations
+   * a gateway answered 200. `key.successor(token, nonce)` is such a rotation: made as a gateway
+   * makes it, answered, and never written.
+   */
+
+  t.test(`${name}: a token a gateway made ahead of the family (rotations the store lost) rolls the family forward`, async (t) => {
+    const { clock, store, key } = await setup(t)
+    const { token: t0 } = await store.create(newFamily('alice'))
+    const t1 = tokenOf(await store.rotate(t0, SEEN))
+    const t2 = key.successor(t1, newNonce())
+    const t3 = key.successor(t2, newNonce())
+    clock.advance(LIMITS.graceMs + 1)
+    const r = await store.rotate(t3, SEEN)
+    t.equal(r.kind, 'rotated', 'not reuse: rotated')
+    if (r.kind !== 'rotated') return
+    t.equal(r.rolledForwardFrom, 1, 'the family was at generation 1')
+    t.equal(r.family.generation, 4, 'and now follows the token (3) with its successor')
+    t.equal(r.token.generation, 4)
+    t.equal(r.family.lastUsedAt, clock.now())
+    t.same(key.parse(r.token.raw), r.token)
+    const next = await store.rotate(r.token, SEEN)
+    t.equal(next.kind, 'rotated', 'the successor rotates normally')
+    t.equal(next.kind === 'rotated' && next.rolledForwardFrom, undefined, 'an ordinary rotation')
+    t.equal(next.kind === 'rotated' && next.family.generation, 5)
+  })
+
+  t.test(`${name}: rolled forward, the token gets its successor again within grace, and is reuse after it`, async (t) => {
+    const { clock, store, key } = await setup(t)
+    const { token: t0 } = await store.create(newFamily('alice'))
+    const t1 = tokenOf(await store.rotate(t0, SEEN))
+    const t2 = key.successor(t1, newNonce())
+    const r = await store.rotate(t2, SEEN)
+    t.equal(r.kind === 'rotated' && r.rolledForwardFrom, 1)
+    clock.advance(LIMITS.graceMs)
+    const retry = await store.rotate(t2, SEEN)
+    t.equal(retry.kind, 'grace', 'a retry within grace')
+    t.equal(tokenOf(retry).raw, tokenOf(r).raw, 'gets the same successor')
+    t.equal((await store.rotate(t1, SEEN)).kind, 'reuse', 'the token the store had as current is now older than the predecessor: reuse')
+    t.same(await store.rotate(tokenOf(r), SEEN), { kind: 'invalid' }, 'and it revoked the family')
+
+    const { token: u0 } = await store.create(newFamily('alice'))
+    const u1 = key.successor(u0, newNonce())
+    const ru = await store.rotate(u1, SEEN)
+    t.equal(ru.kind === 'rotated' && ru.rolledForwardFrom, 0)
+    clock.advance(LIMITS.graceMs + 1)
+    t.same(await store.rotate(u1, SEEN), { kind: 'reuse', sid: u0.sid, userId: 'alice' }, 'the rolled-forward token replayed after grace: reuse')
+  })
+
+  t.test(`${name}: only an authentic generation above the family's rolls forward; anything else is reuse`, async (t) => {
+    const { store, key } = await setup(t)
+    const other = RefreshTokenKey.random()
+    const cases: Array<[string, (t0: ParsedRefreshToken, t1: ParsedRefreshToken, t2: ParsedRefreshToken) => ParsedRefreshToken]> = [
+      ['ahead, with a mac under another key (a forgery, or a gateway with another REFRESH_TOKEN_KEY)', (_t0, _t1, t2) => key.parse(other.successor(t2, newNonce()).raw) as ParsedRefreshToken],
+      ['authentic, at the family\'s generation but not its current token', (_t0, t1) => key.successor(t1, newNonce())],
+      ['authentic, below the family\'s generation and never issued', (t0) => key.successor(t0, newNonce())],
+      ['a format-1 token of the family (no generation)', (t0) => mintFormat1Token(t0.raw.slice(0, 22))]
+    ]
+    for (const [what, make] of cases) {
+      const { token: t0 } = await store.create(newFamily('alice'))
+      const t1 = tokenOf(await store.rotate(t0, SEEN))
+      const t2 = tokenOf(await store.rotate(t1, SEEN))
+      const presented = make(t0, t1, t2)
+      t.equal(presented.sid, t0.sid, `${what}: of this family`)
+      t.same(await store.rotate(presented, SEEN), { kind: 'reuse', sid: t0.sid, userId: 'alice' }, `${what}: reuse`)
+      t.same(await store.rotate(t2, SEEN), { kind: 'invalid' }, `${what}: the family was revoked`)
+    }
+  })
+
+  t.test(`${name}: 50 concurrent presentations of a token ahead of the family roll it forward once`, async (t) => {
+    const { store, key } = await setup(t)
+    const { token: t0 } = await store.create(newFamily())
+    const t1 = key.successor(t0, newNonce())
+    const results = await Promise.all(Array.from({ length: 50 }, () => store.rotate(t1, SEEN)))
+    t.equal(results.filter(r => r.kind === 'rotated').length, 1, 'one roll forward')
+    t.equal(results.filter(r => r.kind === 'grace').length, 49, 'the rest are grace answers')
+    t.equal(new Set(results.map(r => tokenOf(r).raw)).size, 1, 'every answer carries the same token')
+  })
+
+  t.test(`${name}: a roll forward that is taken back (undo) leaves the presented token current`, async (t) => {
+    const { clock, store, key } = await setup(t, {}, { pendingRotations: true })
+    const { token: t0 } = await store.create(newFamily())
+    const t1 = key.successor(t0, newNonce())
+    const r = await store.rotate(t1, SEEN)
+    if (r.kind !== 'rotated') throw new Error('expected a roll forward')
+    t.ok(await store.undoRotation(r.token, r.family.generation), 'undone (its WAIT failed, or the IdP could not be asked)')
+    clock.advance(LIMITS.graceMs * 5)
+    const again = await store.rotate(t1, SEEN)
+    t.equal(again.kind, 'rotated', 'the client retries with the token it holds: rotated')
+    t.equal(again.kind === 'rotated' && again.rolledForwardFrom, undefined, 'as the current token, not rolled forward again')
+    t.equal(again.kind === 'rotated' && again.family.generation, 2)
+  })
+
+  /*
+   * Rolling upgrade: replicas of the previous release run beside this one on the same store.
+   * They parse every token as format 1 (`parseRefreshToken` is their parser, refresh-token
+   * test) and rotate it by its hash, deriving a format-1 successor: a store call with the token
+   * so parsed is such a rotation.
+   */
+
+  t.test(`${name}: rolling upgrade — a format-2 token the previous release rotated gets that format-1 successor on a grace retry here`, async (t) => {
+    const { clock, store, key } = await setup(t)
+    const { token: t0 } = await store.create(newFamily('alice'))
+    const t1 = tokenOf(await store.rotate(t0, SEEN))
+    t.equal(t1.generation, 1)
+    clock.advance(LIMITS.graceMs + 1)
+    const old = await store.rotate(parseRefreshToken(t1.raw) as ParsedRefreshToken, SEEN)
+    t.equal(old.kind, 'rotated', 'the previous release rotates a format-2 token like any other')
+    const s2 = tokenOf(old)
+    t.equal(s2.generation, undefined, 'into a format-1 successor')
+    t.same(key.parse(s2.raw), s2, 'which this release reads as format 1')
+    clock.advance(LIMITS.graceMs - 1)
+    const retry = await store.rotate(t1, SEEN)
+    t.equal(retry.kind, 'grace', 'the retry here, within grace')
+    t.equal(tokenOf(retry).raw, s2.raw, 'gets the successor the family holds, as it was made')
+    t.same(retry.kind === 'grace' && retry.family.generation, 2)
+    const next = await store.rotate(s2, SEEN)
+    t.equal(next.kind, 'rotated', 'and that successor rotates here')
+    t.equal(tokenOf(next).generation, undefined, 'a format-1 family stays format 1')
+    t.equal(next.kind === 'rotated' && next.family.generation, 3)
+  })
+
+  t.test(`${name}: a grace retry whose successor a gateway with another key made hands out nothing (underivable) and leaves the family alone`, async (t) => {
+    const theirs = RefreshTokenKey.random()
+    const { store, key: ours } = await setup(t, {}, { tokenKey: theirs })
+    const { token: t0 } = await store.create(newFamily('alice'))
+    const r1 = await store.rotate(t0, SEEN)
+    if (r1.kind !== 'rotated') throw new Error('expected a rotation')
+    t.equal(r1.token.generation, 1, 'made under their key: format 2')
+    // Here, under our key, t0's mac does not verify: format 1, whose one candidate is not held.
+    const here = ours.parse(t0.raw) as ParsedRefreshToken
+    t.equal(here.generation, undefined)
+    t.same(await store.rotate(here, SEEN), { kind: 'underivable', sid: t0.sid })
+    t.same(await store.rotate(here, SEEN), { kind: 'underivable', sid: t0.sid }, 'again: nothing was written, nothing revoked')
+    t.same((await store.listForUser('alice')).map(f => f.generation), [1], 'the family is as the rotation left it')
+    const there = await store.rotate(t0, SEEN)
+    t.equal(there.kind, 'grace', 'the same retry at a gateway with their key')
+    t.equal(tokenOf(there).raw, r1.token.raw, 'gets the successor')
+    t.equal((await store.rotate(r1.token, SEEN)).kind, 'rotated', 'which rotates on')
   })
 }

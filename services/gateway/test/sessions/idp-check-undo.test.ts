@@ -25,9 +25,9 @@ class LossyStore extends MemoryFamilyStore {
   }
 }
 
-const quiet = { log: { info () {}, warn () {} } }
+const quiet = { log: { info () {}, warn () {}, error () {} } }
 const noEvents: GatewayEvents = {
-  loginSucceeded () {}, loginFailed () {}, refreshed () {}, tokenIssued () {}, rateLimited () {}, reuseDetected () {}, sessionsRevoked () {}
+  loginSucceeded () {}, loginFailed () {}, refreshed () {}, tokenIssued () {}, rateLimited () {}, reuseDetected () {}, rolledForward () {}, graceSuccessorUnderivable () {}, sessionsRevoked () {}
 }
 
 async function setup (t: Test, loseUndo: boolean) {

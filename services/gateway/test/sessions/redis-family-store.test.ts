@@ -13,10 +13,10 @@ import { ManualClock, systemClock, type Clock } from '#shared/clock.js'
 import { isLatchkeyError } from '#shared/errors.js'
 import type { FamilyLimits } from '#gateway/sessions/family-store.js'
 import { connectRedis, createRedisClient, REDIS_COMMAND_TIMEOUT_MS, type RedisClient } from '#gateway/sessions/redis-connection.js'
-import { RedisFamilyStore } from '#gateway/sessions/redis-family-store.js'
-import { defineFamilyScripts, FAMILY_SCRIPTS, rotateScriptArgs } from '#gateway/sessions/redis-scripts.js'
+import { RedisFamilyStore, TOKEN_KEY_RENEW_MS } from '#gateway/sessions/redis-family-store.js'
+import { createScriptArgs, defineFamilyScripts, FAMILY_SCRIPTS, rotateScriptArgs } from '#gateway/sessions/redis-scripts.js'
 import { decodeFamily, encodeFamily, FAMILY_FORMAT_VERSION, storedHash } from '#gateway/sessions/family-codec.js'
-import { deriveSuccessor, mintInitialToken, newNonce, type ParsedRefreshToken } from '#gateway/sessions/refresh-token.js'
+import { mintFormat1Token, newNonce, RefreshTokenKey, type ParsedRefreshToken } from '#gateway/sessions/refresh-token.js'
 import { freePort, hasRedisServerBinary, redisForTest, spawnRedisServer, waitForRedis } from '../../../../test/helpers/redis.js'
 import { familyStoreContract, LIMITS, newFamily, type StoreOptions } from './family-store.contract.js'
 
@@ -101,12 +101,13 @@ t.test('every key the store writes has a TTL, bounded by the family lifetimes', 
   const keys = await scanKeys(admin, keyPrefix)
   t.same(keys, [
     store.familyKey(a.token.sid), store.familyKey(b.token.sid), store.familyKey(bob.token.sid),
-    store.userIndexKey('alice'), store.userIndexKey('bob')
-  ].sort(), "exactly the live families and their users' indexes (carol's revoked family and emptied index are gone)")
+    store.userIndexKey('alice'), store.userIndexKey('bob'), store.tokenKeyKey()
+  ].sort(), "exactly the live families, their users' indexes (carol's revoked family and emptied index are gone) and the refresh-token key")
   for (const key of keys) {
     const ttl = await admin.pttl(key)
     t.ok(ttl > 0, `${key} has a TTL (${ttl} ms)`)
-    const limit = key.includes(':u:{') ? LIMITS.maxTtlMs : LIMITS.idleTtlMs
+    // The refresh-token key outlives every family it may vouch for (see RedisFamilyStore).
+    const limit = key === store.tokenKeyKey() ? LIMITS.maxTtlMs + TOKEN_KEY_RENEW_MS : key.includes(':u:{') ? LIMITS.maxTtlMs : LIMITS.idleTtlMs
     t.ok(ttl <= limit, `${key} TTL ${ttl} <= ${limit}`)
   }
   t.ok(await admin.pttl(store.userIndexKey('alice')) > LIMITS.maxTtlMs - 5000, 'the index lives as long as its longest member')
@@ -135,7 +136,7 @@ t.test('the family key stays a compact string; a live session fits in 400 bytes 
 t.test('families stored in format 1 with full 32-byte hashes (before the provider field and 16-byte hashes) still rotate, keep their grace and list', async (t) => {
   const clock = new ManualClock()
   const { store, client } = await makeStore(t, LIMITS, clock)
-  const first = mintInitialToken()
+  const first = mintFormat1Token()
   const now = clock.now()
   // What create wrote then: 15 fields, the whole SHA-256 of the token, the user agent as sent.
   const key = store.familyKey(first.sid)
@@ -157,6 +158,93 @@ t.test('families stored in format 1 with full 32-byte hashes (before the provide
   t.equal(retried.kind, 'grace', 'the old-format previous hash matches inside grace')
   t.equal(retried.kind === 'grace' ? retried.token.raw : '', rotated.token.raw, 'the same successor')
   t.equal((await store.rotate(rotated.token, SEEN)).kind, 'rotated', 'the successor (stored in the new form) rotates')
+})
+
+/** Save a family's stored value, and later put it back: what a failover to a replica that missed the writes between does. */
+async function lostWrites (client: RedisClient, key: string): Promise<() => Promise<void>> {
+  const [value, ttl] = await Promise.all([client.getBuffer(key), client.pttl(key)])
+  if (value === null) throw new Error(`no family at ${key}`)
+  return async () => { await client.set(key, value, 'PX', ttl) }
+}
+
+t.test('without REFRESH_TOKEN_KEY, stores on one Redis share one key: a rotation lost in a failover rolls forward at another gateway; a key Redis lost comes back unchanged', async (t) => {
+  const clock = new ManualClock()
+  const a = await makeStore(t, LIMITS, clock)
+  const b = new RedisFamilyStore({ client: a.client, limits: LIMITS, clock, keyPrefix: a.keyPrefix, closeClient: false })
+  const { token: t0 } = await a.store.create(newFamily('alice'))
+  const t1 = (await a.store.rotate(t0, SEEN) as { token: ParsedRefreshToken }).token
+  const failover = await lostWrites(a.client, a.store.familyKey(t0.sid))
+  const t2 = (await a.store.rotate(t1, SEEN) as { token: ParsedRefreshToken }).token
+  await failover()
+  clock.advance(LIMITS.graceMs + 1)
+  const atB = (await b.tokenKey()).recognise(t2)
+  t.equal(atB.generation, 2, "b holds a's key: the token is format 2 there too")
+  const r = await b.rotate(atB, SEEN)
+  t.equal(r.kind, 'rotated', 'the token the failover forgot is rotated at the other gateway, not reuse')
+  t.equal(r.kind === 'rotated' && r.rolledForwardFrom, 1)
+  t.equal(r.kind === 'rotated' && r.family.generation, 3)
+
+  const keyKey = a.store.tokenKeyKey()
+  const stored = async (): Promise<Buffer | null> => await a.client.getBuffer(keyKey)
+  const k = await stored()
+  t.equal(k?.length, 32, 'one 32-byte key in Redis')
+  t.ok(await a.client.pttl(keyKey) > LIMITS.maxTtlMs, 'it outlives every family')
+  await a.client.del(keyKey)
+  await a.store.create(newFamily('alice'))
+  t.equal(await stored(), null, 'renewed at most every TOKEN_KEY_RENEW_MS: not yet')
+  clock.advance(TOKEN_KEY_RENEW_MS)
+  await a.store.create(newFamily('alice'))
+  t.same(await stored(), k, 'a login after that puts the key back as it was (sent ahead of the login on the same connection)')
+  await a.client.set(keyKey, 'short')
+  clock.advance(TOKEN_KEY_RENEW_MS)
+  await a.store.rotate((r as { token: ParsedRefreshToken }).token, SEEN)
+  t.same(await stored(), k, 'a value that is no key of ours is replaced, by a refresh too')
+  t.ok(await a.client.pttl(keyKey) > LIMITS.maxTtlMs, 'with its TTL')
+})
+
+t.test('two gateways with different keys (REFRESH_TOKEN_KEY changed on one): never reuse nor a token the family does not hold; a grace retry they cannot derive is underivable; no roll forward across them', async (t) => {
+  const clock = new ManualClock()
+  const a = await makeStore(t, LIMITS, clock, redis.url, { tokenKey: RefreshTokenKey.random() })
+  const b = new RedisFamilyStore({ client: a.client, limits: LIMITS, clock, keyPrefix: a.keyPrefix, closeClient: false, tokenKey: RefreshTokenKey.random() })
+  const atA = async (token: ParsedRefreshToken): Promise<ParsedRefreshToken> => (await a.store.tokenKey()).recognise(token)
+  const atB = async (token: ParsedRefreshToken): Promise<ParsedRefreshToken> => (await b.tokenKey()).recognise(token)
+  const { token: t0 } = await a.store.create(newFamily('alice'))
+  const r1 = await a.store.rotate(await atA(t0), SEEN)
+  if (r1.kind !== 'rotated') throw new Error('expected a rotation')
+  t.same(await b.rotate(await atB(t0), SEEN), { kind: 'underivable', sid: t0.sid }, "a's format-2 successor of a token b reads as format 1: b cannot derive it and hands out nothing")
+  const retry = await a.store.rotate(await atA(t0), SEEN)
+  t.equal(retry.kind === 'grace' && retry.token.raw, r1.token.raw, 'the family is untouched: the retry at a gets it')
+  const r2 = await b.rotate(await atB(r1.token), SEEN)
+  if (r2.kind !== 'rotated') throw new Error('expected a rotation at b')
+  t.equal(r2.token.generation, undefined, "b rotates a's token as format 1")
+  const again = await a.store.rotate(await atA(r1.token), SEEN)
+  t.equal(again.kind === 'grace' && again.token.raw, r2.token.raw, "a grace retry at a gets b's format-1 successor")
+  t.equal((await a.store.rotate(await atA(r2.token), SEEN)).kind, 'rotated', 'which rotates at a')
+  const { token: u0 } = await a.store.create(newFamily('alice'))
+  const failover = await lostWrites(a.client, a.store.familyKey(u0.sid))
+  const u1 = (await a.store.rotate(await atA(u0), SEEN) as { token: ParsedRefreshToken }).token
+  await failover()
+  t.equal((await b.rotate(await atB(u1), SEEN)).kind, 'reuse', "a token a's key vouches for is not rolled forward at b (the limit of a key that differs)")
+})
+
+t.test('a session from before format 2 keeps format-1 tokens, which are never rolled forward', async (t) => {
+  const clock = new ManualClock()
+  const { store, client } = await makeStore(t, LIMITS, clock)
+  const t0 = mintFormat1Token()
+  const key = store.familyKey(t0.sid)
+  const now = clock.now()
+  await defineFamilyScripts(client).lkFamilyCreate(key, ...createScriptArgs({
+    userId: 'alice', clientId: 'browser', scope: '', tokenHash: Buffer.from(t0.hash, 'base64url'), now, idleExpiresAt: now + LIMITS.idleTtlMs, absoluteExpiresAt: now + LIMITS.maxTtlMs, userAgent: '', ip: ''
+  }))
+  const r1 = await store.rotate(t0, SEEN)
+  if (r1.kind !== 'rotated') throw new Error('expected a rotation')
+  t.equal(r1.token.generation, undefined, 'the successor is format 1 too')
+  t.equal((await store.tokenKey()).recognise(r1.token).generation, undefined, 'and read as such')
+  const failover = await lostWrites(client, key)
+  const t2 = (await store.rotate(r1.token, SEEN) as { token: ParsedRefreshToken }).token
+  await failover()
+  clock.advance(LIMITS.graceMs + 1)
+  t.equal((await store.rotate(t2, SEEN)).kind, 'reuse', 'a format-1 token the failover forgot is reuse (README: the limit for sessions from before the upgrade)')
 })
 
 t.test('the codec writes the bytes the scripts write, and reads them back (pending, bound to an IdP or not)', async (t) => {
@@ -186,9 +274,9 @@ t.test('families stored in formats 2 and 3 (before the IdP binding; 3 with the p
   const clock = new ManualClock()
   const { store, client } = await makeStore(t, LIMITS, clock)
   for (const [version, pending] of [[2, 0], [3, 0], [3, 1]] as const) {
-    const t0 = mintInitialToken()
+    const t0 = mintFormat1Token()
     const nonce = newNonce()
-    const t1 = deriveSuccessor(t0, nonce)
+    const t1 = RefreshTokenKey.random().successor(t0, nonce) // format 1 from format 1, whatever the key
     const key = store.familyKey(t0.sid)
     await storeOldFormat(client, key, version, t0, t1, nonce, clock.now(), pending)
     const blob = await client.getBuffer(key) as Buffer
@@ -209,13 +297,14 @@ t.test('families stored in formats 2 and 3 (before the IdP binding; 3 with the p
 
 t.test('a pending successor (REDIS_WAIT_REPLICAS, not yet answered 200) keeps its predecessor good past grace; once committed, the predecessor after grace is reuse', async (t) => {
   const clock = new ManualClock()
-  const { store, client } = await makeStore(t, LIMITS, clock)
+  const tokenKey = RefreshTokenKey.random()
+  const { store, client } = await makeStore(t, LIMITS, clock, redis.url, { tokenKey })
   const scripts = defineFamilyScripts(client)
   const { token: t0 } = await store.create(newFamily('alice'))
   const key = store.familyKey(t0.sid)
   // What the store sends with waitReplicas: the rotation is written pending.
   const nonce = newNonce()
-  const t1 = deriveSuccessor(t0, nonce)
+  const t1 = tokenKey.successor(t0, nonce)
   const raw = (token: ParsedRefreshToken): Buffer => Buffer.from(token.hash, 'base64url')
   const reply = await scripts.lkFamilyRotateBuffer(key, ...rotateScriptArgs({
     presentedHash: raw(t0), successorHash: raw(t1), nonce: Buffer.from(nonce, 'base64url'), now: clock.now(), limits: LIMITS, ...SEEN, pending: true
@@ -300,7 +389,7 @@ t.test('well-formed tokens of unknown families write nothing', async (t) => {
     return { keys, values: values.map(v => Buffer.isBuffer(v) ? v.toString('hex') : v) }
   }
   const before = await snapshot()
-  const stranger = mintInitialToken()
+  const stranger = RefreshTokenKey.random().mint()
   t.same(await store.rotate(stranger, SEEN), { kind: 'invalid' })
   t.same(await store.revokeByToken(stranger), null)
   t.equal(await store.revokeSession('alice', stranger.sid), false)
@@ -330,7 +419,7 @@ t.test('hash slots: one key per script, each family and index in its own tagged 
   const { store } = await makeStore(t)
   const slots = new Set<number>()
   for (let i = 0; i < 200; i++) {
-    const { sid } = mintInitialToken()
+    const { sid } = RefreshTokenKey.random().mint()
     const key = store.familyKey(sid)
     t.match(key, new RegExp(`^${redis.prefix}\\d+:f:\\{${sid}\\}$`))
     t.equal(keySlot(key), keySlot(sid), 'the family key hashes by its sid alone')
@@ -338,6 +427,7 @@ t.test('hash slots: one key per script, each family and index in its own tagged 
   }
   t.ok(slots.size > 150, `200 families spread over ${slots.size} slots (the prefix is not the tag)`)
   t.match(store.userIndexKey('{evil}'), /u:\{[A-Za-z0-9_-]{22}\}$/, 'user ids never shape the tag')
+  t.equal(keySlot(store.tokenKeyKey()), keySlot('refresh-key'), 'the refresh-token key is tagged too')
   t.throws(() => new RedisFamilyStore({ client: admin, limits: LIMITS, clock: systemClock, keyPrefix: '{lk}:' }), RangeError)
 })
 
@@ -349,7 +439,7 @@ t.test('a client keyPrefix equal to the store prefix is not applied twice', asyn
   t.teardown(() => store.close())
   const { token } = await store.create(newFamily('alice'))
   t.equal((await store.rotate(token, SEEN)).kind, 'rotated')
-  t.same(await scanKeys(admin, keyPrefix), [`${keyPrefix}f:{${token.sid}}`, `${keyPrefix}u:{${createHash('sha256').update('alice').digest('base64url').slice(0, 22)}}`].sort())
+  t.same(await scanKeys(admin, keyPrefix), [`${keyPrefix}f:{${token.sid}}`, `${keyPrefix}u:{${createHash('sha256').update('alice').digest('base64url').slice(0, 22)}}`, `${keyPrefix}${store.tokenKeyKey()}`].sort())
 })
 
 t.test('throughput: 2000 sequential and 2000 concurrent rotations, all correct', async (t) => {
@@ -395,7 +485,7 @@ t.test('Redis killed: every call fails fast with GW_STORE_UNAVAILABLE; after a r
   const { store } = await makeStore(t, LIMITS, systemClock, own.url)
   const { token } = await store.create(newFamily('alice'))
   await own.kill()
-  const fresh = mintInitialToken()
+  const fresh = RefreshTokenKey.random().mint()
   const timings = [
     await failsWithin(t, 'rotate', () => store.rotate(token, SEEN)),
     await failsWithin(t, 'create', () => store.create(newFamily('alice'))),
