@@ -292,7 +292,12 @@ export class SessionService extends SessionRevocations {
       this.events.refreshed(caller, 'invalid', family.sid)
       return { ok: false }
     }
-    const allowed = this.#currentScope(family, user, client)
+    return await this.#answer(caller, result, this.#currentScope(family, user, client), options)
+  }
+
+  /** Every check passed: the access token for `allowed` (narrowed by the grant's `scope`), and the rotation committed. */
+  async #answer (caller: Caller, result: Extract<RotateResult, { kind: 'rotated' | 'grace' }>, allowed: readonly string[], options: { narrow?: (allowed: readonly string[]) => string }): Promise<RefreshResult> {
+    const { family } = result
     const scope = options.narrow === undefined ? formatScope(allowed) : options.narrow(allowed)
     const body = await accessTokenForFamily(this.#issuer, { ...family, scope }, this.#audience)
     this.events.refreshed(caller, result.kind, family.sid)
@@ -334,13 +339,7 @@ export class SessionService extends SessionRevocations {
       this.events.refreshed(caller, 'invalid', family.sid)
       return { ok: false }
     }
-    const allowed = scopeList(family.scope).filter(s => client === undefined || client.scope.includes(s))
-    const scope = options.narrow === undefined ? formatScope(allowed) : options.narrow(allowed)
-    const body = await accessTokenForFamily(this.#issuer, { ...family, scope }, this.#audience)
-    this.events.refreshed(caller, result.kind, family.sid)
-    this.events.tokenIssued('refresh_token')
-    this.#answered(result)
-    return { ok: true, refreshToken: result.token.raw, family, body }
+    return await this.#answer(caller, result, scopeList(family.scope).filter(s => client === undefined || client.scope.includes(s)), options)
   }
 
   /**
