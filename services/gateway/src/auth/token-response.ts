@@ -27,8 +27,8 @@ export function familyRemainingS (family: Family, clock: Clock): number {
   return Math.max(0, Math.round((Math.min(family.idleExpiresAt, family.absoluteExpiresAt) - clock.now()) / 1000))
 }
 
-export async function accessTokenForFamily (issuer: AccessTokenIssuer, family: Family, audience: string): Promise<TokenBody> {
-  const { token, expiresIn } = await issuer.issue({
+export function accessTokenForFamily (issuer: AccessTokenIssuer, family: Family, audience: string): TokenBody {
+  const { token, expiresIn } = issuer.issue({
     sub: family.userId,
     aud: audience,
     client_id: family.clientId,

@@ -68,12 +68,12 @@ export function registerTokenRoute (app: FastifyInstance, opts: TokenRouteOption
     return { ...result.body, refresh_token: result.refreshToken }
   }
 
-  async function clientCredentialsGrant (form: FormParams, presented: Client | null): Promise<TokenBody> {
+  function clientCredentialsGrant (form: FormParams, presented: Client | null): TokenBody {
     const client = requireGrant(presented, 'client_credentials')
     const aud = pickAudience(form, client.audiences)
     const scope = narrowScope(param(form, 'scope'), client.scope)
     // A service token: sub is the client itself, and there is no session (no sid).
-    const { token, expiresIn } = await issuer.issue({ sub: client.id, aud, client_id: client.id, scope })
+    const { token, expiresIn } = issuer.issue({ sub: client.id, aud, client_id: client.id, scope })
     events.tokenIssued('client_credentials')
     return { access_token: token, token_type: 'Bearer', expires_in: expiresIn, scope }
   }
