@@ -222,7 +222,11 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   const deps: GatewayDeps = { clock, store: familyStore, keys, users, clients, metrics, events, revoked, edge, replay }
   const readiness: Readiness = { draining: false, check: () => familyStore.ping() }
   // Draining: tell keep-alive clients to reconnect (to another replica) after this answer.
-  app.addHook('onSend', async (_req, reply) => { if (readiness.draining) reply.header('Connection', 'close') })
+  // A callback hook, as every hook that runs for each request: an async one costs a promise and a microtask.
+  app.addHook('onSend', (_req, reply, payload, done) => {
+    if (readiness.draining) reply.header('Connection', 'close')
+    done(null, payload)
+  })
 
   const issuer = new AccessTokenIssuer({ keys, issuer: config.issuer, ttlS: config.accessTokenTtlS, clock, users })
   // The one access-token verifier: bearer routes, proxy and forward-auth (one verified-token cache).
