@@ -504,8 +504,11 @@ export class ClientDirectory {
   readonly #clock: Clock
   /** Stands in for an unknown id (and an absent previous secret) so that every call costs two HMACs and two compares. */
   readonly #dummy: SecretHash = { salt: randomBytes(SALT_BYTES), digest: randomBytes(DIGEST_BYTES) }
-  /** Keys the digests of accepted secrets; made here, never stored. */
-  readonly #fingerprintKey = randomBytes(SALT_BYTES)
+  /**
+   * A SHA-256 state that has taken in the key of the accepted secrets' digests (made here,
+   * never stored): each fingerprint continues a copy of it instead of hashing the key again.
+   */
+  readonly #fingerprintKeyed = createHash('sha256').update(randomBytes(SALT_BYTES))
   /** Stands in for a digest not remembered (yet), so that a remembered one is not told apart by time. */
   readonly #noDigest = randomBytes(DIGEST_BYTES)
 
@@ -584,6 +587,6 @@ export class ClientDirectory {
   }
 
   #fingerprint (given: string): Buffer {
-    return createHash('sha256').update(this.#fingerprintKey).update(given, 'utf8').digest()
+    return this.#fingerprintKeyed.copy().update(given, 'utf8').digest()
   }
 }
