@@ -96,7 +96,8 @@ function inScalarRange (x: Buffer): boolean {
  * needs no final borrow; a low s is returned as it is.
  */
 export function lowSEs256Signature (signature: Buffer): Buffer {
-  if (signature.length !== 64 || Buffer.compare(signature.subarray(32), P256_HALF_N_BYTES) <= 0) return signature
+  // s (bytes 32..64) against n/2, compared in place: a subarray view costs more than the compare.
+  if (signature.length !== 64 || signature.compare(P256_HALF_N_BYTES, 0, 32, 32, 64) <= 0) return signature
   const folded = Buffer.allocUnsafe(64)
   signature.copy(folded, 0, 0, 32)
   let borrow = 0

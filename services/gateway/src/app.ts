@@ -40,6 +40,7 @@ import { MemoryFederatedLinks, RedisFederatedLinks } from './identity/oidc/feder
 import type { SigningKeys } from './keys/signing-keys.js'
 import { type ConfigFiles, loadConfigFiles } from './ops/config-files.js'
 import { frameworkErrors, installErrorHandling } from './ops/error-handler.js'
+import { lazyRequestLogger } from './ops/request-logger.js'
 import { createGatewayEvents, type GatewayEvents } from './ops/events.js'
 import healthRoutes, { type Readiness } from './ops/health-routes.js'
 import type { FamilyLimits, FamilyStore } from './sessions/family-store.js'
@@ -141,6 +142,8 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
       redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'res.headers["set-cookie"]', '*.password', '*.refresh_token', '*.client_secret'], censor: '[redacted]' }
     },
     genReqId,
+    // request.log is made when the request first writes a line (ops/request-logger.ts).
+    childLoggerFactory: lazyRequestLogger,
     requestIdHeader: false,
     connectionTimeout: CONNECTION_TIMEOUT_MS,
     requestTimeout: REQUEST_TIMEOUT_MS,
@@ -222,7 +225,11 @@ export async function buildGatewayApp (config: GatewayConfig, options: BuildGate
   const deps: GatewayDeps = { clock, store: familyStore, keys, users, clients, metrics, events, revoked, edge, replay }
   const readiness: Readiness = { draining: false, check: () => familyStore.ping() }
   // Draining: tell keep-alive clients to reconnect (to another replica) after this answer.
-  app.addHook('onSend', async (_req, reply) => { if (readiness.draining) reply.header('Connection', 'close') })
+  // A callback hook, as every hook that runs for each request: an async one costs a promise and a microtask.
+  app.addHook('onSend', (_req, reply, payload, done) => {
+    if (readiness.draining) reply.header('Connection', 'close')
+    done(null, payload)
+  })
 
   const issuer = new AccessTokenIssuer({ keys, issuer: config.issuer, ttlS: config.accessTokenTtlS, clock, users })
   // The one access-token verifier: bearer routes, proxy and forward-auth (one verified-token cache).

@@ -504,8 +504,11 @@ export class ClientDirectory {
   readonly #clock: Clock
   /** Stands in for an unknown id (and an absent previous secret) so that every call costs two HMACs and two compares. */
   readonly #dummy: SecretHash = { salt: randomBytes(SALT_BYTES), digest: randomBytes(DIGEST_BYTES) }
-  /** Keys the digests of accepted secrets; made here, never stored. */
-  readonly #fingerprintKey = randomBytes(SALT_BYTES)
+  /**
+   * A SHA-256 state that has taken in the key of the accepted secrets' digests (made here,
+   * never stored): each fingerprint continues a copy of it instead of hashing the key again.
+   */
+  readonly #fingerprintKeyed = createHash('sha256').update(randomBytes(SALT_BYTES))
   /** Stands in for a digest not remembered (yet), so that a remembered one is not told apart by time. */
   readonly #noDigest = randomBytes(DIGEST_BYTES)
 
@@ -574,8 +577,11 @@ export class ClientDirectory {
     const current = matches(entry?.hash ?? this.#dummy, given ?? '') && entry?.hash !== undefined
     const previous = matches(entry?.previous?.hash ?? this.#dummy, given ?? '') && this.#previousLive(entry)
     if (entry === undefined || given === undefined || !(current || previous)) return null
-    if (current) entry.accepted.current = seen
-    else entry.accepted.previous = seen
+    // Kept in a buffer of its own: `seen` is a slice of Node's shared pool, which it would pin.
+    const remembered = Buffer.alloc(DIGEST_BYTES)
+    seen.copy(remembered)
+    if (current) entry.accepted.current = remembered
+    else entry.accepted.previous = remembered
     return entry.client
   }
 
@@ -583,7 +589,12 @@ export class ClientDirectory {
     return entry?.previous !== undefined && this.#clock.now() < entry.previous.expiresAt
   }
 
+  /**
+   * SHA-256(key || given), read out as a binary (latin1) string and copied into a pooled
+   * Buffer: a Buffer from digest() comes with an ArrayBuffer of its own, which cost a third
+   * of the fingerprint (callgrind).
+   */
   #fingerprint (given: string): Buffer {
-    return createHash('sha256').update(this.#fingerprintKey).update(given, 'utf8').digest()
+    return Buffer.from(this.#fingerprintKeyed.copy().update(given, 'utf8').digest('binary'), 'binary')
   }
 }

@@ -4,7 +4,6 @@
  * the gateway's own keys (verification-keys.ts), wired once in app.ts.
  */
 import { KeyObject, randomUUID, sign as cryptoSign, type SignKeyObjectInput } from 'node:crypto'
-import type { JWTPayload } from 'jose'
 import type { Clock } from '#shared/clock.js'
 import { ACCESS_TOKEN_TYP } from '#shared/token-format.js'
 import { lowSEs256Signature } from '#shared/token-format.js'
@@ -70,7 +69,8 @@ export class AccessTokenIssuer {
   #sign: (data: Buffer) => Buffer = () => Buffer.alloc(0)
   /** base64url of the protected header: the same for every token of this key. */
   #encodedHeader = ''
-  readonly #issuer: string
+  /** `iss` as a JSON string: the same for every token. */
+  readonly #issuerJson: string
   readonly #ttlS: number
   readonly #clock: Clock
   readonly #users: UserNames | undefined
@@ -78,7 +78,7 @@ export class AccessTokenIssuer {
   constructor (opts: { keys: SigningKeys, issuer: string, ttlS: number, clock: Clock, users?: UserNames }) {
     if (!Number.isInteger(opts.ttlS) || opts.ttlS <= 0) throw new TypeError('ttlS must be a positive integer')
     this.#keys = opts.keys
-    this.#issuer = opts.issuer
+    this.#issuerJson = JSON.stringify(opts.issuer)
     this.#ttlS = opts.ttlS
     this.#clock = opts.clock
     this.#users = opts.users
@@ -95,30 +95,26 @@ export class AccessTokenIssuer {
     this.#signingKey = signing
   }
 
-  async issue (claims: AccessTokenClaims): Promise<IssuedAccessToken> {
+  /** Synchronous, as node:crypto's sign() is: a caller on the hot path need not wait a tick for it. */
+  issue (claims: AccessTokenClaims): IssuedAccessToken {
     this.#follow()
     const iat = Math.floor(this.#clock.now() / 1000)
     const exp = claims.notAfter === undefined ? iat + this.#ttlS : Math.min(iat + this.#ttlS, claims.notAfter)
-    const payload: JWTPayload = {
-      iss: this.#issuer,
-      sub: claims.sub,
-      aud: typeof claims.aud === 'string' ? claims.aud : [...claims.aud],
-      exp,
-      iat,
-      jti: randomUUID(),
-      client_id: claims.client_id,
-      scope: claims.scope
-    }
+    // RFC 9068 §2.2: the claims set as one template, which costs fewer instructions than an
+    // object built for JSON.stringify; every string in it still goes through JSON.stringify,
+    // so the escaping is JSON's own (RFC 8259 §7).
+    let payload = `{"iss":${this.#issuerJson},"sub":${JSON.stringify(claims.sub)},"aud":${JSON.stringify(claims.aud)},"exp":${exp},"iat":${iat},"jti":"${randomUUID()}","client_id":${JSON.stringify(claims.client_id)},"scope":${JSON.stringify(claims.scope)}`
     if (claims.sid !== undefined) {
-      payload.sid = claims.sid
+      payload += `,"sid":${JSON.stringify(claims.sid)}`
       // RFC 9068 §2.2.3.1 allows OpenID Connect identity claims: the user's name, so that a
       // service (and a person reading /api/me) sees "alice" rather than an opaque `sub`.
       const name = this.#users?.getById(claims.sub)?.username
-      if (name !== undefined) payload.preferred_username = name
+      if (name !== undefined) payload += `,"preferred_username":${JSON.stringify(name)}`
     }
-    if (claims.act !== undefined) payload.act = claims.act
-    const signingInput = `${this.#encodedHeader}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}`
-    const signature = this.#sign(Buffer.from(signingInput)).toString('base64url')
+    if (claims.act !== undefined) payload += `,"act":${JSON.stringify(claims.act)}`
+    const signingInput = `${this.#encodedHeader}.${Buffer.from(`${payload}}`).toString('base64url')}`
+    // ASCII only (base64url and a dot): latin1 copies it without a UTF-8 pass.
+    const signature = this.#sign(Buffer.from(signingInput, 'latin1')).toString('base64url')
     return { token: `${signingInput}.${signature}`, expiresIn: exp - iat }
   }
 }

@@ -96,7 +96,7 @@ export class TokenExchange {
     const aud = pickAudience(form, allowed)
     const scope = narrowScope(param(form, 'scope'), [...subject.scopes])
     const act: ActorClaim = prior === undefined ? { sub: client.id } : { sub: client.id, act: prior }
-    const { token, expiresIn } = await this.#options.accessTokens.issue({
+    const { token, expiresIn } = this.#options.accessTokens.issue({
       sub: subject.sub, aud, client_id: client.id, scope, sid: subject.sid, act, notAfter: subject.exp
     })
     return { access_token: token, issued_token_type: ACCESS_TOKEN_TYPE, token_type: 'Bearer', expires_in: expiresIn, scope }

@@ -6,7 +6,7 @@
  * (§4.3) for clients allowed it — kept for migration only (RFC 9700 §2.4). Every answer, errors included, carries
  * `Cache-Control: no-store` (§5.1).
  */
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { GatewayConfig } from '../config.js'
 import { gatewayError } from '../errors.js'
 import type { ClientDirectory, Client } from '../identity/clients-file.js'
@@ -15,7 +15,7 @@ import type { AccessTokenIssuer } from '../keys/access-token.js'
 import type { GatewayEvents } from '../ops/events.js'
 import { BROWSER_CLIENT_ID, type SessionService } from '../sessions/service.js'
 import type { LoginLimiter } from '../auth/login-limiter.js'
-import { noStore, type TokenBody } from '../auth/token-response.js'
+import { TOKEN_RESPONSE_SCHEMA, type TokenBody } from '../auth/token-response.js'
 import { checkPassword } from '../auth/password-check.js'
 import { type ClientAuthenticator, invalidClient } from './client-auth.js'
 import { param, requireParam, type FormParams } from './form-body.js'
@@ -68,12 +68,12 @@ export function registerTokenRoute (app: FastifyInstance, opts: TokenRouteOption
     return { ...result.body, refresh_token: result.refreshToken }
   }
 
-  async function clientCredentialsGrant (form: FormParams, presented: Client | null): Promise<TokenBody> {
+  function clientCredentialsGrant (form: FormParams, presented: Client | null): TokenBody {
     const client = requireGrant(presented, 'client_credentials')
     const aud = pickAudience(form, client.audiences)
     const scope = narrowScope(param(form, 'scope'), client.scope)
     // A service token: sub is the client itself, and there is no session (no sid).
-    const { token, expiresIn } = await issuer.issue({ sub: client.id, aud, client_id: client.id, scope })
+    const { token, expiresIn } = issuer.issue({ sub: client.id, aud, client_id: client.id, scope })
     events.tokenIssued('client_credentials')
     return { access_token: token, token_type: 'Bearer', expires_in: expiresIn, scope }
   }
@@ -92,8 +92,8 @@ export function registerTokenRoute (app: FastifyInstance, opts: TokenRouteOption
     return { ...issued.body, refresh_token: issued.refreshToken }
   }
 
-  app.post('/oauth/token', async (req: FastifyRequest, reply: FastifyReply) => {
-    noStore(reply)
+  // Cache-Control: no-store (§5.1) is set for every answer by the OAuth context's onRequest hook (routes.ts).
+  app.post('/oauth/token', { schema: { response: { 200: TOKEN_RESPONSE_SCHEMA } } }, async (req: FastifyRequest) => {
     const form: FormParams = (req.body as FormParams | undefined) ?? {}
     const grantType = param(form, 'grant_type')
     if (grantType === undefined) throw gatewayError('GW_OAUTH_INVALID_REQUEST', { description: 'Missing parameter grant_type.' })

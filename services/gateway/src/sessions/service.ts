@@ -218,7 +218,7 @@ export class SessionService extends SessionRevocations {
     const { token, family } = await this.store.create({
       userId: input.user.id, clientId: input.clientId, scope: input.scope, userAgent: input.seen.userAgent ?? '', ip: input.seen.ip
     })
-    const body = await accessTokenForFamily(this.#issuer, family, this.#audience)
+    const body = accessTokenForFamily(this.#issuer, family, this.#audience)
     this.events.loginSucceeded(caller, input.user.id, family.sid)
     this.events.tokenIssued(input.grant)
     return { refreshToken: token.raw, family, body }
@@ -238,7 +238,7 @@ export class SessionService extends SessionRevocations {
       provider: input.provider,
       ...(input.idp === undefined ? {} : { idp: input.idp })
     })
-    const body = await accessTokenForFamily(this.#issuer, family, this.#audience)
+    const body = accessTokenForFamily(this.#issuer, family, this.#audience)
     this.events.loginSucceeded(caller, input.userId, family.sid)
     this.events.tokenIssued(input.clientId === undefined ? 'login' : 'authorization_code')
     return { refreshToken: token.raw, family, body }
@@ -299,7 +299,7 @@ export class SessionService extends SessionRevocations {
   async #answer (caller: Caller, result: Extract<RotateResult, { kind: 'rotated' | 'grace' }>, allowed: readonly string[], options: { narrow?: (allowed: readonly string[]) => string }): Promise<RefreshResult> {
     const { family } = result
     const scope = options.narrow === undefined ? formatScope(allowed) : options.narrow(allowed)
-    const body = await accessTokenForFamily(this.#issuer, { ...family, scope }, this.#audience)
+    const body = accessTokenForFamily(this.#issuer, { ...family, scope }, this.#audience)
     this.events.refreshed(caller, result.kind, family.sid)
     this.events.tokenIssued('refresh_token')
     this.#answered(result)
