@@ -1,9 +1,9 @@
 /**
- * Peer: a plain http-proxy reverse proxy with no auth, in front of the same resource.
- * Same library as the gateway's proxy and the same upstream pool settings (keep-alive,
- * 256 sockets, 64 idle, LIFO; see services/gateway/src/proxy/upstream.ts), so the
- * difference from the gateway row is what the gateway adds: the token check and the
- * header rules. Everything is proxied, /healthz included (readiness of the peer).
+ * Peer: a plain http-proxy reverse proxy with no auth, in front of the same resource: the
+ * most used Node reverse proxy library, over Node's own `http.request` and a keep-alive agent
+ * (256 sockets, 64 idle, LIFO). The gateway forwarded with it until 2026-12-04; it now
+ * forwards with undici (services/gateway/src/proxy/forwarder.ts), as the
+ * @fastify/http-proxy peer does. Everything is proxied, /healthz included (readiness of the peer).
  */
 import http from 'node:http'
 import httpProxy from 'http-proxy'

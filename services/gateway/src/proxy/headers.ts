@@ -74,8 +74,6 @@ export interface ForwardingContext {
   readonly forwardedHost: string | undefined
   /** `host[:port]` of the upstream, sent as `Host`. */
   readonly upstreamHost: string
-  /** A WebSocket handshake: `Connection: Upgrade` and `Upgrade: websocket` are re-added. */
-  readonly websocket: boolean
 }
 
 /** The headers sent upstream for a client request with `incoming` headers. */
@@ -94,15 +92,11 @@ export function upstreamRequestHeaders (incoming: IncomingHttpHeaders, ctx: Forw
     }
     out[name] = value
   }
-  // Framing follows what the gateway's parser read, whatever `Connection` named: a body the
-  // client sent chunked goes on chunked (never unframed, which would let its bytes be read
-  // upstream as a second request); a Content-Length body keeps its (validated) length.
-  if (incoming['transfer-encoding'] !== undefined) out['transfer-encoding'] = 'chunked'
-  else if (incoming['content-length'] !== undefined) out['content-length'] = incoming['content-length']
-  if (ctx.websocket) {
-    out.connection = 'Upgrade'
-    out.upgrade = 'websocket'
-  }
+  // Framing follows what the gateway's parser read, whatever `Connection` named: a
+  // Content-Length body keeps its (validated) length; a body the client sent chunked has no
+  // length here, and the forwarder's client (undici) sends a body of unknown length chunked,
+  // never unframed, which would let its bytes be read upstream as a second request.
+  if (incoming['transfer-encoding'] === undefined && incoming['content-length'] !== undefined) out['content-length'] = incoming['content-length']
   out.host = ctx.upstreamHost
   out['x-request-id'] = ctx.requestId
   if (ctx.clientIp !== undefined) out['x-forwarded-for'] = ctx.clientIp
@@ -114,7 +108,8 @@ export function upstreamRequestHeaders (incoming: IncomingHttpHeaders, ctx: Forw
 /**
  * The client-bound headers of an upstream response, as a flat `[name, value, ...]` list
  * (`writeHead` takes one), keeping the upstream's spelling and repetitions.
- * For a 101 the caller re-adds `Connection: Upgrade` and `Upgrade`.
+ * For a 101 the caller re-adds `Connection: Upgrade` and `Upgrade`; for a WebSocket
+ * handshake going upstream, undici adds them itself (forwarder.ts `ws`).
  */
 export function clientResponseHeaders (rawHeaders: readonly string[]): string[] {
   const named = new Set<string>()
@@ -131,19 +126,6 @@ export function clientResponseHeaders (rawHeaders: readonly string[]): string[] 
     if (HOP_BY_HOP_HEADERS.has(lower) || named.has(lower)) continue
     if (lower === 'set-cookie' && cookieName(value.split(';', 1)[0] as string) === REFRESH_COOKIE_NAME) continue
     out.push(name, value)
-  }
-  return out
-}
-
-/** `clientResponseHeaders` as an object (for http-proxy's WebSocket path, which writes `res.headers`). */
-export function clientResponseHeaderObject (rawHeaders: readonly string[]): Record<string, string | string[]> {
-  const flat = clientResponseHeaders(rawHeaders)
-  const out: Record<string, string | string[]> = {}
-  for (let i = 0; i + 1 < flat.length; i += 2) {
-    const name = (flat[i] as string).toLowerCase()
-    const value = flat[i + 1] as string
-    const prev = out[name]
-    out[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value]
   }
   return out
 }

@@ -40,11 +40,11 @@ import { Admission } from './admission.js'
 import { clientOrigin } from './client-origin.js'
 import { forwardAuthRoutes } from './forward-auth.js'
 import type { FastLane } from './fast-lane.js'
-import { type Exchange, Forwarder } from './forwarder.js'
+import { type Exchange, Forwarder, declaresBody } from './forwarder.js'
 import { upstreamRequestHeaders } from './headers.js'
 import { endProxySpan, propagate, startProxySpan } from './trace-context.js'
 import { RouteTable } from './route-table.js'
-import { PROXY_MAX_IN_FLIGHT_PER_CALLER, PROXY_TIMEOUT_MS, type ProxyRoute, type Upstream, compileRoute, createUpstreamAgents } from './upstream.js'
+import { PROXY_MAX_IN_FLIGHT_PER_CALLER, PROXY_TIMEOUT_MS, type ProxyRoute, type Upstream, compileRoute } from './upstream.js'
 
 /** Methods proxied; others (TRACE, WebDAV, CONNECT) get the gateway's 404. */
 export const PROXY_METHODS: readonly HTTPMethods[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']
@@ -83,12 +83,6 @@ function isWebSocketHandshake (req: IncomingMessage): boolean {
   return req.method === 'GET' && typeof req.headers.upgrade === 'string' && req.headers.upgrade.toLowerCase() === 'websocket'
 }
 
-/** A body follows the headers (RFC 9112 §6.3): chunked, or a non-zero Content-Length. */
-function declaresBody (req: IncomingMessage): boolean {
-  const length = req.headers['content-length']
-  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
-}
-
 /** Who a request's capacity is counted against: the session, or the client of a service token. */
 function callerOf (token: AccessToken): string {
   return token.sid === undefined ? `client:${token.client_id}` : `sid:${token.sid}`
@@ -100,12 +94,11 @@ function refuse (reply: FastifyReply, err: LatchkeyError): FastifyReply {
 
 async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promise<void> {
   const table = options.routes instanceof RouteTable ? options.routes : new RouteTable(options.routes)
-  const agents = createUpstreamAgents()
   const forwarder = new Forwarder({ metrics: options.metrics, timeoutMs: options.timeoutMs ?? PROXY_TIMEOUT_MS })
-  let routes = table.routes.map(r => compileRoute(r, agents))
+  let routes = table.routes.map(r => compileRoute(r))
   // A replaced table takes effect for the next request; requests in progress keep their route.
   table.onReplace((next) => {
-    routes = next.map(r => compileRoute(r, agents))
+    routes = next.map(r => compileRoute(r))
     forwarder.retain(routes.map(r => r.upstream))
   })
   const admission = new Admission<ProxyRoute>({ verifier: options.verifier, routes: () => routes })
@@ -142,17 +135,17 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
       if (websocket) upgrade.socket.once('close', () => { endProxySpan(span, 101) })
       else res.once('close', () => { endProxySpan(span, res.headersSent ? res.statusCode : 499) })
     }
+    const hasBody = declaresBody(req)
     req.headers = upstreamRequestHeaders(req.headers, {
       requestId,
       clientIp: origin.ip,
       proto: origin.proto,
       forwardedHost: origin.host,
-      upstreamHost: upstream.hostHeader,
-      websocket
+      upstreamHost: upstream.hostHeader
     })
     propagate(span, req.headers)
     req.url = url
-    const exchange: Exchange = { route, upstream, log, requestId, startedAt, answered: false, upgraded: false, failed: false, closed: websocket ? undefined : release }
+    const exchange: Exchange = { route, upstream, log, requestId, startedAt, hasBody, answered: false, upgraded: false, failed: false, closed: websocket ? undefined : release }
     if (upgrade !== undefined && websocket) {
       // From here the socket speaks WebSocket (or the upstream's refusal), not this response.
       res.detachSocket(upgrade.socket as Socket)
@@ -268,8 +261,7 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
   app.addHook('onClose', async () => {
     options.lane?.detach()
     app.server.off('upgrade', onUpgrade)
-    forwarder.close()
-    agents.destroy()
+    forwarder.close(true)
   })
 }
 

@@ -1,13 +1,12 @@
 /**
- * Upstream targets and connection pools: one keep-alive agent per scheme shared by every
- * route, and each route's target parsed once at start, not per request.
+ * Upstream targets and their connection pools' settings: each route's upstream parsed once at
+ * start, not per request. The pools themselves (undici `Pool`, one per upstream origin) are
+ * the forwarder's (forwarder.ts).
  */
-import http from 'node:http'
-import https from 'node:https'
 import type { RouteConfig } from '../config.js'
 import type { AdmissionRoute } from './admission.js'
 
-/** Concurrent sockets per upstream host:port; requests beyond it queue in the agent. */
+/** Concurrent connections per upstream origin; requests beyond it queue in its pool. */
 export const UPSTREAM_MAX_SOCKETS = 256
 /**
  * Proxied requests one caller (a session, or a client's service tokens) may have in progress
@@ -16,53 +15,29 @@ export const UPSTREAM_MAX_SOCKETS = 256
  * took all 256 sockets from every other user).
  */
 export const PROXY_MAX_IN_FLIGHT_PER_CALLER = 32
-/** Idle keep-alive sockets kept per upstream host:port. */
-export const UPSTREAM_MAX_FREE_SOCKETS = 64
-/** Reuse upstream connections: a new TCP (and TLS) handshake per request would dominate a proxy hop. */
-export const UPSTREAM_KEEP_ALIVE = true
-/** TCP keep-alive probes on idle pooled sockets start after this long. */
-export const UPSTREAM_KEEP_ALIVE_MS = 1000
 /**
- * An upstream that sends nothing for this long (no response headers, or a stalled body)
- * is abandoned: 504 if nothing was answered yet, else the client connection is cut.
+ * How long an idle pooled upstream connection is kept when the upstream's `Keep-Alive` names
+ * no timeout. Under Node's default server `keepAliveTimeout` (5 s), so the gateway lets go of
+ * an idle connection before a Node upstream would close it under a request.
+ */
+export const UPSTREAM_IDLE_KEEP_ALIVE_MS = 4000
+/** Connecting (TCP and TLS) to an upstream longer than this is a failure (502). */
+export const UPSTREAM_CONNECT_TIMEOUT_MS = 10_000
+/**
+ * An upstream that sends nothing for this long (no response headers once the request is
+ * sent, or a stalled body) is abandoned: 504 if nothing was answered yet, else the client
+ * connection is cut.
  */
 export const PROXY_TIMEOUT_MS = 30_000
 
-export interface UpstreamAgents {
-  readonly http: http.Agent
-  readonly https: https.Agent
-  destroy (): void
-}
-
-export function createUpstreamAgents (): UpstreamAgents {
-  const options = {
-    keepAlive: UPSTREAM_KEEP_ALIVE,
-    keepAliveMsecs: UPSTREAM_KEEP_ALIVE_MS,
-    maxSockets: UPSTREAM_MAX_SOCKETS,
-    maxFreeSockets: UPSTREAM_MAX_FREE_SOCKETS,
-    // Most recently used first: the socket least likely to have hit the upstream's idle timeout.
-    scheduling: 'lifo' as const
-  }
-  const agents = { http: new http.Agent(options), https: new https.Agent(options) }
-  return { ...agents, destroy () { agents.http.destroy(); agents.https.destroy() } }
-}
-
-/** The fields of a target http-proxy copies into `http.request` options. */
-export interface UpstreamTarget {
-  readonly protocol: 'http:' | 'https:'
-  readonly host: string
-  readonly hostname: string
-  readonly port: string
-  /** A base path the request path is appended to; '' for none. */
-  readonly path: string
-}
-
-/** Where a route's requests go, and through which pool. */
+/** Where a route's requests go. */
 export interface Upstream {
-  readonly target: UpstreamTarget
+  /** `scheme://host[:port]`: the key of its connection pool. */
+  readonly origin: string
+  /** A base path the request path is appended to; '' for none. */
+  readonly basePath: string
   /** `Host` sent upstream: the upstream's own authority, as in its URL. */
   readonly hostHeader: string
-  readonly agent: http.Agent
 }
 
 export interface ProxyRoute extends AdmissionRoute {
@@ -71,40 +46,23 @@ export interface ProxyRoute extends AdmissionRoute {
   readonly upstream: Upstream | undefined
 }
 
-function compileUpstream (prefix: string, upstream: string, agents: UpstreamAgents): Upstream {
+function compileUpstream (prefix: string, upstream: string): Upstream {
   const url = new URL(upstream)
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`route ${prefix}: upstream must be http or https`)
-  const hostname = url.hostname.replace(/^\[(.*)\]$/, '$1')
-  const target: UpstreamTarget = Object.freeze({
-    protocol: url.protocol,
-    host: hostname,
-    hostname,
-    port: url.port === '' ? (url.protocol === 'https:' ? '443' : '80') : url.port,
-    path: url.pathname.replace(/\/+$/, '')
-  })
-  return Object.freeze({ target, hostHeader: url.host, agent: url.protocol === 'https:' ? agents.https : agents.http })
+  return Object.freeze({ origin: url.origin, basePath: url.pathname.replace(/\/+$/, ''), hostHeader: url.host })
 }
 
-export function compileRoute (config: RouteConfig, agents: UpstreamAgents): ProxyRoute {
+export function compileRoute (config: RouteConfig): ProxyRoute {
   return Object.freeze({
     config,
     prefix: config.prefix,
-    upstream: config.upstream === undefined ? undefined : compileUpstream(config.prefix, config.upstream, agents),
+    upstream: config.upstream === undefined ? undefined : compileUpstream(config.prefix, config.upstream),
     label: config.prefix,
     requirement: Object.freeze({ audience: config.audience, scopes: config.scopes })
   })
 }
 
 export type UpstreamErrorKind = 'refused' | 'unreachable' | 'timeout' | 'reset' | 'bad_response' | 'other'
-
-/** Raised by the gateway when the upstream stays silent for the proxy timeout. */
-export class UpstreamTimeoutError extends Error {
-  readonly code = 'LK_UPSTREAM_TIMEOUT'
-  constructor () {
-    super('upstream timed out')
-    this.name = 'UpstreamTimeoutError'
-  }
-}
 
 /** Raised when an upstream response cannot be relayed (an invalid status or header). */
 export class UpstreamResponseError extends Error {
@@ -115,12 +73,17 @@ export class UpstreamResponseError extends Error {
   }
 }
 
-/** Sorted by errno / Node error code, never by message. */
+/**
+ * Sorted by errno, undici's or Node's error code, never by message. undici reports every
+ * failure of a connection already in use (closed under a request, a protocol violation it
+ * caught itself, such as a 101 to a plain request) as `UND_ERR_SOCKET`: a reset.
+ */
 export function classifyUpstreamError (err: unknown): UpstreamErrorKind {
   const code = (err as { code?: unknown } | null)?.code
   if (typeof code !== 'string') return 'other'
   switch (code) {
-    case 'LK_UPSTREAM_TIMEOUT':
+    case 'UND_ERR_HEADERS_TIMEOUT':
+    case 'UND_ERR_BODY_TIMEOUT':
       return 'timeout'
     case 'ECONNREFUSED':
       return 'refused'
@@ -129,12 +92,15 @@ export function classifyUpstreamError (err: unknown): UpstreamErrorKind {
     case 'EHOSTUNREACH':
     case 'ENETUNREACH':
     case 'ETIMEDOUT':
+    case 'UND_ERR_CONNECT_TIMEOUT':
       return 'unreachable'
+    case 'UND_ERR_SOCKET':
     case 'ECONNRESET':
     case 'EPIPE':
     case 'ECONNABORTED':
       return 'reset'
     case 'LK_UPSTREAM_BAD_RESPONSE':
+    case 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH':
       return 'bad_response'
     default:
       return code.startsWith('HPE_') || code.startsWith('ERR_INVALID') || code.startsWith('ERR_HTTP') ? 'bad_response' : 'other'
