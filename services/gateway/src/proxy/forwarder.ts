@@ -54,8 +54,6 @@ export interface Exchange {
   abort?: (reason: Error) => void
   /** A response (or a failure answer) has started towards the client. */
   answered: boolean
-  /** The WebSocket is switched: errors can no longer be answered in HTTP. */
-  upgraded: boolean
   failed: boolean
 }
 
@@ -377,7 +375,6 @@ class UpgradeHandler extends UpstreamSide implements Dispatcher.DispatchHandler 
       return
     }
     exchange.answered = true
-    exchange.upgraded = true
     const raw = latin1Headers(rawHeaders)
     let upgrade = 'websocket'
     for (let i = 0; i + 1 < raw.length; i += 2) if ((raw[i] as string).toLowerCase() === 'upgrade') upgrade = raw[i + 1] as string

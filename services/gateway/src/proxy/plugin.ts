@@ -145,7 +145,7 @@ async function proxy (app: FastifyInstance, options: ProxyPluginOptions): Promis
     })
     propagate(span, req.headers)
     req.url = url
-    const exchange: Exchange = { route, upstream, log, requestId, startedAt, hasBody, answered: false, upgraded: false, failed: false, closed: websocket ? undefined : release }
+    const exchange: Exchange = { route, upstream, log, requestId, startedAt, hasBody, answered: false, failed: false, closed: websocket ? undefined : release }
     if (upgrade !== undefined && websocket) {
       // From here the socket speaks WebSocket (or the upstream's refusal), not this response.
       res.detachSocket(upgrade.socket as Socket)

@@ -28,7 +28,7 @@ t.test('reloads keep the pool of a kept upstream and close the rest; a request i
   let routes = compile([config('/a/', a.url), config('/b/', b.url)])
   const server = http.createServer((req, res) => {
     const route = routes.find(r => req.url?.startsWith(r.prefix) === true) ?? routes[0] as ProxyRoute
-    const exchange: Exchange = { route, upstream: route.upstream as NonNullable<ProxyRoute['upstream']>, log: pino({ level: 'silent' }), requestId: 'r', startedAt: process.hrtime.bigint(), hasBody: false, answered: false, upgraded: false, failed: false }
+    const exchange: Exchange = { route, upstream: route.upstream as NonNullable<ProxyRoute['upstream']>, log: pino({ level: 'silent' }), requestId: 'r', startedAt: process.hrtime.bigint(), hasBody: false, answered: false, failed: false }
     req.url = req.url?.slice(route.prefix.length - 1)
     forwarder.web(exchange, req, res)
   })
